@@ -1,0 +1,161 @@
+"""Variational posterior over the GRN's edges: a Bernoulli mask and a Normal weight per edge.
+
+q(m_e) = Bernoulli(sigmoid(phi_e)), sampled with a straight-through Gumbel-sigmoid (hard 0/1
+forward, soft gradient). q(w_e | m) is Normal, either free per edge or amortised as in GPO-VAE,
+where regulator i's row of weights is predicted by an MLP from ``[mask row of i ; one-hot(i)]``.
+The amortised encoder is evaluated sparsely: the first layer's product with a mask row is a
+sum over i's out-edges, and the output layer is evaluated only at i's targets, so cost and
+memory are O(E * hidden) and over a complete graph the result equals the dense upstream MLP.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .mlp import ResidualMLP
+
+
+def gumbel_sigmoid_st(logits: Tensor, temperature: float, n: int, generator=None) -> Tensor:
+    """``n`` straight-through Gumbel-sigmoid samples of Bernoulli(sigmoid(logits)): ``[n, *shape]``."""
+    u = torch.rand((n, *logits.shape), device=logits.device, dtype=logits.dtype, generator=generator)
+    u = u.clamp(1e-6, 1 - 1e-6)
+    soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / temperature)
+    hard = (soft > 0.5).to(soft.dtype)
+    return hard + soft - soft.detach()
+
+
+def bernoulli_kl(q_logits: Tensor, p_logits: Tensor) -> Tensor:
+    """KL(Bernoulli(sigmoid(q)) || Bernoulli(sigmoid(p))), elementwise."""
+    q = torch.sigmoid(q_logits)
+    return q * (F.logsigmoid(q_logits) - F.logsigmoid(p_logits)) + (1 - q) * (
+        F.logsigmoid(-q_logits) - F.logsigmoid(-p_logits)
+    )
+
+
+def normal_kl(loc: Tensor, scale: Tensor, prior_scale: float | Tensor) -> Tensor:
+    """KL(N(loc, scale^2) || N(0, prior_scale^2)), elementwise."""
+    var_ratio = (scale / prior_scale) ** 2
+    return 0.5 * (var_ratio + (loc / prior_scale) ** 2 - 1.0 - torch.log(var_ratio))
+
+
+class EdgePosterior(nn.Module):
+    """Per-edge mask logits and weight posterior over a fixed edge set.
+
+    Args:
+        edge_index (LongTensor): ``[2, E]`` regulator -> target.
+        num_nodes (int): V.
+        mask_prior (Tensor or float): Bernoulli prior probability per edge, ``[E]`` or scalar.
+        logit_init (Tensor or float): initial mask logits, ``[E]`` or scalar.
+        weight (str): ``"amortized"`` (GPO-VAE) or ``"free"``.
+        weight_prior_scale (float): s in w ~ N(0, s^2).
+        temperature (float): Gumbel-sigmoid temperature.
+        encoder_layers, encoder_hidden (int): size of the amortised weight encoder.
+    """
+
+    def __init__(
+        self,
+        edge_index: Tensor,
+        num_nodes: int,
+        mask_prior: Tensor | float = 0.3,
+        logit_init: Tensor | float = 0.0,
+        weight: str = "amortized",
+        weight_prior_scale: float = 1.0,
+        temperature: float = 1.0,
+        encoder_layers: int = 4,
+        encoder_hidden: int = 400,
+    ):
+        super().__init__()
+        E = edge_index.shape[1]
+        self.num_nodes = num_nodes
+        self.weight_mode = weight
+        self.weight_prior_scale = float(weight_prior_scale)
+        self.temperature = float(temperature)
+        self.register_buffer("edge_index", edge_index.clone())
+        prior = torch.as_tensor(mask_prior, dtype=torch.float32).expand(E).clone()
+        self.register_buffer("prior_logits", torch.logit(prior))
+        init = torch.as_tensor(logit_init, dtype=torch.float32).expand(E).clone()
+        self.logits = nn.Parameter(init)
+        if weight == "free":
+            self.loc = nn.Parameter(torch.zeros(E))
+            self.log_scale = nn.Parameter(torch.full((E,), math.log(0.1)))
+        elif weight == "amortized":
+            H = encoder_hidden
+            # first layer of the upstream MLP on [mask row ; one-hot(i)], split in two
+            self.in_mask = nn.Parameter(torch.empty(num_nodes, H))  # W_m^T: target j -> hidden
+            self.in_node = nn.Embedding(num_nodes, H)  # W_o^T + bias: regulator i -> hidden
+            self.act = nn.LeakyReLU()
+            self.body = ResidualMLP(H, max(encoder_layers - 1, 0))
+            # Normal heads evaluated only at each regulator's targets
+            self.out_loc = nn.Embedding(num_nodes, H + 1)
+            self.out_logvar = nn.Embedding(num_nodes, H + 1)
+        else:
+            raise ValueError(f"unknown edge weight posterior {weight!r}")
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight_mode == "amortized":
+            H = self.in_mask.shape[1]
+            bound = 1.0 / math.sqrt(2 * self.num_nodes)
+            nn.init.uniform_(self.in_mask, -bound, bound)
+            nn.init.uniform_(self.in_node.weight, -bound, bound)
+            for emb in (self.out_loc, self.out_logvar):
+                nn.init.uniform_(emb.weight, -1.0 / math.sqrt(H), 1.0 / math.sqrt(H))
+
+    @property
+    def num_edges(self) -> int:
+        return self.edge_index.shape[1]
+
+    def probabilities(self) -> Tensor:
+        return torch.sigmoid(self.logits)
+
+    def sample_mask(self, n: int) -> Tensor:
+        return gumbel_sigmoid_st(self.logits, self.temperature, n)
+
+    def weight_posterior(self, mask: Tensor) -> Tuple[Tensor, Tensor]:
+        """Normal posterior of the weights given sampled masks ``[P, E]``: (loc, scale) ``[P, E]``."""
+        if self.weight_mode == "free":
+            P = mask.shape[0]
+            return self.loc.expand(P, -1), self.log_scale.exp().expand(P, -1) + 1e-4
+        src, tgt = self.edge_index
+        P, V = mask.shape[0], self.num_nodes
+        # h_i = W_m @ mask_row_i + W_o[:, i] + b : sparse product over i's out-edges
+        rows = (torch.arange(P, device=mask.device).unsqueeze(1) * V + src).reshape(-1)
+        cols = tgt.repeat(P)
+        m = torch.sparse_coo_tensor(
+            torch.stack([rows, cols]), mask.reshape(-1), (P * V, V), is_coalesced=True,
+            check_invariants=False,
+        )
+        h = torch.sparse.mm(m, self.in_mask).view(P, V, -1) + self.in_node.weight
+        h = self.body(self.act(h))  # [P, V, H]
+        h_src = h[:, src]  # [P, E, H]
+        wl, wv = self.out_loc.weight[tgt], self.out_logvar.weight[tgt]  # [E, H + 1]
+        loc = (h_src * wl[:, :-1]).sum(-1) + wl[:, -1]
+        logvar = (h_src * wv[:, :-1]).sum(-1) + wv[:, -1]
+        scale = torch.exp(0.5 * logvar.clamp(-15.0, 15.0)) + 1e-2
+        return loc, scale
+
+    def sample(self, n: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """Sample ``n`` particles: (mask * weight ``[n, E]``, per-edge KL ``[E]``, mask ``[n, E]``).
+
+        The KL is analytic: Bernoulli KL of the mask plus the particle-averaged Normal KL of the
+        weights against N(0, s^2).
+        """
+        mask = self.sample_mask(n)
+        loc, scale = self.weight_posterior(mask)
+        weight = loc + scale * torch.randn_like(loc)
+        kl = bernoulli_kl(self.logits, self.prior_logits) + normal_kl(
+            loc, scale, self.weight_prior_scale
+        ).mean(0)
+        return mask * weight, kl, mask
+
+    def mean_weight(self) -> Tensor:
+        """Posterior mean weight of each edge given that it is present (mask = 1): ``[E]``."""
+        with torch.no_grad():
+            mask = (self.logits > 0).to(self.logits.dtype).unsqueeze(0)
+            loc, _ = self.weight_posterior(mask)
+        return loc[0]

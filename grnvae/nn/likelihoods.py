@@ -1,0 +1,61 @@
+"""Decoders and observation likelihoods p(x | z_b, z_p)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .mlp import SplitInputMLP
+
+
+def nb_log_prob(x: Tensor, mu: Tensor, log_theta: Tensor, eps: float = 1e-8) -> Tensor:
+    """Negative binomial log-likelihood with mean ``mu`` and inverse dispersion ``exp(log_theta)``."""
+    theta = log_theta.exp()
+    log_theta_mu = torch.log(theta + mu + eps)
+    return (
+        theta * (log_theta - log_theta_mu)
+        + x * (torch.log(mu + eps) - log_theta_mu)
+        + torch.lgamma(x + theta)
+        - torch.lgamma(theta)
+        - torch.lgamma(x + 1.0)
+    )
+
+
+class Decoder(nn.Module):
+    """Residual LeakyReLU MLP on ``[z_b ; z_p]`` with a count or Gaussian head.
+
+    ``likelihood="nb"``: mean = library size x softmax(logits), per-gene inverse dispersion
+    (GPO-VAE's library NB). ``likelihood="normal"``: per-gene mean and a learned per-gene scale,
+    for log-normalised input.
+
+    Shapes: z_b ``[P, N, L]``, z_p ``[P, C, V]``, index ``[N]``, library ``[N]``.
+    """
+
+    def __init__(self, latent_dim: int, n_nodes: int, n_genes: int, hidden: int, layers: int,
+                 likelihood: str = "nb"):
+        super().__init__()
+        self.likelihood = likelihood
+        self.mlp = SplitInputMLP(latent_dim, n_nodes, hidden, max(layers, 1))
+        self.head = nn.Linear(hidden, n_genes)
+        if likelihood == "nb":
+            self.log_theta = nn.Parameter(torch.full((n_genes,), 2.0))
+        elif likelihood == "normal":
+            self.log_scale = nn.Parameter(torch.zeros(n_genes))
+        else:
+            raise ValueError(f"unknown likelihood {likelihood!r}")
+
+    def mean(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor) -> Tensor:
+        """Expected observation ``[P, N, G]`` (counts for nb, values for normal)."""
+        out = self.head(self.mlp(z_b, z_p, index))
+        if self.likelihood == "nb":
+            return library.unsqueeze(-1) * F.softmax(out, dim=-1)
+        return out
+
+    def log_prob(self, x: Tensor, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor) -> Tensor:
+        """log p(x | z) summed over genes: ``[P, N]``."""
+        mean = self.mean(z_b, z_p, index, library)
+        if self.likelihood == "nb":
+            return nb_log_prob(x, mean, self.log_theta).sum(-1)
+        scale = self.log_scale.exp() + 1e-4
+        return torch.distributions.Normal(mean, scale).log_prob(x).sum(-1)

@@ -1,0 +1,411 @@
+"""Recipes: the YAML files that declare a grnvae run.
+
+A recipe composes data, GRN, model (encoder, GNN effect module, decoder), loss and training
+settings. It is validated against the structured schema below: unknown keys and wrong types are
+errors naming the key. A recipe may extend others with ``defaults: [name, ...]`` (files relative
+to the recipe, or built-in recipes by name); later entries and the recipe itself override earlier
+ones, and command-line ``key=value`` overrides come last.
+
+Example::
+
+    defaults: [quickstart]
+    model: {latent_dim: 32}
+    train: {max_epochs: 20}
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+    ValidationError,
+)
+
+from .errors import RecipeError
+
+# --------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SimulatorConfig:
+    """Arguments of :func:`grnvae.simulate`, used when ``data.path`` is null."""
+
+    n_genes: int = 200
+    n_regulators: int = 40
+    n_cells: int = 4000
+    n_doubles: int = 6
+    control_fraction: float = 0.15
+    edges_per_regulator: float = 3.0
+    knockdown: float = 0.85
+    effect_scale: float = 1.0
+    library_size: float = 2000.0
+    dispersion: float = 8.0
+    seed: int = 0
+
+
+@dataclass
+class SplitConfig:
+    by: str = "cells"
+    fractions: List[float] = field(default_factory=lambda: [0.64, 0.16, 0.20])
+    test: Optional[List[str]] = None
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None
+    layer: Optional[str] = None
+    perturbation_key: str = "perturbation"
+    control: Any = "control"
+    separator: str = "+"
+    expression: str = "auto"
+    pairing: str = "random"
+    simulate: SimulatorConfig = field(default_factory=SimulatorConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class GRNConfig:
+    nodes: str = "perturbed"
+    edges: str = "complete"
+    self_loops: bool = True
+
+
+@dataclass
+class EdgeConfig:
+    mask_prior: float = 0.3
+    logit_init: float = 0.0
+    temperature: float = 1.0
+    weight: str = "amortized"
+    weight_prior_scale: float = 1.0
+    encoder_layers: int = 4
+    encoder_hidden: int = 400
+
+
+@dataclass
+class EffectConfig:
+    layer: str = "gpo_linear"
+    hops: int = 1
+    combine: str = "sum"
+
+
+@dataclass
+class EncoderConfig:
+    kind: str = "correlated"
+    layers: int = 1
+    hidden: int = 400
+
+
+@dataclass
+class DecoderConfig:
+    layers: int = 2
+    hidden: int = 400
+    likelihood: str = "auto"
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 100
+    edges: EdgeConfig = field(default_factory=EdgeConfig)
+    effect: EffectConfig = field(default_factory=EffectConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+
+@dataclass
+class AlignConfig:
+    weight: float = 100.0
+    hops: int = 5
+    fc: float = 0.4
+
+
+@dataclass
+class LossConfig:
+    kl_weight: float = 1.0
+    align: AlignConfig = field(default_factory=AlignConfig)
+    sparsity: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 200
+    batch_size: int = 512
+    particles: int = 5
+    lr: float = 3.0e-4
+    weight_decay: float = 1.0e-6
+    grad_clip: float = 100.0
+    patience: int = 30
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_workers: int = 0
+    log_every_n_steps: int = 10
+    progress_bar: bool = True
+
+
+@dataclass
+class Recipe:
+    name: str = "grnvae"
+    seed: int = 0
+    plugins: List[str] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    grn: GRNConfig = field(default_factory=GRNConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+#: allowed values of string-valued choice keys (checked after composition)
+CHOICES = {
+    "data.pairing": ("random", "mean"),
+    "data.split.by": ("cells",),
+    "data.expression": ("auto", "counts", "lognorm"),
+    "grn.nodes": ("perturbed", "measured"),
+    "grn.edges": ("complete",),
+    "model.edges.weight": ("amortized", "free"),
+    "model.effect.combine": ("sum", "last"),
+    "model.encoder.kind": ("correlated", "mean_field"),
+    "model.decoder.likelihood": ("auto", "nb", "normal"),
+    "train.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
+}
+
+#: numeric keys that must be positive (>0) or non-negative (>=0)
+POSITIVE = (
+    "model.latent_dim", "model.edges.temperature", "model.edges.weight_prior_scale",
+    "model.edges.encoder_hidden", "model.effect.hops", "model.encoder.hidden",
+    "model.decoder.hidden", "train.max_epochs", "train.batch_size", "train.particles", "train.lr",
+)
+NON_NEGATIVE = (
+    "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity",
+    "train.weight_decay", "train.grad_clip", "train.patience", "train.num_workers",
+    "model.edges.encoder_layers", "model.encoder.layers", "model.decoder.layers",
+)
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def recipe_dirs() -> List[Path]:
+    """Directories searched for built-in recipes, first match wins.
+
+    ``$GRNVAE_RECIPE_PATH`` (``os.pathsep``-separated) comes first, then the project's
+    ``recipes/`` folder.
+    """
+    dirs = [Path(p) for p in os.environ.get("GRNVAE_RECIPE_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parent.parent / "recipes")
+    return dirs
+
+
+def list_recipes() -> List[Path]:
+    """All built-in recipe files, by name."""
+    seen = {}
+    for d in recipe_dirs():
+        for p in sorted(d.glob("*.yaml")):
+            seen.setdefault(p.stem, p)
+    return [seen[k] for k in sorted(seen)]
+
+
+def _resolve_recipe_path(ref: str, base: Optional[Path]) -> Path:
+    candidates = []
+    ref_path = Path(ref)
+    names = [ref_path] if ref_path.suffix in (".yaml", ".yml") else [ref_path.with_suffix(".yaml"), ref_path]
+    for name in names:
+        if base is not None:
+            candidates.append(base / name)
+        candidates.append(name)
+        for d in recipe_dirs():
+            candidates.append(d / name)
+    for c in candidates:
+        if c.is_file():
+            return c
+    available = ", ".join(p.stem for p in list_recipes()) or "none"
+    raise RecipeError(
+        f"recipe {ref!r} not found (looked in {base or Path.cwd()} and the built-in recipes: "
+        f"{available}); give a path to a .yaml file or one of those names"
+    )
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    try:
+        cfg = OmegaConf.load(path)
+    except (OSError, OmegaConfBaseException, Exception) as exc:  # yaml.YAMLError and friends
+        raise RecipeError(f"{path}: cannot be read as YAML: {str(exc).splitlines()[0]}") from exc
+    if cfg is None:
+        cfg = OmegaConf.create({})
+    if not isinstance(cfg, DictConfig):
+        raise RecipeError(f"{path}: a recipe must be a mapping of keys (data:, model:, ...), got a list")
+    return cfg
+
+
+def _compose(path: Path, stack: Sequence[Path] = ()) -> List[Tuple[DictConfig, str]]:
+    """(layer, source file) pairs of a recipe in merge order: its defaults, then itself."""
+    path = path.resolve()
+    if path in stack:
+        chain = " -> ".join(str(p.name) for p in (*stack, path))
+        raise RecipeError(f"{path}: recipe defaults form a cycle ({chain}); remove one of them")
+    cfg = _read_yaml(path)
+    layers: List[Tuple[DictConfig, str]] = []
+    defaults = cfg.pop("defaults", None) if "defaults" in cfg else None
+    if defaults is not None:
+        if isinstance(defaults, str):
+            defaults = [defaults]
+        if not OmegaConf.is_list(defaults) and not isinstance(defaults, list):
+            raise RecipeError(f"{path}: 'defaults' must be a list of recipe names or paths")
+        for ref in defaults:
+            layers.extend(_compose(_resolve_recipe_path(str(ref), path.parent), (*stack, path)))
+    layers.append((cfg, str(path)))
+    return layers
+
+
+def _suggest(key: str, node: Any, prefix: str = "") -> str:
+    try:
+        options = list(node.keys()) if node is not None else []
+    except Exception:
+        options = []
+    close = difflib.get_close_matches(key, [str(o) for o in options], n=1)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+    if options:
+        hint += f" (valid keys here: {', '.join(map(str, options))})"
+    return hint
+
+
+def _full_key(exc: OmegaConfBaseException) -> str:
+    key = getattr(exc, "full_key", None) or getattr(exc, "key", None) or ""
+    return str(key)
+
+
+def _merge_layer(schema: DictConfig, layer: DictConfig, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(schema, layer)
+    except (ConfigKeyError, ConfigAttributeError) as exc:
+        key = _full_key(exc)
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(schema, parent_key) if parent_key else schema
+        prefix = f"{parent_key}." if parent_key else ""
+        raise RecipeError(f"{where}: unknown key '{key}'{_suggest(leaf, parent, prefix)}") from None
+    except ValidationError as exc:
+        key = _full_key(exc)
+        msg = str(exc).splitlines()[0]
+        raise RecipeError(f"{where}: bad value for '{key}': {msg}") from None
+    except OmegaConfBaseException as exc:
+        raise RecipeError(f"{where}: {str(exc).splitlines()[0]}") from None
+
+
+def _parse_overrides(overrides: Iterable[str]) -> List[DictConfig]:
+    layers = []
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(
+                f"command-line override {item!r} is not of the form key=value (e.g. train.max_epochs=5)"
+            )
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise RecipeError(f"command-line override {item!r} has an empty key")
+        try:
+            layer = OmegaConf.from_dotlist([f"{key}={value}"])
+        except OmegaConfBaseException as exc:
+            raise RecipeError(f"command-line override {item!r}: {str(exc).splitlines()[0]}") from None
+        layers.append(layer)
+    return layers
+
+
+def _check(cfg: DictConfig, where: str) -> None:
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as exc:
+        key = _full_key(exc)
+        raise RecipeError(
+            f"{where}: '{key}' is required but not set; pass it on the command line ({key}=...)"
+        ) from None
+    except OmegaConfBaseException as exc:
+        raise RecipeError(f"{where}: {str(exc).splitlines()[0]}") from None
+    for key, allowed in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in allowed:
+            close = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise RecipeError(
+                f"{where}: '{key}' is {value!r}, expected one of {', '.join(allowed)}{hint}"
+            )
+    for key in POSITIVE:
+        value = OmegaConf.select(cfg, key)
+        if not value > 0:
+            raise RecipeError(f"{where}: '{key}' must be > 0, got {value!r}")
+    for key in NON_NEGATIVE:
+        value = OmegaConf.select(cfg, key)
+        if value < 0:
+            raise RecipeError(f"{where}: '{key}' must be >= 0, got {value!r}")
+    if not 0.0 < cfg.model.edges.mask_prior < 1.0:
+        raise RecipeError(f"{where}: 'model.edges.mask_prior' must lie in (0, 1), got {cfg.model.edges.mask_prior}")
+    fr = list(cfg.data.split.fractions)
+    if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6 or fr[0] <= 0:
+        raise RecipeError(
+            f"{where}: 'data.split.fractions' must be three non-negative numbers "
+            f"(train, val, test) summing to 1, got {fr}"
+        )
+    control = cfg.data.control
+    labels = list(control) if OmegaConf.is_list(control) else [control]
+    if not labels or not all(isinstance(c, str) and c for c in labels):
+        raise RecipeError(
+            f"{where}: 'data.control' must be a label or a list of labels, got {control!r}"
+        )
+
+
+def load_recipe(
+    path: Union[str, Path, DictConfig, dict, None] = None,
+    overrides: Sequence[str] = (),
+) -> DictConfig:
+    """Load, compose and validate a recipe.
+
+    Parameters
+    ----------
+    path
+        A recipe file, the name of a built-in recipe (``grnvae recipes`` lists them), a dict /
+        DictConfig, or None for the schema defaults.
+    overrides
+        ``key=value`` strings applied last, e.g. ``["train.max_epochs=5", "data.path=x.h5ad"]``.
+
+    Returns
+    -------
+    DictConfig
+        The resolved recipe, typed by the :class:`Recipe` schema and read-only for unknown keys.
+    """
+    schema = OmegaConf.structured(Recipe)
+    if path is None:
+        layers, where = [], "recipe"
+    elif isinstance(path, (dict, DictConfig)):
+        layers, where = [(OmegaConf.create(path), "recipe")], "recipe"
+    else:
+        file = _resolve_recipe_path(str(path), None)
+        layers, where = _compose(file), str(file)
+    cfg = schema
+    for layer, source in layers:
+        cfg = _merge_layer(cfg, layer, source)
+    for layer, item in zip(_parse_overrides(overrides), overrides):
+        cfg = _merge_layer(cfg, layer, f"override {item!r}")
+    _check(cfg, where)
+    OmegaConf.set_readonly(cfg, False)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved recipe as YAML text (what a run directory stores as ``recipe.yaml``)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def control_labels(cfg: DictConfig) -> List[str]:
+    """``data.control`` as a list of labels."""
+    c = cfg.data.control
+    return [str(x) for x in c] if OmegaConf.is_list(c) else [str(c)]

@@ -1,0 +1,360 @@
+"""Training: recipe -> data -> GRN -> model -> run directory.
+
+A run directory holds everything needed to use a trained model without the training data::
+
+    RUN/
+      recipe.yaml         the resolved recipe
+      checkpoints/        best.ckpt (lowest val loss) and last.ckpt, written atomically
+      tensorboard/        event files with every loss term (train/* and val/*)
+      split.tsv.gz        the train/val/test assignment of every cell
+      grn.tsv             the learned GRN: source, target, probability, weight (one row per edge)
+      metrics.json        final loss terms on train and val (and GRN recovery on simulated data)
+
+An interrupted run (``checkpoints/last.ckpt`` but no ``metrics.json``) resumes where it stopped
+when trained again into the same directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .data.dataset import PerturbationData, read_h5ad
+from .errors import RunError
+from .grn import GRN
+from .model import GRNVAE, ModelSpec
+from .nn.registry import import_plugins
+from .recipe import load_recipe, to_yaml
+
+log = logging.getLogger(__name__)
+
+TERMS = ("loss", "elbo", "reconstruction", "kl_local", "kl_global", "align", "sparsity")
+
+
+# ------------------------------------------------------------------------------------- data
+def load_data(cfg: DictConfig, adata=None) -> PerturbationData:
+    """Read (or simulate) the data a recipe names and register it."""
+    if adata is not None:
+        return PerturbationData.from_anndata(adata, cfg, source="<AnnData>")
+    if cfg.data.path is None:
+        from .data.simulate import simulate
+
+        sim = OmegaConf.to_container(cfg.data.simulate)
+        adata = simulate(**sim, perturbation_key=cfg.data.perturbation_key,
+                         control=_first_control(cfg), separator=cfg.data.separator)
+        return PerturbationData.from_anndata(adata, cfg, source="simulator")
+    path = Path(cfg.data.path)
+    return PerturbationData.from_anndata(read_h5ad(path), cfg, source=str(path))
+
+
+def _first_control(cfg: DictConfig) -> str:
+    from .recipe import control_labels
+
+    return control_labels(cfg)[0]
+
+
+def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
+    """The model's view of the data: dims, GRN edges, normalisation and plate counts."""
+    grn = build_grn(data, cfg)
+    mean, std = data.standardisation("train")
+    return ModelSpec(
+        genes=list(data.genes), nodes=list(grn.genes), edge_index=grn.edge_index.clone(),
+        node_gene=[int(g) for g in data.node_gene], x_mean=torch.from_numpy(mean),
+        x_std=torch.from_numpy(std), node_counts=torch.from_numpy(data.node_counts("train")),
+        n_train=int(len(data.split_index("train"))), values=data.values,
+    )
+
+
+def build_grn(data: PerturbationData, cfg: DictConfig) -> GRN:
+    """The GRN whose edges the model learns (``grn`` section of the recipe)."""
+    if cfg.grn.edges == "complete":
+        return GRN.complete(data.nodes, self_loops=bool(cfg.grn.self_loops), name="complete")
+    raise RunError(f"grn.edges={cfg.grn.edges!r} is not supported")  # guarded by the schema
+
+
+# ------------------------------------------------------------------------------ lightning
+def _lightning():
+    import pytorch_lightning as pl
+
+    return pl
+
+
+def _module_class():
+    pl = _lightning()
+
+    class GRNVAEModule(pl.LightningModule):
+        """Lightning wrapper: optimisation, logging of every loss term, checkpoint metadata."""
+
+        def __init__(self, model: GRNVAE, cfg: DictConfig):
+            super().__init__()
+            self.model = model
+            self.cfg = cfg
+            self.particles = int(cfg.train.particles)
+
+        def _step(self, batch, stage: str):
+            terms = self.model(batch, self.particles)
+            n = int(batch["x"].shape[0])
+            for k in TERMS:
+                self.log(f"{stage}/{k}", terms[k].detach(), on_step=False, on_epoch=True,
+                         batch_size=n, prog_bar=(k == "loss"))
+            return terms["loss"]
+
+        def training_step(self, batch, batch_idx):
+            return self._step(batch, "train")
+
+        def validation_step(self, batch, batch_idx):
+            return self._step(batch, "val")
+
+        def configure_optimizers(self):
+            t = self.cfg.train
+            return torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+        def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+            checkpoint["grnvae"] = {
+                "spec": self.model.spec.to_dict(),
+                "recipe": OmegaConf.to_container(self.cfg, resolve=True),
+            }
+
+    return GRNVAEModule
+
+
+def _atomic_checkpoint_io():
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        """Writes each checkpoint to a temporary file, then renames it into place."""
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            os.close(fd)
+            try:
+                torch.save(checkpoint, tmp)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+
+    return AtomicCheckpointIO()
+
+
+# ---------------------------------------------------------------------------------- runs
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+class Run:
+    """A trained model and its run directory.
+
+    ``Run.load(path)`` rebuilds the model from a run directory alone; ``run.grn()`` returns the
+    learned GRN (edge attributes ``probability`` and ``weight``).
+    """
+
+    def __init__(self, path: Path, recipe: DictConfig, model: GRNVAE, data: Optional[PerturbationData] = None):
+        self.path = Path(path)
+        self.recipe = recipe
+        self.model = model
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Run(path='{self.path}', nodes={self.model.num_nodes}, edges={self.model.edge_index.shape[1]})"
+
+    @property
+    def metrics(self) -> Dict[str, Any]:
+        f = self.path / "metrics.json"
+        return json.loads(f.read_text()) if f.exists() else {}
+
+    def grn(self) -> GRN:
+        """The learned GRN: every candidate edge with its probability and weight."""
+        return self.model.learned_grn()
+
+    def export_grn(self, out: Union[str, Path], format: str = "tsv") -> Path:
+        """Write the learned GRN as ``tsv`` (source, target, probability, weight) or ``graphml``."""
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        grn = self.grn()
+        if format == "tsv":
+            grn.to_tsv(out)
+        elif format == "graphml":
+            grn.to_graphml(out)
+        else:
+            raise RunError(f"unknown GRN export format {format!r}; use tsv or graphml")
+        return out
+
+    @classmethod
+    def load(cls, path: Union[str, Path], checkpoint: str = "best") -> "Run":
+        """Load a run directory written by :func:`train` (``checkpoint``: best or last)."""
+        path = Path(path)
+        ckpt = path / "checkpoints" / f"{checkpoint}.ckpt"
+        if not ckpt.exists():
+            alt = path / "checkpoints" / "last.ckpt"
+            if checkpoint == "best" and alt.exists():
+                ckpt = alt
+            else:
+                raise RunError(
+                    f"'{path}' is not a grnvae run directory (no checkpoints/{checkpoint}.ckpt); "
+                    f"train one with `grnvae train RECIPE --out {path}`"
+                )
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        meta = state.get("grnvae")
+        if meta is None:
+            raise RunError(f"{ckpt} was not written by grnvae (no 'grnvae' entry)")
+        recipe = load_recipe(meta["recipe"])
+        import_plugins(recipe.plugins, base=path)
+        model = GRNVAE(ModelSpec.from_dict(meta["spec"]), recipe)
+        weights = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
+        model.load_state_dict(weights)
+        model.eval()
+        return cls(path, recipe, model)
+
+
+def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Path]:
+    """Create the run directory; return the checkpoint to resume from, if any."""
+    last = out / "checkpoints" / "last.ckpt"
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif (out / "metrics.json").exists():
+            raise RunError(
+                f"run directory '{out}' already holds a finished run; choose another --out or pass --overwrite"
+            )
+        elif last.exists():
+            previous = (out / "recipe.yaml").read_text() if (out / "recipe.yaml").exists() else None
+            if previous is not None and previous != to_yaml(cfg):
+                raise RunError(
+                    f"'{out}' holds an interrupted run of a different recipe; resume it with the same "
+                    f"recipe, or pass --overwrite to start again"
+                )
+            log.warning("resuming the interrupted run in %s from %s", out, last)
+            return last
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints").mkdir(exist_ok=True)
+    return None
+
+
+@torch.no_grad()
+def evaluate_terms(model: GRNVAE, data: PerturbationData, split: str, batch_size: int,
+                   particles: int, seed: int) -> Dict[str, float]:
+    """Loss terms averaged over all cells of a split (seeded, so repeatable)."""
+    model.eval()
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    totals: Dict[str, float] = {k: 0.0 for k in TERMS}
+    n = 0
+    device = next(model.parameters()).device
+    for batch in data.loader(split, batch_size, shuffle=False):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        terms = model(batch, particles)
+        m = int(batch["x"].shape[0])
+        for k in TERMS:
+            totals[k] += float(terms[k]) * m
+        n += m
+    torch.random.set_rng_state(gen_state)
+    return {k: v / max(n, 1) for k, v in totals.items()}
+
+
+def train(
+    recipe: Union[str, Path, DictConfig, dict],
+    overrides: Sequence[str] = (),
+    out: Union[str, Path, None] = None,
+    overwrite: bool = False,
+    adata=None,
+) -> Run:
+    """Train a model from a recipe and write its run directory.
+
+    Parameters
+    ----------
+    recipe : a recipe path / built-in name / DictConfig (see :func:`grnvae.load_recipe`)
+    overrides : ``key=value`` strings applied on top of the recipe
+    out : run directory (default ``runs/<recipe name>``)
+    overwrite : replace an existing run directory
+    adata : train on this AnnData instead of ``data.path``
+    """
+    pl = _lightning()
+    cfg = recipe if isinstance(recipe, DictConfig) and not overrides else load_recipe(recipe, overrides)
+    import_plugins(cfg.plugins, base=Path.cwd())
+    out = Path(out) if out is not None else Path("runs") / cfg.name
+    resume = _prepare_run_dir(out, cfg, overwrite)
+
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    data = load_data(cfg, adata)
+    spec = build_spec(data, cfg)
+    torch.manual_seed(int(cfg.seed))
+    model = GRNVAE(spec, cfg)
+    _write_text_atomic(out / "recipe.yaml", to_yaml(cfg))
+    split = pd.DataFrame({"cell": data.obs_names, "split": np.array(("train", "val", "test"))[data.split]})
+    split.to_csv(out / "split.tsv.gz", sep="\t", index=False)
+
+    t = cfg.train
+    has_val = len(data.split_index("val")) > 0
+    monitor = "val/loss" if has_val else "train/loss"
+    from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor,
+                              mode="min", save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks = [ckpt_cb]
+    if t.patience > 0:
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=int(t.patience)))
+    accelerator = t.accelerator
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer = pl.Trainer(
+            max_epochs=int(t.max_epochs), accelerator=accelerator, devices=t.devices,
+            logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
+            callbacks=callbacks, gradient_clip_val=float(t.grad_clip) or None,
+            log_every_n_steps=int(t.log_every_n_steps), enable_progress_bar=bool(t.progress_bar),
+            enable_model_summary=False, deterministic=True, plugins=[_atomic_checkpoint_io()],
+            default_root_dir=str(out), num_sanity_val_steps=0,
+        )
+        module = _module_class()(model, cfg)
+        seed = int(cfg.seed)
+        train_loader = data.loader("train", int(t.batch_size), shuffle=True, seed=seed, num_workers=int(t.num_workers))
+        val_loader = data.loader("val", int(t.batch_size), shuffle=False) if has_val else None
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
+                    ckpt_path=str(resume) if resume else None)
+
+    run = Run.load(out, "best")
+    run.data = data
+    _finish(run, data, cfg, trainer)
+    return run
+
+
+def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:
+    """Write grn.tsv and metrics.json for a freshly trained run."""
+    t = cfg.train
+    metrics: Dict[str, Any] = {
+        "epochs": int(trainer.current_epoch),
+        "best_checkpoint": "checkpoints/best.ckpt",
+        "cells": data.split_sizes(),
+        "nodes": run.model.num_nodes,
+        "edges": int(run.model.edge_index.shape[1]),
+    }
+    for split in ("train", "val"):
+        if len(data.split_index(split)):
+            metrics[split] = evaluate_terms(run.model, data, split, int(t.batch_size), int(t.particles), int(cfg.seed))
+    grn = run.grn()
+    grn.to_tsv(run.path / "grn.tsv")
+    if data.true_grn is not None:
+        from .evaluation.grn import score_against_truth
+
+        metrics["grn_recovery"] = score_against_truth(grn, data.true_grn)
+    _write_text_atomic(run.path / "metrics.json", json.dumps(metrics, indent=2))
