@@ -39,7 +39,8 @@ from .errors import RecipeError
 
 @dataclass
 class SimulatorConfig:
-    """Arguments of :func:`grnvae.simulate`, used when ``data.path`` is null."""
+    """Arguments of :func:`grnvae.simulate`; setting ``data.simulate`` (and no ``data.path``)
+    trains on the built-in simulator."""
 
     n_genes: int = 200
     n_regulators: int = 40
@@ -70,7 +71,7 @@ class DataConfig:
     separator: str = "+"
     expression: str = "auto"
     pairing: str = "random"
-    simulate: SimulatorConfig = field(default_factory=SimulatorConfig)
+    simulate: Optional[SimulatorConfig] = None
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -348,6 +349,11 @@ def _check(cfg: DictConfig, where: str) -> None:
             raise RecipeError(f"{where}: '{key}' must be >= 0, got {value!r}")
     if not 0.0 < cfg.model.edges.mask_prior < 1.0:
         raise RecipeError(f"{where}: 'model.edges.mask_prior' must lie in (0, 1), got {cfg.model.edges.mask_prior}")
+    if cfg.data.path is None and cfg.data.simulate is None:
+        raise RecipeError(
+            f"{where}: 'data.path' is required but not set; pass data.path=FILE.h5ad "
+            f"(or set data.simulate to train on the built-in simulator)"
+        )
     fr = list(cfg.data.split.fractions)
     if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6 or fr[0] <= 0:
         raise RecipeError(

@@ -47,7 +47,7 @@ def load_data(cfg: DictConfig, adata=None) -> PerturbationData:
     """Read (or simulate) the data a recipe names and register it."""
     if adata is not None:
         return PerturbationData.from_anndata(adata, cfg, source="<AnnData>")
-    if cfg.data.path is None:
+    if cfg.data.path is None:  # the recipe checks that data.simulate is set then
         from .data.simulate import simulate
 
         sim = OmegaConf.to_container(cfg.data.simulate)
@@ -317,6 +317,8 @@ def train(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         trainer = pl.Trainer(
             max_epochs=int(t.max_epochs), accelerator=accelerator, devices=t.devices,
             logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),

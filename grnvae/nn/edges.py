@@ -20,13 +20,24 @@ from torch import Tensor, nn
 from .mlp import ResidualMLP
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Forward: round to exact 0/1; backward: identity (the straight-through estimator)."""
+
+    @staticmethod
+    def forward(ctx, soft: Tensor) -> Tensor:
+        return (soft > 0.5).to(soft.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad
+
+
 def gumbel_sigmoid_st(logits: Tensor, temperature: float, n: int, generator=None) -> Tensor:
     """``n`` straight-through Gumbel-sigmoid samples of Bernoulli(sigmoid(logits)): ``[n, *shape]``."""
     u = torch.rand((n, *logits.shape), device=logits.device, dtype=logits.dtype, generator=generator)
     u = u.clamp(1e-6, 1 - 1e-6)
     soft = torch.sigmoid((logits + torch.log(u) - torch.log1p(-u)) / temperature)
-    hard = (soft > 0.5).to(soft.dtype)
-    return hard + soft - soft.detach()
+    return _StraightThrough.apply(soft)
 
 
 def bernoulli_kl(q_logits: Tensor, p_logits: Tensor) -> Tensor:

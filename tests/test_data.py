@@ -1,0 +1,122 @@
+"""AnnData registration: labels, controls, nodes, splits, pairing, batches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import grnvae
+from grnvae.data import PerturbationData
+from grnvae.errors import DataError
+
+from .conftest import RECIPES
+
+
+@pytest.fixture(scope="module")
+def adata():
+    return grnvae.simulate(n_genes=50, n_regulators=10, n_cells=1200, n_doubles=3, seed=4)
+
+
+def cfg(*overrides):
+    return grnvae.load_recipe(RECIPES / "quickstart.yaml", list(overrides))
+
+
+def test_registration_nodes_conditions_and_dosages(adata):
+    d = PerturbationData.from_anndata(adata, cfg())
+    assert d.values == "counts" and d.X.shape == adata.shape and sp.isspmatrix_csr(d.X)
+    regs = adata.uns["grnvae_simulation"]["regulators"]
+    assert d.nodes == sorted(regs)  # GRN nodes = perturbed genes
+    assert [d.genes[g] for g in d.node_gene] == d.nodes  # every node is a measured gene
+    labels = adata.obs["perturbation"].astype(str).to_numpy()
+    for c, name in enumerate(d.conditions):
+        cells = d.cell_condition == c
+        assert set(labels[cells]) == {name}
+        want = [] if name == "control" else sorted(name.split("+"))
+        assert [d.nodes[i] for i in d.condition_nodes[c]] == want
+    doubles = [c for c, n in enumerate(d.conditions) if "+" in n]
+    assert len(doubles) == 3
+    dose = d.dosage(doubles)
+    assert torch.equal(dose.sum(1), torch.full((3,), 2.0))
+
+
+def test_measured_node_set_covers_all_genes(adata):
+    d = PerturbationData.from_anndata(adata, cfg("grn.nodes=measured"))
+    assert d.nodes[: len(d.genes)] == d.genes and len(d.nodes) == len(d.genes)
+
+
+def test_split_is_seeded_stratified_and_pairs_come_from_training_controls(adata):
+    a = PerturbationData.from_anndata(adata, cfg())
+    b = PerturbationData.from_anndata(adata, cfg())
+    c = PerturbationData.from_anndata(adata, cfg("seed=1"))
+    assert np.array_equal(a.split, b.split) and np.array_equal(a.pair, b.pair)
+    assert not np.array_equal(a.split, c.split)
+    sizes = a.split_sizes()
+    n = a.n_cells
+    assert abs(sizes["train"] / n - 0.64) < 0.03 and abs(sizes["test"] / n - 0.20) < 0.03
+    for k in range(len(a.conditions)):  # every condition is in every split
+        assert set(a.split[a.cell_condition == k]) == {0, 1, 2}
+    perturbed = a.pair != -1
+    assert np.all(a.is_control[a.pair[perturbed]]) and np.all(a.split[a.pair[perturbed]] == 0)
+
+
+def test_batch_tensors_and_delta(adata):
+    d = PerturbationData.from_anndata(adata, cfg())
+    cells = np.arange(0, 300, 3)
+    b = d.batch(cells)
+    assert b["x"].shape == (len(cells), d.X.shape[1])
+    assert torch.allclose(b["x"], torch.from_numpy(d.X[cells].toarray()))
+    assert torch.allclose(b["library"], b["x"].sum(1))
+    # every cell's condition row is its dosage
+    for i, cell in enumerate(cells):
+        row = b["cond_dosage"][b["cond_index"][i]]
+        assert torch.equal(row, d.dosage([d.cell_condition[cell]])[0])
+    # delta x by hand for one perturbed cell: |lognorm(x) - lognorm(x_control)| on node genes
+    i = int(np.nonzero(~d.is_control[cells])[0][0])
+    cell, ctrl = cells[i], d.pair[cells[i]]
+    def lognorm(c):
+        x = d.X[c].toarray().ravel()
+        return np.log1p(x / x.sum() * 1e4)[d.node_gene]
+    assert np.allclose(b["delta"][i].numpy(), np.abs(lognorm(cell) - lognorm(ctrl)), atol=1e-5)
+    assert not b["has_delta"][~torch.from_numpy(~d.is_control[cells])].any()
+
+
+def test_loader_is_deterministic_and_covers_split(adata):
+    d = PerturbationData.from_anndata(adata, cfg())
+    one = [b["cells"] for b in d.loader("train", 100, shuffle=True, seed=3)]
+    two = [b["cells"] for b in d.loader("train", 100, shuffle=True, seed=3)]
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    assert sorted(torch.cat(one).tolist()) == sorted(d.split_index("train").tolist())
+
+
+def test_bad_inputs_raise_clear_errors(adata):
+    bad = adata.copy()
+    bad.obs["perturbation"] = bad.obs["perturbation"].astype(str).replace("control", "NT")
+    with pytest.raises(DataError, match=r"no control cells.*data\.control"):
+        PerturbationData.from_anndata(bad, cfg())
+    assert PerturbationData.from_anndata(bad, cfg("data.control=NT")).n_cells == bad.n_obs
+
+    nan = adata.copy()
+    nan.X = nan.X.copy()
+    nan.X.data[0] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        PerturbationData.from_anndata(nan, cfg())
+
+    lognorm = adata.copy()
+    lognorm.X = lognorm.X.copy()
+    lognorm.X.data = np.log1p(lognorm.X.data) + 0.1
+    assert PerturbationData.from_anndata(lognorm, cfg()).values == "lognorm"
+    with pytest.raises(DataError, match="data.expression=counts"):
+        PerturbationData.from_anndata(lognorm, cfg("data.expression=counts"))
+
+
+def test_missing_file_error(tmp_path):
+    from grnvae.data import read_h5ad
+
+    with pytest.raises(DataError, match=r"data\.path.*missing\.h5ad.*not found"):
+        read_h5ad(tmp_path / "missing.h5ad")
+    junk = tmp_path / "junk.h5ad"
+    junk.write_text("not hdf5")
+    with pytest.raises(DataError, match="could not be read as h5ad"):
+        read_h5ad(junk)
