@@ -129,6 +129,27 @@ def _module_class():
     return GRNVAEModule
 
 
+def _epoch_progress(max_epochs: int):
+    """One progress bar over epochs with the latest train/val loss (instead of per-batch bars)."""
+    pl = _lightning()
+    from tqdm.auto import tqdm
+
+    class EpochProgress(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.bar = tqdm(total=max_epochs, initial=trainer.current_epoch, desc="training", unit="epoch", dynamic_ncols=True)
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            m = trainer.callback_metrics
+            post = {k.split("/")[0]: f"{float(m[k]):.4g}" for k in ("train/loss", "val/loss") if k in m}
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.update(1)
+
+        def on_train_end(self, trainer, pl_module):
+            self.bar.close()
+
+    return EpochProgress()
+
+
 def _atomic_checkpoint_io():
     from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
@@ -309,6 +330,8 @@ def train(
     ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor,
                               mode="min", save_top_k=1, save_last=True, enable_version_counter=False)
     callbacks = [ckpt_cb]
+    if t.progress_bar:
+        callbacks.append(_epoch_progress(int(t.max_epochs)))
     if t.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=int(t.patience)))
     accelerator = t.accelerator
@@ -323,7 +346,7 @@ def train(
             max_epochs=int(t.max_epochs), accelerator=accelerator, devices=t.devices,
             logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
             callbacks=callbacks, gradient_clip_val=float(t.grad_clip) or None,
-            log_every_n_steps=int(t.log_every_n_steps), enable_progress_bar=bool(t.progress_bar),
+            log_every_n_steps=int(t.log_every_n_steps), enable_progress_bar=False,
             enable_model_summary=False, deterministic=True, plugins=[_atomic_checkpoint_io()],
             default_root_dir=str(out), num_sanity_val_steps=0,
         )
