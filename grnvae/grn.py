@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -37,6 +36,7 @@ import torch
 from torch_geometric.data import Data
 
 from grnvae.errors import GRNError
+from grnvae.utils import atomic_write
 
 __all__ = ["GRN"]
 
@@ -113,29 +113,6 @@ def _fill(dtype: torch.dtype, n: int) -> torch.Tensor:
     if dtype == torch.bool:
         return torch.zeros(n, dtype=torch.bool)
     return torch.full((n,), math.nan, dtype=dtype)
-
-
-def _atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp)`` on a temp file next to ``path``, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        try:  # mkstemp makes 0600 files; keep an existing file's mode, else 0644
-            mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-            os.chmod(tmp, mode)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
 
 
 def _split_suffix(path: Path) -> tuple[str, str | None]:
@@ -818,7 +795,7 @@ class GRN:
         ``.bz2`` or ``.xz`` suffix compresses. Returns the path."""
         frame = self.to_dataframe(extra)
         _, compression = _split_suffix(Path(path))
-        return _atomic_write(
+        return atomic_write(
             path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False, compression=compression)
         )
 
@@ -847,4 +824,4 @@ class GRN:
     def to_graphml(self, path: PathLike, extra: Mapping[str, ArrayLike] | None = None) -> Path:
         """Write :meth:`to_networkx` as GraphML, atomically. Returns the path."""
         graph = self.to_networkx(extra)
-        return _atomic_write(path, lambda tmp: nx.write_graphml(graph, tmp))
+        return atomic_write(path, lambda tmp: nx.write_graphml(graph, tmp))

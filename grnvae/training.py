@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
@@ -36,6 +34,7 @@ from .grn import GRN
 from .model import GRNVAE, ModelSpec
 from .nn.registry import import_plugins
 from .recipe import load_recipe, to_yaml
+from .utils import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -157,28 +156,12 @@ def _atomic_checkpoint_io():
         """Writes each checkpoint to a temporary file, then renames it into place."""
 
         def save_checkpoint(self, checkpoint, path, storage_options=None):
-            path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            os.close(fd)
-            try:
-                torch.save(checkpoint, tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
     return AtomicCheckpointIO()
 
 
 # ---------------------------------------------------------------------------------- runs
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 class Run:
     """A trained model and its run directory.
 
@@ -317,7 +300,7 @@ def train(
     spec = build_spec(data, cfg)
     torch.manual_seed(int(cfg.seed))
     model = GRNVAE(spec, cfg)
-    _write_text_atomic(out / "recipe.yaml", to_yaml(cfg))
+    atomic_write_text(out / "recipe.yaml", to_yaml(cfg))
     split = pd.DataFrame({"cell": data.obs_names, "split": np.array(("train", "val", "test"))[data.split]})
     split.to_csv(out / "split.tsv.gz", sep="\t", index=False)
 
@@ -382,4 +365,4 @@ def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:
         from .evaluation.grn import score_against_truth
 
         metrics["grn_recovery"] = score_against_truth(grn, data.true_grn)
-    _write_text_atomic(run.path / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(run.path / "metrics.json", json.dumps(metrics, indent=2))

@@ -12,7 +12,9 @@ the targets of the screen.
 *True GRN.* A sparse directed acyclic graph with signed weights ``W[i, j]`` (edge ``i -> j``).
 Every regulator ``i`` gets ``max(1, Poisson(edges_per_regulator))`` outgoing edges. Each edge
 goes, with probability 0.4, to a regulator of higher index than ``i`` (which makes the graph
-acyclic) and otherwise to a non-regulator gene; targets of one regulator are distinct. Signs are
+acyclic) and otherwise to a non-regulator gene (falling back to the other kind when one runs
+out, so the last regulator has no edge when every gene is a regulator); targets of one
+regulator are distinct. Signs are
 ``+1`` with probability 0.7 (activation) and ``-1`` otherwise, magnitudes are
 ``Uniform(0.5, 1.5) * effect_scale``. A weight is the change of the target's log expression per
 unit log-fold change of the source.
