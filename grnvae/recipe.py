@@ -237,6 +237,11 @@ def _resolve_recipe_path(ref: str, base: Optional[Path]) -> Path:
 
 
 def _read_yaml(path: Path) -> DictConfig:
+    if path.suffix in (".h5ad", ".h5", ".loom", ".zarr"):
+        raise RecipeError(
+            f"{path} is a data file, not a recipe; give a recipe and the data as an override, "
+            f"e.g. `grnvae train gpo_vae data.path={path}`"
+        )
     try:
         cfg = OmegaConf.load(path)
     except (OSError, OmegaConfBaseException, Exception) as exc:  # yaml.YAMLError and friends

@@ -103,3 +103,20 @@ def test_cli_train_prints_where_results_are(tmp_path, capsys):
     assert main(["train", str(RECIPES / "quickstart.yaml"), *FAST, "train.max_epochs=1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert str(out / "grn.tsv") in text and "AUPRC" in text
+
+
+def test_variants_free_weights_mean_field_and_lognormalised_input(tmp_path):
+    """Free per-edge weights, a mean-field encoder and Normal likelihood on log-normalised data."""
+    import scipy.sparse as sp
+
+    adata = grnvae.simulate(n_genes=40, n_regulators=8, n_cells=600, n_doubles=1, seed=2)
+    X = adata.X.toarray()
+    adata.X = sp.csr_matrix(np.log1p(X / X.sum(1, keepdims=True) * 1e4).astype(np.float32))
+    run = grnvae.train(
+        RECIPES / "quickstart.yaml",
+        overrides=FAST + ["model.edges.weight=free", "model.encoder.kind=mean_field", "model.effect.hops=2"],
+        out=tmp_path / "variants", adata=adata,
+    )
+    assert run.model.likelihood == "normal" and run.model.values == "lognorm"
+    assert np.isfinite(run.metrics["val"]["loss"])
+    assert grnvae.Run.load(run.path).model.edges.weight_mode == "free"
