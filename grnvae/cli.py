@@ -57,6 +57,14 @@ def _cmd_simulate(args) -> int:
     return 0
 
 
+def _cmd_inspect(args) -> int:
+    from .data.inspect import describe
+
+    controls = [c for c in args.control.split(",") if c]
+    print(describe(args.file, args.perturbation_key, controls, args.separator))
+    return 0
+
+
 def _cmd_recipes(args) -> int:
     from .recipe import list_recipes
 
@@ -100,6 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--doubles", type=int, default=6)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_simulate)
+
+    i = sub.add_parser("inspect", help="show what grnvae sees in an h5ad file")
+    i.add_argument("file", help=".h5ad file")
+    i.add_argument("--perturbation-key", default="perturbation")
+    i.add_argument("--control", default="control", help="control label(s), comma-separated")
+    i.add_argument("--separator", default="+")
+    i.set_defaults(func=_cmd_inspect)
 
     r = sub.add_parser("recipes", help="list the built-in recipes")
     r.set_defaults(func=_cmd_recipes)

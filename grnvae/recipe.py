@@ -60,15 +60,20 @@ class SplitConfig:
     by: str = "cells"
     fractions: List[float] = field(default_factory=lambda: [0.64, 0.16, 0.20])
     test: Optional[List[str]] = None
+    column: Optional[str] = None
 
 
 @dataclass
 class DataConfig:
     path: Optional[str] = None
+    backed: bool = False
     layer: Optional[str] = None
     perturbation_key: str = "perturbation"
     control: Any = "control"
     separator: str = "+"
+    unassigned: List[str] = field(default_factory=lambda: ["multiple", "unassigned", "none", "na", "nan"])
+    on_unassigned: str = "drop"
+    covariates: List[str] = field(default_factory=list)
     expression: str = "auto"
     pairing: str = "random"
     simulate: Optional[SimulatorConfig] = None
@@ -78,6 +83,7 @@ class DataConfig:
 @dataclass
 class GRNConfig:
     nodes: str = "perturbed"
+    deg_per_perturbation: int = 20
     edges: str = "complete"
     self_loops: bool = True
 
@@ -167,10 +173,11 @@ class Recipe:
 
 #: allowed values of string-valued choice keys (checked after composition)
 CHOICES = {
-    "data.pairing": ("random", "mean"),
-    "data.split.by": ("cells",),
+    "data.pairing": ("random", "mean", "ot"),
+    "data.on_unassigned": ("drop", "error"),
+    "data.split.by": ("cells", "perturbation", "combination", "column"),
     "data.expression": ("auto", "counts", "lognorm"),
-    "grn.nodes": ("perturbed", "measured"),
+    "grn.nodes": ("perturbed", "perturbed+deg", "measured"),
     "grn.edges": ("complete",),
     "model.edges.weight": ("amortized", "free"),
     "model.effect.combine": ("sum", "last"),

@@ -54,7 +54,7 @@ def load_data(cfg: DictConfig, adata=None) -> PerturbationData:
                          control=_first_control(cfg), separator=cfg.data.separator)
         return PerturbationData.from_anndata(adata, cfg, source="simulator")
     path = Path(cfg.data.path)
-    return PerturbationData.from_anndata(read_h5ad(path), cfg, source=str(path))
+    return PerturbationData.from_anndata(read_h5ad(path, backed=bool(cfg.data.backed)), cfg, source=str(path))
 
 
 def _first_control(cfg: DictConfig) -> str:

@@ -22,10 +22,10 @@ from ..errors import DataError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
+from .splits import SPLITS
 
 
-def read_h5ad(path: str | Path, key: str = "data.path"):
+def read_h5ad(path: str | Path, key: str = "data.path", backed: bool = False):
     """Read an h5ad file with errors that name the file and the fix."""
     import anndata as ad
 
@@ -35,7 +35,7 @@ def read_h5ad(path: str | Path, key: str = "data.path"):
     if path.is_dir():
         raise DataError(f"{key}: '{path}' is a directory; give the path to an .h5ad file")
     try:
-        return ad.read_h5ad(path)
+        return ad.read_h5ad(path, backed="r" if backed else None)
     except Exception as exc:  # h5py / anndata raise many types
         raise DataError(f"{key}: '{path}' could not be read as h5ad: {str(exc).splitlines()[0]}") from exc
 
@@ -76,6 +76,55 @@ def lognormalise(X: sp.csr_matrix, library: np.ndarray, scale: float = 1e4) -> s
     return out
 
 
+CHUNK = 20000
+
+
+def _chunks(n: int, size: int = CHUNK):
+    for start in range(0, n, size):
+        yield start, min(start + size, n)
+
+
+def _read(X, rows: Optional[np.ndarray]) -> sp.csr_matrix:
+    """CSR rows of an in-memory or backed matrix (``rows`` any order; None = all)."""
+    if sp.issparse(X):
+        return _as_csr(X if rows is None else X[np.asarray(rows, dtype=np.int64)])
+    if rows is None:
+        out = X[:]
+    else:
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        uniq, inv = np.unique(srt, return_inverse=True)
+        block = X[uniq]
+        out = _as_csr(block)[inv]
+        undo = np.empty_like(order)
+        undo[order] = np.arange(len(order))
+        return out[undo]
+    return _as_csr(out)
+
+
+def _scan(X, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, str]:
+    """One chunked pass: library sizes and counts-vs-lognorm detection (NaN/inf checked)."""
+    n = X.shape[0] if rows is None else len(rows)
+    library = np.empty(n, dtype=np.float64)
+    kind = "counts"
+    for a, b in _chunks(n):
+        block = _as_csr(X[a:b]) if rows is None else _read(X, rows[a:b])
+        library[a:b] = np.asarray(block.sum(axis=1)).ravel()
+        if kind == "counts" or not np.all(np.isfinite(block.data)):
+            kind = "counts" if detect_values(block) == "counts" and kind == "counts" else "lognorm"
+    return library, kind
+
+
+def _node_set(cfg, genes: List[str], perturbed: List[str], cond_targets, gene_pos) -> List[str]:
+    nodes = cfg.grn.nodes
+    if nodes in ("perturbed", "perturbed+deg"):
+        return list(perturbed)
+    if nodes == "measured":  # every measured gene, then perturbed targets that are not measured
+        return list(genes) + [t for t in perturbed if t not in gene_pos]
+    raise DataError(f"grn.nodes={nodes!r} needs a prior GRN (grn.prior), which is not available yet")
+
+
 @dataclass
 class PerturbationData:
     """A perturbation screen registered for training.
@@ -109,12 +158,20 @@ class PerturbationData:
     control_labels: List[str]
     source: str = "<AnnData>"
     true_grn: Optional[pd.DataFrame] = None
+    rows: Optional[np.ndarray] = None  # backed mode: file row of each kept cell
+    dropped: Dict[str, int] = field(default_factory=dict)
+    categories: Dict[str, str] = field(default_factory=dict)  # combination split categories
+    covariates: Dict[str, np.ndarray] = field(default_factory=dict)
     _cache: Dict[str, object] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------------------ building
     @classmethod
     def from_anndata(cls, adata, cfg, source: str = "<AnnData>") -> "PerturbationData":
-        """Register an AnnData using the ``data`` and ``grn`` sections of a recipe."""
+        """Register an AnnData (in memory or backed) using the ``data``/``grn`` recipe sections."""
+        from ..recipe import control_labels
+        from . import splits as S
+        from .labels import parse_labels
+
         dcfg = cfg.data
         key = dcfg.perturbation_key
         if key not in adata.obs.columns:
@@ -123,95 +180,154 @@ class PerturbationData:
                 f"{source}: obs has no column '{key}' (data.perturbation_key); available columns: "
                 f"{cols}. Set data.perturbation_key=<column>"
             )
-        X = adata.layers[dcfg.layer] if dcfg.layer else adata.X
         if dcfg.layer and dcfg.layer not in adata.layers:
             raise DataError(f"{source}: no layer '{dcfg.layer}' (data.layer); layers: {list(adata.layers)}")
-        X = _as_csr(X)
         genes = [str(g) for g in adata.var_names]
         if len(set(genes)) != len(genes):
             dup = pd.Index(genes)[pd.Index(genes).duplicated()].unique()[:5].tolist()
             raise DataError(f"{source}: duplicated gene names in var_names, e.g. {dup}; run adata.var_names_make_unique()")
-        detected = detect_values(X)
+
+        parsed = parse_labels(adata.obs[key], control_labels(cfg), dcfg.separator, list(dcfg.unassigned),
+                              dcfg.on_unassigned, key, source)
+        keep = parsed.keep
+        backed = bool(getattr(adata, "isbacked", False))
+        raw_X = adata.layers[dcfg.layer] if dcfg.layer else adata.X
+        if backed:
+            X = raw_X  # rows are read on demand; ``rows`` maps kept cells to file rows
+            rows = np.nonzero(keep)[0]
+        else:
+            X = _as_csr(raw_X)
+            if not keep.all():
+                X = X[keep]
+            rows = None
+        library, detected = _scan(X, rows)
         values = detected if dcfg.expression == "auto" else dcfg.expression
         if values == "counts" and detected != "counts":
             raise DataError(
                 f"{source}: data.expression=counts but the matrix holds non-integer or negative values; "
                 f"use data.expression=lognorm or point data.layer at the raw counts"
             )
-
-        raw = adata.obs[key]
-        labels = raw.astype(str).to_numpy()
-        missing = raw.isna().to_numpy() | (np.char.strip(labels.astype(str)) == "")
-        from ..recipe import control_labels
-
-        controls = control_labels(cfg)
-        keep = ~missing
-        if missing.any():
-            log.warning("%s: dropping %d cells with an empty '%s' label", source, int(missing.sum()), key)
-        is_control = np.isin(labels, controls)
-        if not is_control[keep].any():
-            top = pd.Series(labels[keep]).value_counts().index[:8].tolist()
-            raise DataError(
-                f"{source}: no control cells: no '{key}' label equals {controls} (data.control); "
-                f"most common labels: {top}. Set data.control=<label>"
-            )
-        if len(np.unique(labels[keep])) < 2:
-            raise DataError(f"{source}: column '{key}' has a single value {labels[keep][0]!r}: no perturbations to learn from")
-
-        X = X[keep]
-        labels = labels[keep]
-        obs_names = [str(o) for o in adata.obs_names[keep]]
-        is_control = is_control[keep]
-
-        # conditions and their targets
-        cond_labels = np.where(is_control, "__control__", labels)
-        conditions, cell_condition = np.unique(cond_labels, return_inverse=True)
-        conditions = conditions.tolist()
-        sep = dcfg.separator
-        cond_targets = [() if c == "__control__" else tuple(t.strip() for t in c.split(sep) if t.strip() and t.strip() not in controls)
-                        for c in conditions]
-        perturbed = sorted({t for ts in cond_targets for t in ts})
-        gene_pos = {g: i for i, g in enumerate(genes)}
-        if cfg.grn.nodes == "perturbed":
-            nodes = perturbed
-        else:  # measured: every measured gene, then perturbed targets that are not measured
-            nodes = genes + [t for t in perturbed if t not in gene_pos]
-        node_pos = {n: i for i, n in enumerate(nodes)}
-        condition_nodes = [tuple(sorted(node_pos[t] for t in set(ts))) for ts in cond_targets]
-        node_gene = np.array([gene_pos.get(n, -1) for n in nodes], dtype=np.int64)
-        conditions = ["control" if c == "__control__" else c for c in conditions]
-
-        library = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
         if values == "counts" and np.any(library <= 0):
-            n0 = int((library <= 0).sum())
-            log.warning("%s: %d cells have zero total counts; they are kept but carry no signal", source, n0)
+            log.warning("%s: %d cells have zero total counts; they are kept but carry no signal",
+                        source, int((library <= 0).sum()))
+        obs_names = [str(o) for o in adata.obs_names[keep]]
+
+        # targets -> genes (exact, else a unique case-insensitive match)
+        gene_pos = {g: i for i, g in enumerate(genes)}
+        upper: Dict[str, List[int]] = {}
+        for i, g in enumerate(genes):
+            upper.setdefault(g.upper(), []).append(i)
+        alias = {}
+        for t in parsed.targets:
+            if t not in gene_pos and len(upper.get(t.upper(), [])) == 1:
+                alias[t] = genes[upper[t.upper()][0]]
+        cond_targets = [tuple(sorted({alias.get(t, t) for t in ts})) for ts in parsed.condition_targets]
+        perturbed = sorted({t for ts in cond_targets for t in ts})
 
         seed = int(cfg.seed)
-        split = stratified_split(cell_condition, list(dcfg.split.fractions), seed)
-        pair = pair_controls(cell_condition, is_control, split, dcfg.pairing, seed)
+        conditions, cell_condition = parsed.conditions, parsed.cell_condition
+        by = dcfg.split.by
+        fractions = list(dcfg.split.fractions)
+        categories: Dict[str, str] = {}
+        if by == "cells":
+            split = S.by_cells(cell_condition, fractions, seed)
+        elif by == "perturbation":
+            split = S.by_perturbation(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed)
+        elif by == "combination":
+            split, categories = S.by_combination(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed)
+        else:
+            col = dcfg.split.column
+            if not col or col not in adata.obs.columns:
+                raise DataError(f"{source}: data.split.by=column needs data.split.column naming an obs column; got {col!r}")
+            split = S.by_column(adata.obs[col][keep], col)
+
+        nodes = _node_set(cfg, genes, perturbed, cond_targets, gene_pos)
+        node_pos = {n: i for i, n in enumerate(nodes)}
+        condition_nodes = [tuple(sorted(node_pos[t] for t in ts)) for ts in cond_targets]
+        node_gene = np.array([gene_pos.get(n, -1) for n in nodes], dtype=np.int64)
 
         true_grn = None
         if "grnvae_simulation" in adata.uns:
             from .simulate import true_grn_edges
 
             true_grn = true_grn_edges(adata)
+        covariates = {}
+        for c in dcfg.covariates:
+            if c not in adata.obs.columns:
+                raise DataError(f"{source}: covariate '{c}' (data.covariates) is not an obs column")
+            covariates[c] = adata.obs[c].astype(str).to_numpy()[keep]
         data = cls(
-            X=X, genes=genes, obs_names=obs_names, labels=labels, conditions=conditions,
-            cell_condition=cell_condition.astype(np.int64), condition_nodes=condition_nodes,
-            nodes=nodes, node_gene=node_gene, split=split, pair=pair, library=library,
-            values=values, control_labels=controls, source=source, true_grn=true_grn,
+            X=X, genes=genes, obs_names=obs_names, labels=parsed.labels, conditions=conditions,
+            cell_condition=cell_condition, condition_nodes=condition_nodes,
+            nodes=nodes, node_gene=node_gene, split=split,
+            pair=np.where(parsed.is_control, -1, -2).astype(np.int64), library=library,
+            values=values, control_labels=control_labels(cfg), source=source, true_grn=true_grn,
+            rows=rows, dropped=parsed.dropped, categories=categories, covariates=covariates,
         )
+        if cfg.grn.nodes == "perturbed+deg":
+            data._add_deg_nodes(int(cfg.grn.deg_per_perturbation))
+        data.pair = data._pair(dcfg, seed)
+        empty = [c for c, n in zip(conditions, np.bincount(cell_condition[split == 0], minlength=len(conditions))) if n == 0]
+        if empty:
+            log.warning("%s: %d conditions have no training cells (held out or filtered): %s",
+                        source, len(empty), empty[:5])
         log.info(
-            "%s: %d cells x %d genes (%s), %d conditions, %d GRN nodes (%d measured), split %s",
-            source, X.shape[0], X.shape[1], values, len(conditions), len(nodes),
-            int((node_gene >= 0).sum()), data.split_sizes(),
+            "%s: %d cells x %d genes (%s%s), %d conditions, %d GRN nodes (%d measured), split %s",
+            source, data.n_cells, len(genes), values, ", backed" if backed else "", len(conditions),
+            len(data.nodes), int((data.node_gene >= 0).sum()), data.split_sizes(),
         )
         return data
+
+    def _pair(self, dcfg, seed: int) -> np.ndarray:
+        from .pairing import pair_controls
+
+        features, cond_features = None, None
+        if dcfg.pairing == "ot":
+            features = self.lognorm_rows(np.arange(self.n_cells), self.node_gene[self.node_gene >= 0])
+            col_of_node = {n: j for j, n in enumerate(np.nonzero(self.node_gene >= 0)[0])}
+            cond_features = [[col_of_node[n] for n in nodes if n in col_of_node] for nodes in self.condition_nodes]
+        return pair_controls(features, self.cell_condition, self.pair == -1, self.split, dcfg.pairing, seed,
+                             condition_features=cond_features)
+
+    def _add_deg_nodes(self, k: int) -> None:
+        """Add each perturbation's top-k differentially expressed genes (training cells) as nodes."""
+        train = self.split == 0
+        ctrl = np.nonzero(train & (self.pair == -1))[0]
+        ctrl_mean = np.asarray(self.lognorm_rows(ctrl, None).mean(axis=0)).ravel()
+        extra = set()
+        for c, nodes in enumerate(self.condition_nodes):
+            cells = np.nonzero(train & (self.cell_condition == c))[0]
+            if not nodes or len(cells) == 0:
+                continue
+            diff = np.abs(np.asarray(self.lognorm_rows(cells, None).mean(axis=0)).ravel() - ctrl_mean)
+            extra.update(self.genes[g] for g in np.argsort(-diff, kind="stable")[:k])
+        new = [g for g in sorted(extra) if g not in set(self.nodes)]
+        gene_pos = {g: i for i, g in enumerate(self.genes)}
+        self.nodes = list(self.nodes) + new
+        self.node_gene = np.r_[self.node_gene, [gene_pos[g] for g in new]].astype(np.int64)
 
     # ------------------------------------------------------------------------------ summaries
     @property
     def n_cells(self) -> int:
-        return self.X.shape[0]
+        return len(self.cell_condition)
+
+    @property
+    def backed(self) -> bool:
+        return self.rows is not None
+
+    def read_rows(self, cells: Sequence[int]) -> sp.csr_matrix:
+        """Expression rows ``[len(cells), G]`` of kept cells, in the given order, as CSR."""
+        cells = np.asarray(cells, dtype=np.int64)
+        return _read(self.X, cells if self.rows is None else self.rows[cells])
+
+    def lognorm_rows(self, cells: Sequence[int], cols: Optional[np.ndarray]) -> sp.csr_matrix:
+        """log1p(x / library * 1e4) (or the values for log-normalised data) on gene columns."""
+        X = self.read_rows(cells)
+        if cols is not None:
+            X = X[:, cols]
+        if self.values == "counts":
+            X = lognormalise(X, self.library[np.asarray(cells, dtype=np.int64)])
+        return sp.csr_matrix(X, dtype=np.float32)
 
     @property
     def is_control(self) -> np.ndarray:
@@ -246,48 +362,53 @@ class PerturbationData:
 
     def standardisation(self, split: str = "train") -> Tuple[np.ndarray, np.ndarray]:
         """Per-gene mean and std of log1p counts (or of the values) over a split's cells."""
-        X = self.X[self.split_index(split)]
-        if self.values == "counts":
-            X = X.copy()
-            X.data = np.log1p(X.data)
-        n = X.shape[0]
-        mean = np.asarray(X.mean(axis=0)).ravel()
-        sq = X.multiply(X)
-        var = np.asarray(sq.sum(axis=0)).ravel() / max(n, 1) - mean ** 2
+        idx = self.split_index(split)
+        G = len(self.genes)
+        total, total_sq = np.zeros(G), np.zeros(G)
+        for a, b in _chunks(len(idx)):
+            X = self.read_rows(idx[a:b])
+            if self.values == "counts":
+                X.data = np.log1p(X.data)
+            total += np.asarray(X.sum(axis=0)).ravel()
+            total_sq += np.asarray(X.multiply(X).sum(axis=0)).ravel()
+        n = max(len(idx), 1)
+        mean = total / n
+        var = total_sq / n - mean ** 2
         std = np.sqrt(np.clip(var, 0, None))
         std = np.where(std > 1e-6, std, 1.0)
         return mean.astype(np.float32), std.astype(np.float32)
 
     # ------------------------------------------------------------------------------ batches
-    def _measured(self) -> Tuple[sp.csr_matrix, np.ndarray]:
-        """Log-normalised expression of the measured GRN nodes ``[N, Vm]`` and the control mean."""
-        if "measured" not in self._cache:
+    def control_mean(self) -> np.ndarray:
+        """Mean log-normalised expression of the training controls on measured nodes ``[Vm]``."""
+        if "control_mean" not in self._cache:
             cols = self.node_gene[self.node_gene >= 0]
-            Xm = self.X[:, cols]
-            if self.values == "counts":
-                Xm = lognormalise(Xm, self.library)
-            Xm = sp.csr_matrix(Xm, dtype=np.float32)
-            ctrl = np.nonzero(self.is_control & (self.split == 0))[0]
-            mean = np.asarray(Xm[ctrl].mean(axis=0)).ravel().astype(np.float32)
-            self._cache["measured"] = (Xm, mean)
-        return self._cache["measured"]  # type: ignore[return-value]
+            ctrl = np.nonzero((self.pair == -1) & (self.split == 0))[0]
+            total = np.zeros(len(cols))
+            for a, b in _chunks(len(ctrl)):
+                total += np.asarray(self.lognorm_rows(ctrl[a:b], cols).sum(axis=0)).ravel()
+            self._cache["control_mean"] = (total / max(len(ctrl), 1)).astype(np.float32)
+        return self._cache["control_mean"]  # type: ignore[return-value]
 
     def batch(self, cells: Sequence[int]) -> Dict[str, torch.Tensor]:
         """Densify a batch of cells into the tensors the model consumes (see ``GRNVAE``)."""
         cells = np.asarray(cells, dtype=np.int64)
-        x = torch.from_numpy(self.X[cells].toarray())
+        x = torch.from_numpy(self.read_rows(cells).toarray())
         conds, cond_index = np.unique(self.cell_condition[cells], return_inverse=True)
-        Xm, ctrl_mean = self._measured()
+        cols = self.node_gene[self.node_gene >= 0]
         pair = self.pair[cells]
         has = pair != -1
-        delta = np.zeros((len(cells), Xm.shape[1]), dtype=np.float32)
+        delta = np.zeros((len(cells), len(cols)), dtype=np.float32)
         if has.any():
-            own = Xm[cells[has]].toarray()
+            lib = self.library[cells[has]]
+            own = x.numpy()[has][:, cols]
+            if self.values == "counts":
+                own = np.log1p(own / np.maximum(lib, 1e-12)[:, None] * 1e4)
             ref = np.empty_like(own)
             by_cell = pair[has] >= 0
             if by_cell.any():
-                ref[by_cell] = Xm[pair[has][by_cell]].toarray()
-            ref[~by_cell] = ctrl_mean
+                ref[by_cell] = self.lognorm_rows(pair[has][by_cell], cols).toarray()
+            ref[~by_cell] = self.control_mean()
             delta[has] = np.abs(own - ref)
         return {
             "x": x,
@@ -328,43 +449,3 @@ class _Batches(torch.utils.data.Dataset):
         return self.data.batch(self.index[np.asarray(positions)])
 
 
-# ---------------------------------------------------------------------------------- helpers
-def stratified_split(groups: np.ndarray, fractions: Sequence[float], seed: int) -> np.ndarray:
-    """Per-cell train/val/test split, stratified by condition and seeded.
-
-    Within each condition, cells are shuffled and the first ``round(n * f_test)`` go to test,
-    the next ``round(n * f_val)`` to val, the rest to train (a condition always keeps at least
-    one training cell).
-    """
-    rng = np.random.default_rng(seed)
-    split = np.zeros(len(groups), dtype=np.int8)
-    f_train, f_val, f_test = fractions
-    for g in np.unique(groups):
-        idx = np.nonzero(groups == g)[0]
-        idx = idx[rng.permutation(len(idx))]
-        n = len(idx)
-        n_test = min(int(round(n * f_test)), max(n - 1, 0))
-        n_val = min(int(round(n * f_val)), max(n - 1 - n_test, 0))
-        split[idx[:n_test]] = 2
-        split[idx[n_test:n_test + n_val]] = 1
-    return split
-
-
-def pair_controls(cell_condition: np.ndarray, is_control: np.ndarray, split: np.ndarray,
-                  method: str, seed: int) -> np.ndarray:
-    """Match every perturbed cell with a training control cell.
-
-    ``random``: a control drawn uniformly (seeded); ``mean``: the mean of the training controls
-    (encoded as -2). Controls get -1.
-    """
-    pair = np.full(len(cell_condition), -1, dtype=np.int64)
-    pool = np.nonzero(is_control & (split == 0))[0]
-    if len(pool) == 0:
-        raise DataError("no control cells in the training split; lower data.split.fractions for val/test")
-    perturbed = np.nonzero(~is_control)[0]
-    if method == "mean":
-        pair[perturbed] = -2
-    else:
-        rng = np.random.default_rng(seed + 1)
-        pair[perturbed] = pool[rng.integers(0, len(pool), size=len(perturbed))]
-    return pair

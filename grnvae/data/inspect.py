@@ -1,0 +1,74 @@
+"""``grnvae inspect``: what grnvae sees in an h5ad file, before any training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .dataset import _scan, read_h5ad
+from .labels import parse_labels
+
+DEFAULT_UNASSIGNED = ("multiple", "unassigned", "none", "na", "nan")
+_CANDIDATE_KEYS = ("perturbation", "gene", "target", "target_gene", "guide_target", "condition", "gene_symbol")
+_CANDIDATE_CONTROLS = ("control", "ctrl", "non-targeting", "NT", "non_targeting", "negative_control", "safe-targeting")
+
+
+def describe(path: str | Path, perturbation_key: str = "perturbation", control: Sequence[str] = ("control",),
+             separator: str = "+", backed: bool = True) -> str:
+    """A human-readable report of an h5ad screen and suggested recipe keys."""
+    adata = read_h5ad(path, key="FILE", backed=backed)
+    lines: List[str] = [f"{path}: {adata.n_obs:,} cells x {adata.n_vars:,} genes"]
+    library, kind = _scan(adata.X, None if not adata.isbacked else np.arange(adata.n_obs))
+    lines.append(
+        f"  X: {'raw counts' if kind == 'counts' else 'log-normalised / non-integer values'} "
+        f"(median total per cell {np.median(library):,.0f}); layers: {list(adata.layers) or 'none'}"
+    )
+    lines.append(f"  obs columns: {', '.join(map(str, adata.obs.columns))}")
+    if perturbation_key not in adata.obs.columns:
+        guess = [k for k in adata.obs.columns if str(k).lower() in _CANDIDATE_KEYS]
+        lines.append(f"  no obs column '{perturbation_key}'" + (f"; try --perturbation-key {guess[0]}" if guess else ""))
+        return "\n".join(lines)
+    col = adata.obs[perturbation_key]
+    values = col.astype(str)
+    controls = list(control)
+    if not values.isin(controls).any():
+        found = [c for c in values.unique() if c in _CANDIDATE_CONTROLS or c.lower() in {x.lower() for x in _CANDIDATE_CONTROLS}]
+        if found:
+            controls = [found[0]]
+            lines.append(f"  no cell labelled {list(control)}; '{found[0]}' looks like the control label")
+    try:
+        lab = parse_labels(col, controls, separator, DEFAULT_UNASSIGNED, "drop", perturbation_key, str(path))
+    except Exception as exc:  # report, do not crash: this is a diagnostic command
+        lines.append(f"  labels: {exc}")
+        return "\n".join(lines)
+    counts = lab.counts()
+    n_ctrl = int(lab.is_control.sum())
+    singles = [c for c, ts in zip(lab.conditions, lab.condition_targets) if len(ts) == 1]
+    lines.append(f"  perturbation column '{perturbation_key}': {len(lab.conditions) - 1} perturbations "
+                 f"({len(singles)} single, {len(lab.combinations)} combinations), {n_ctrl:,} control cells "
+                 f"({', '.join(controls)})")
+    if lab.dropped:
+        lines.append(f"  unassigned labels (dropped by default): " + ", ".join(f"{k} {v:,}" for k, v in lab.dropped.items()))
+    per = counts.drop(index="control", errors="ignore").sort_values(ascending=False)
+    lines.append("  cells per perturbation: " + ", ".join(f"{k} {v}" for k, v in per.items()))
+    genes = set(map(str, adata.var_names))
+    targets = lab.targets
+    measured = [t for t in targets if t in genes]
+    lines.append(f"  targets measured as genes: {len(measured)}/{len(targets)}"
+                 + (f" ({', '.join(measured[:20])}{' ...' if len(measured) > 20 else ''})" if measured else ""))
+    if lab.combinations:
+        lines.append(f"  combinations: {', '.join(lab.combinations[:10])}{' ...' if len(lab.combinations) > 10 else ''}")
+    small = per[per < 10]
+    if len(small):
+        lines.append(f"  perturbations with < 10 cells: {', '.join(small.index[:10])}")
+    covs = [c for c in adata.obs.columns if c != perturbation_key and 1 < adata.obs[c].nunique() <= 20
+            and not pd.api.types.is_float_dtype(adata.obs[c])]
+    lines.append("  suggested recipe keys:")
+    lines.append(f"    data.path={path} data.perturbation_key={perturbation_key} data.control={controls[0]}")
+    if lab.combinations:
+        lines.append(f"    data.separator={separator} data.split.by=combination")
+    lines.append(f"    data.expression={kind}" + (f" data.covariates=[{covs[0]}]" if covs else ""))
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Perturbation labels -> conditions and their targets.
+
+A label is a control (one of ``data.control``), an unassigned label (``data.unassigned``, e.g.
+``multiple``/``unassigned``/empty, handled by ``data.on_unassigned``: drop with a count, or
+error), or one or more targeted genes joined by ``data.separator`` (``A+B``; GEARS' ``A+ctrl``
+is the single ``A`` because ``ctrl`` is a control label).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+CONTROL = "control"
+
+
+@dataclass
+class Labels:
+    """The parsed perturbation column.
+
+    ``keep`` ``[N_all]`` marks cells kept; the other arrays cover kept cells only.
+    ``conditions[0]`` is always the control condition (no targets).
+    """
+
+    keep: np.ndarray
+    labels: np.ndarray
+    is_control: np.ndarray
+    conditions: List[str]
+    cell_condition: np.ndarray
+    condition_targets: List[Tuple[str, ...]]
+    dropped: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def targets(self) -> List[str]:
+        """All targeted genes, sorted."""
+        return sorted({t for ts in self.condition_targets for t in ts})
+
+    @property
+    def combinations(self) -> List[str]:
+        return [c for c, ts in zip(self.conditions, self.condition_targets) if len(ts) > 1]
+
+    def counts(self) -> pd.Series:
+        """Cells per condition."""
+        return pd.Series(np.bincount(self.cell_condition, minlength=len(self.conditions)), index=self.conditions)
+
+
+def parse_labels(
+    values: pd.Series,
+    controls: Sequence[str],
+    separator: str = "+",
+    unassigned: Sequence[str] = (),
+    on_unassigned: str = "drop",
+    key: str = "perturbation",
+    source: str = "<AnnData>",
+) -> Labels:
+    """Parse an obs column of perturbation labels (see module docstring)."""
+    raw = values.astype(object).where(values.notna(), "")
+    labels = np.array([str(v).strip() for v in raw], dtype=object)
+    controls = [str(c) for c in controls]
+    unassigned_lc = {str(u).strip().lower() for u in unassigned} | {""}
+    is_unassigned = np.array([lab.lower() in unassigned_lc or lab.lower() == "nan" for lab in labels])
+    dropped = pd.Series(labels[is_unassigned]).replace("", "<empty>").value_counts().to_dict()
+    if is_unassigned.any():
+        if on_unassigned == "error":
+            raise DataError(
+                f"{source}: column '{key}' has unassigned labels {dropped}; set "
+                f"data.on_unassigned=drop to drop those cells, or relabel them"
+            )
+        log.warning("%s: dropping %d cells with unassigned labels %s (data.on_unassigned=drop)",
+                    source, int(is_unassigned.sum()), dropped)
+    keep = ~is_unassigned
+    labels = labels[keep]
+    if len(labels) == 0:
+        raise DataError(f"{source}: no cells left in '{key}' after dropping unassigned labels {dropped}")
+    is_control = np.isin(labels, controls)
+    if not is_control.any():
+        top = pd.Series(labels).value_counts().index[:8].tolist()
+        raise DataError(
+            f"{source}: no control cells: no '{key}' label equals {controls} (data.control); "
+            f"most common labels: {top}. Set data.control=<label>"
+        )
+    distinct = pd.unique(labels)
+    if len(distinct) < 2:
+        raise DataError(
+            f"{source}: column '{key}' has a single value {distinct[0]!r}: no perturbations to learn from"
+        )
+
+    def targets_of(label: str) -> Tuple[str, ...]:
+        parts = [p.strip() for p in label.split(separator)] if separator else [label]
+        return tuple(sorted({p for p in parts if p and p not in controls}))
+
+    cond_key = np.where(is_control, "", labels)
+    uniq, cell_condition = np.unique(cond_key.astype(str), return_inverse=True)
+    conditions, condition_targets = [], []
+    for u in uniq:
+        if u == "":
+            conditions.append(CONTROL)
+            condition_targets.append(())
+        else:
+            ts = targets_of(u)
+            conditions.append(u)
+            condition_targets.append(ts)
+    # labels that are only controls joined by the separator (e.g. 'ctrl+ctrl') are controls
+    for c, ts in enumerate(condition_targets):
+        if c > 0 and not ts:
+            is_control |= cell_condition == c
+    if separator and not any(separator in u for u in uniq):
+        others = [c for c in "+,;|_" if c != separator and any(c in u for u in uniq)]
+        if others:
+            example = next(u for u in uniq if others[0] in u)
+            log.warning(
+                "%s: the label separator %r (data.separator) never occurs in '%s', but %r does "
+                "(e.g. %r); set data.separator=%r if those labels are combinations",
+                source, separator, key, others[0], example, others[0],
+            )
+    return Labels(keep=keep, labels=labels, is_control=is_control, conditions=conditions,
+                  cell_condition=cell_condition.astype(np.int64),
+                  condition_targets=condition_targets, dropped=dropped)

@@ -1,0 +1,131 @@
+"""Perturbation labels, combination handling and splits (issue: real data without surprises)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import grnvae
+from grnvae.data import PerturbationData
+from grnvae.data.labels import parse_labels
+from grnvae.errors import DataError
+
+from .conftest import RECIPES, shared_file
+
+
+def cfg(*overrides):
+    return grnvae.load_recipe(RECIPES / "quickstart.yaml", list(overrides))
+
+
+def test_parse_labels_policies_and_gears_style():
+    s = pd.Series(["ctrl", "A+ctrl", "A+B", "B", "multiple", None, "", "unassigned", "ctrl+ctrl", "B+A"])
+    lab = parse_labels(s, ["ctrl"], "+", ["multiple", "unassigned"], "drop")
+    assert lab.keep.tolist() == [True, True, True, True, False, False, False, False, True, True]
+    assert lab.dropped == {"multiple": 1, "<empty>": 2, "unassigned": 1}
+    targets = {c: ts for c, ts in zip(lab.conditions, lab.condition_targets)}
+    assert targets["A+ctrl"] == ("A",) and targets["A+B"] == ("A", "B") == targets["B+A"]
+    assert lab.is_control.tolist() == [True, False, False, False, True, False]  # ctrl+ctrl is a control
+    with pytest.raises(DataError, match="unassigned labels.*data.on_unassigned=drop"):
+        parse_labels(s, ["ctrl"], "+", ["multiple", "unassigned"], "error")
+    with pytest.raises(DataError, match="single value"):
+        parse_labels(pd.Series(["ctrl"] * 4), ["ctrl"])
+    with pytest.raises(DataError, match="no control cells"):
+        parse_labels(pd.Series(["A", "B"]), ["ctrl"])
+
+
+def test_separator_that_never_occurs_warns(caplog):
+    with caplog.at_level(logging.WARNING):
+        parse_labels(pd.Series(["ctrl", "A_B", "A"]), ["ctrl"], "+")
+    assert "data.separator='_'" in caplog.text or "data.separator=" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def doubles():
+    return grnvae.simulate(n_genes=60, n_regulators=16, n_cells=2400, n_doubles=12, seed=3)
+
+
+def test_by_perturbation_split_never_leaks_held_out_cells(doubles):
+    held = ["G0003", "G0007"]
+    d = PerturbationData.from_anndata(doubles, cfg("data.split.by=perturbation", f"data.split.test=[{','.join(held)}]"))
+    for h in held:
+        c = d.conditions.index(h)
+        assert np.all(d.split[d.cell_condition == c] == 2)
+    train_conds = {d.conditions[c] for c in np.unique(d.cell_condition[d.split == 0])}
+    assert not train_conds & set(held)
+    assert "control" in train_conds and (d.split[d.pair == -1] == 2).any()  # controls split per cell
+    frac = PerturbationData.from_anndata(doubles, cfg("data.split.by=perturbation"))
+    n_pert = len(frac.conditions) - 1
+    test_conds = {frac.conditions[c] for c in np.unique(frac.cell_condition[frac.split == 2])} - {"control"}
+    assert len(test_conds) == round(0.2 * n_pert)
+    for c in test_conds:
+        assert np.all(frac.split[frac.cell_condition == frac.conditions.index(c)] == 2)
+    with pytest.raises(DataError, match="not in the data"):
+        PerturbationData.from_anndata(doubles, cfg("data.split.by=perturbation", "data.split.test=[NOPE]"))
+
+
+def test_combination_split_seen_categories(doubles):
+    d = PerturbationData.from_anndata(doubles, cfg("data.split.by=combination", "data.split.fractions=[0.6,0.1,0.3]"))
+    cats = d.categories
+    assert set(cats.values()) <= {"seen0", "seen1", "seen2"} and len(set(cats.values())) >= 2
+    train_genes = {t for c in np.unique(d.cell_condition[d.split == 0]) for t in d.conditions[c].split("+") if c}
+    for combo, cat in cats.items():
+        c = d.conditions.index(combo)
+        assert np.all(d.split[d.cell_condition == c] == 2)  # test combinations are fully held out
+        seen = sum(g in train_genes for g in combo.split("+"))
+        assert cat == f"seen{seen}"
+
+
+def test_split_from_column(doubles):
+    a = doubles.copy()
+    rng = np.random.default_rng(0)
+    a.obs["fold"] = rng.choice(["train", "valid", "test"], size=a.n_obs, p=[0.7, 0.1, 0.2])
+    d = PerturbationData.from_anndata(a, cfg("data.split.by=column", "data.split.column=fold"))
+    assert np.array_equal(d.split, a.obs["fold"].map({"train": 0, "valid": 1, "test": 2}).to_numpy())
+    a.obs["fold"] = "oops"
+    with pytest.raises(DataError, match="fold"):
+        PerturbationData.from_anndata(a, cfg("data.split.by=column", "data.split.column=fold"))
+
+
+def test_backed_equals_in_memory(doubles, tmp_path):
+    path = tmp_path / "d.h5ad"
+    doubles.write_h5ad(path)
+    mem = PerturbationData.from_anndata(grnvae.data.read_h5ad(path), cfg())
+    bk = PerturbationData.from_anndata(grnvae.data.read_h5ad(path, backed=True), cfg())
+    assert bk.backed and not mem.backed
+    assert np.array_equal(mem.library, bk.library) and np.array_equal(mem.split, bk.split)
+    assert np.array_equal(mem.pair, bk.pair)
+    m1, s1 = mem.standardisation()
+    m2, s2 = bk.standardisation()
+    assert np.allclose(m1, m2) and np.allclose(s1, s2)
+    cells = np.array([5, 900, 3, 17, 2000])
+    b1, b2 = mem.batch(cells), bk.batch(cells)
+    for k in b1:
+        assert np.allclose(b1[k].numpy(), b2[k].numpy()), k
+
+
+def test_scmageck_labels(caplog):
+    import anndata as ad
+
+    path = shared_file("perturbseq", "scmageck_cropseq_28genes.h5ad")
+    adata = ad.read_h5ad(path)
+    with caplog.at_level(logging.WARNING):
+        d = PerturbationData.from_anndata(adata, cfg(), source=str(path))
+    assert d.dropped == {"multiple": 1355, "unassigned": 531}
+    assert d.n_cells == 6229 - 1355 - 531 and int((d.pair == -1).sum()) == 409
+    assert "1886 cells" in caplog.text
+
+
+def test_papalexi_registration_with_covariate():
+    import anndata as ad
+
+    path = shared_file("perturbseq", "papalexi2021_thp1_subset.h5ad")
+    adata = ad.read_h5ad(path)
+    d = PerturbationData.from_anndata(adata, cfg("data.covariates=[bio_rep]"), source=str(path))
+    assert d.values == "counts" and d.n_cells == 20729 and len(d.conditions) == 26
+    assert int((d.pair == -1).sum()) == 2386 and len(d.nodes) == 25
+    assert len(set(d.covariates["bio_rep"])) == 3
+    measured = {d.nodes[i] for i in np.nonzero(d.node_gene >= 0)[0]}
+    assert measured == {"CMTM6", "IFNGR2", "JAK2", "NFKBIA", "STAT1", "STAT2", "STAT3", "TNFRSF14", "UBE2L6"}
