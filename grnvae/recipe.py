@@ -146,6 +146,8 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     max_epochs: int = 200
+    max_steps: int = -1
+    eval_cells: int = 50000
     batch_size: int = 512
     particles: int = 5
     lr: float = 3.0e-4
@@ -191,6 +193,7 @@ POSITIVE = (
     "model.latent_dim", "model.edges.temperature", "model.edges.weight_prior_scale",
     "model.edges.encoder_hidden", "model.effect.hops", "model.encoder.hidden",
     "model.decoder.hidden", "train.max_epochs", "train.batch_size", "train.particles", "train.lr",
+    "train.eval_cells",
 )
 NON_NEGATIVE = (
     "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity",

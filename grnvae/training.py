@@ -253,15 +253,15 @@ def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Pa
 
 @torch.no_grad()
 def evaluate_terms(model: GRNVAE, data: PerturbationData, split: str, batch_size: int,
-                   particles: int, seed: int) -> Dict[str, float]:
-    """Loss terms averaged over all cells of a split (seeded, so repeatable)."""
+                   particles: int, seed: int, max_cells: Optional[int] = None) -> Dict[str, float]:
+    """Loss terms averaged over the cells of a split (at most ``max_cells``, a seeded subset)."""
     model.eval()
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     totals: Dict[str, float] = {k: 0.0 for k in TERMS}
     n = 0
     device = next(model.parameters()).device
-    for batch in data.loader(split, batch_size, shuffle=False):
+    for batch in data.loader(split, batch_size, shuffle=False, seed=seed, max_cells=max_cells):
         batch = {k: v.to(device) for k, v in batch.items()}
         terms = model(batch, particles)
         m = int(batch["x"].shape[0])
@@ -326,7 +326,7 @@ def train(
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         trainer = pl.Trainer(
-            max_epochs=int(t.max_epochs), accelerator=accelerator, devices=t.devices,
+            max_epochs=int(t.max_epochs), max_steps=int(t.max_steps), accelerator=accelerator, devices=t.devices,
             logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
             callbacks=callbacks, gradient_clip_val=float(t.grad_clip) or None,
             log_every_n_steps=int(t.log_every_n_steps), enable_progress_bar=False,
@@ -358,7 +358,8 @@ def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:
     }
     for split in ("train", "val"):
         if len(data.split_index(split)):
-            metrics[split] = evaluate_terms(run.model, data, split, int(t.batch_size), int(t.particles), int(cfg.seed))
+            metrics[split] = evaluate_terms(run.model, data, split, int(t.batch_size), int(t.particles),
+                                            int(cfg.seed), max_cells=int(t.eval_cells))
     grn = run.grn()
     grn.to_tsv(run.path / "grn.tsv")
     if data.true_grn is not None:

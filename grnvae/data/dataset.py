@@ -421,9 +421,14 @@ class PerturbationData:
         }
 
     def loader(self, split: str, batch_size: int, shuffle: bool, seed: int = 0,
-               num_workers: int = 0) -> torch.utils.data.DataLoader:
-        """A DataLoader of densified batches over one split (seeded shuffling)."""
+               num_workers: int = 0, max_cells: Optional[int] = None) -> torch.utils.data.DataLoader:
+        """A DataLoader of densified batches over one split (seeded shuffling).
+
+        ``max_cells`` keeps a seeded random subset of the split (sorted, for sequential reads).
+        """
         idx = self.split_index(split)
+        if max_cells is not None and len(idx) > max_cells:
+            idx = np.sort(np.random.default_rng(seed).choice(idx, size=max_cells, replace=False))
         if len(idx) == 0:
             raise DataError(f"split '{split}' has no cells; change data.split.fractions")
         ds = _Batches(self, idx)
