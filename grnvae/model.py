@@ -45,6 +45,8 @@ class ModelSpec:
     n_train: int
     values: str  # "counts" or "lognorm"
     mask_prior: Optional[Tensor] = None
+    covariates: Dict[str, List[str]] = field(default_factory=dict)  # covariate -> levels
+    n_qc_fail: int = 0  # training cells failing QC (artifact module)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -101,8 +103,21 @@ class GRNVAE(nn.Module):
         self.effect = EffectModule(mcfg.effect.layer, mcfg.effect.hops, mcfg.effect.combine)
         L = mcfg.latent_dim
         self.latent_dim = L
-        self.encoder = BasalEncoder(G, V, L, mcfg.encoder.hidden, mcfg.encoder.layers, mcfg.encoder.kind)
-        self.decoder = Decoder(L, V, G, mcfg.decoder.hidden, mcfg.decoder.layers, likelihood)
+        K = sum(len(levels) for levels in spec.covariates.values())
+        acfg = mcfg.artifact
+        self.artifact = bool(acfg.enabled)
+        self.encoder = BasalEncoder(G, V, L, mcfg.encoder.hidden, mcfg.encoder.layers, mcfg.encoder.kind,
+                                    artifact=self.artifact, n_covariates=K)
+        self.decoder = Decoder(L, V, G, mcfg.decoder.hidden, mcfg.decoder.layers, likelihood,
+                               artifact=self.artifact, n_covariates=K)
+        if self.artifact:
+            # global artifact embedding e_qc ~ N(0, s^2 I), Normal posterior
+            self.qc_loc = nn.Parameter(torch.zeros(L))
+            self.qc_log_scale = nn.Parameter(torch.full((L,), -2.0))
+            self.qc_prior_scale = float(acfg.prior_scale)
+            self.cf_weight = float(acfg.cf_weight)
+            self.n_qc_fail = int(spec.n_qc_fail)
+            self.qc_fraction = spec.n_qc_fail / max(int(spec.n_train), 1)
 
         self.kl_weight = float(lcfg.kl_weight)
         self.align_weight = float(lcfg.align.weight)
@@ -153,27 +168,85 @@ class GRNVAE(nn.Module):
 
     def forward(self, batch: Dict[str, Tensor], particles: int = 1) -> Dict[str, Tensor]:
         x, idx = batch["x"], batch["cond_index"]
+        cov = batch.get("covariates")
         z_p, edge_kl = self.effects(batch["cond_dosage"], particles)
-        loc, scale = self.encoder(self.standardise(x), z_p, idx, particles)
+        offset = None
+        if self.artifact:
+            q = batch["qc"]
+            e_qc, kl_qc = self._artifact_embedding(particles)
+            offset = q[None, :, None] * e_qc[:, None, :]  # [P, N, L]: each cell's own QC path
+        x_std = self.standardise(x)
+        loc, scale = self.encoder(x_std, z_p, idx, particles, offset, cov)
         z_b = loc + scale * torch.randn_like(loc)
-        log_lik = self.decoder.log_prob(x, z_b, z_p, idx, batch["library"]).mean(0)  # [N]
+        log_lik = self.decoder.log_prob(x, z_b, z_p, idx, batch["library"], offset, cov).mean(0)  # [N]
         kl_local = normal_kl(loc, scale, 1.0).sum(-1).mean(0)  # [N]
         kl_global = self.plated_kl(edge_kl, batch["cond_dosage"], idx)  # [N]
-        terms = {
-            "reconstruction": -log_lik.mean(),
+        weight = None
+        terms: Dict[str, Tensor] = {}
+        if self.artifact:
+            # the artifact embedding is plated over QC-failing cells: each carries 1/N_fail of its KL
+            kl_global = kl_global + q * kl_qc / max(self.n_qc_fail, 1)
+            weight = self._qc_balance(q)
+            terms["counterfactual"] = self.cf_weight * self._counterfactual_kl(
+                batch, x_std, z_p, e_qc, particles)
+        rec = -log_lik if weight is None else -(weight * log_lik)
+        terms.update({
+            "reconstruction": rec.mean(),
             "kl_local": kl_local.mean(),
             "kl_global": kl_global.mean(),
             "align": self.alignment(batch),
             "sparsity": self.sparsity * self.edges.probabilities().mean(),
-        }
+        })
         terms["elbo"] = -(terms["reconstruction"] + terms["kl_local"] + terms["kl_global"])
         terms["loss"] = (
             terms["reconstruction"]
             + self.kl_weight * (terms["kl_local"] + terms["kl_global"])
             + terms["align"]
             + terms["sparsity"]
+            + terms.get("counterfactual", 0.0)
         )
         return terms
+
+    # ------------------------------------------------------------------------- artifact module
+    def _artifact_embedding(self, particles: int):
+        """Samples of e_qc ``[P, L]`` and KL(q(e_qc) || N(0, s^2 I)) (a scalar)."""
+        scale = self.qc_log_scale.exp() + 1e-4
+        e = self.qc_loc + scale * torch.randn(particles, self.latent_dim, device=scale.device)
+        kl = normal_kl(self.qc_loc, scale, self.qc_prior_scale).sum()
+        return e, kl
+
+    def _qc_balance(self, q: Tensor) -> Tensor:
+        """Per-cell reconstruction weights giving QC-passing and QC-failing cells equal total weight.
+
+        With a failing fraction a (training cells), passing cells weigh 1 / (2 (1 - a)) and failing
+        cells 1 / (2 a), so both groups contribute half and the weights average to 1.
+        """
+        a = self.qc_fraction
+        if a <= 0.0 or a >= 1.0:
+            return torch.ones_like(q)
+        return torch.where(q > 0, torch.full_like(q, 0.5 / a), torch.full_like(q, 0.5 / (1.0 - a)))
+
+    def _counterfactual_kl(self, batch: Dict[str, Tensor], x_std: Tensor, z_p: Tensor,
+                           e_qc: Tensor, particles: int) -> Tensor:
+        """KL between a real cell of the opposite QC status and this cell's counterfactual.
+
+        For cell n with status q_n and partner m (same perturbation and split, status 1 - q_n):
+        KL( q(z_b | x_m, z_p, q_m e_qc) || q(z_b | x_n, z_p, (1 - q_n) e_qc) ), the correct Normal
+        KL (including the 1 / sigma^2 factor), averaged over cells that have a partner.
+        """
+        has = batch["has_cf"]
+        if not bool(has.any()):
+            return x_std.new_zeros(())
+        idx = batch["cond_index"][has]
+        flipped = (1.0 - batch["qc"][has])[None, :, None] * e_qc[:, None, :]
+        cov = batch.get("covariates")
+        cov_cf = batch.get("covariates_cf")
+        loc_n, scale_n = self.encoder(x_std[has], z_p, idx, particles, flipped,
+                                      None if cov is None else cov[has])
+        loc_m, scale_m = self.encoder(self.standardise(batch["x_cf"][has]), z_p, idx, particles, flipped,
+                                      None if cov_cf is None else cov_cf[has])
+        kl = (torch.log(scale_n / scale_m) + (scale_m ** 2 + (loc_m - loc_n) ** 2) / (2 * scale_n ** 2) - 0.5)
+        return kl.sum(-1).mean()
 
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()

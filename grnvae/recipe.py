@@ -64,6 +64,17 @@ class SplitConfig:
 
 
 @dataclass
+class QCConfig:
+    """QC / artifact labels for the artifact module: an obs column, or computed criteria."""
+
+    column: Optional[str] = None
+    compute: bool = False
+    nmads: float = 3.0
+    doublet_key: Optional[str] = None
+    groups: Optional[str] = None
+
+
+@dataclass
 class DataConfig:
     path: Optional[str] = None
     backed: bool = False
@@ -74,6 +85,7 @@ class DataConfig:
     unassigned: List[str] = field(default_factory=lambda: ["multiple", "unassigned", "none", "na", "nan"])
     on_unassigned: str = "drop"
     covariates: List[str] = field(default_factory=list)
+    qc: QCConfig = field(default_factory=QCConfig)
     expression: str = "auto"
     pairing: str = "random"
     simulate: Optional[SimulatorConfig] = None
@@ -121,12 +133,22 @@ class DecoderConfig:
 
 
 @dataclass
+class ArtifactConfig:
+    """CRADLE-style artifact module: a learned embedding for QC-failing cells."""
+
+    enabled: bool = False
+    cf_weight: float = 0.1
+    prior_scale: float = 1.0
+
+
+@dataclass
 class ModelConfig:
     latent_dim: int = 100
     edges: EdgeConfig = field(default_factory=EdgeConfig)
     effect: EffectConfig = field(default_factory=EffectConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    artifact: ArtifactConfig = field(default_factory=ArtifactConfig)
 
 
 @dataclass
@@ -192,13 +214,14 @@ CHOICES = {
 POSITIVE = (
     "model.latent_dim", "model.edges.temperature", "model.edges.weight_prior_scale",
     "model.edges.encoder_hidden", "model.effect.hops", "model.encoder.hidden",
-    "model.decoder.hidden", "train.max_epochs", "train.batch_size", "train.particles", "train.lr",
+    "model.decoder.hidden", "model.artifact.prior_scale", "data.qc.nmads", "train.max_epochs", "train.batch_size", "train.particles", "train.lr",
     "train.eval_cells",
 )
 NON_NEGATIVE = (
     "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity",
     "train.weight_decay", "train.grad_clip", "train.patience", "train.num_workers",
     "model.edges.encoder_layers", "model.encoder.layers", "model.decoder.layers",
+    "model.artifact.cf_weight",
 )
 
 # --------------------------------------------------------------------------------------------
@@ -368,6 +391,11 @@ def _check(cfg: DictConfig, where: str) -> None:
         raise RecipeError(
             f"{where}: 'data.path' is required but not set; pass data.path=FILE.h5ad "
             f"(or set data.simulate to train on the built-in simulator)"
+        )
+    if cfg.model.artifact.enabled and not (cfg.data.qc.column or cfg.data.qc.compute):
+        raise RecipeError(
+            f"{where}: model.artifact.enabled needs QC labels: set data.qc.column=<obs column> "
+            f"or data.qc.compute=true"
         )
     fr = list(cfg.data.split.fractions)
     if len(fr) != 3 or any(f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-6 or fr[0] <= 0:

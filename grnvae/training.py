@@ -38,6 +38,7 @@ from .utils import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
+#: loss terms every model reports (the artifact module adds "counterfactual")
 TERMS = ("loss", "elbo", "reconstruction", "kl_local", "kl_global", "align", "sparsity")
 
 
@@ -72,6 +73,8 @@ def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
         node_gene=[int(g) for g in data.node_gene], x_mean=torch.from_numpy(mean),
         x_std=torch.from_numpy(std), node_counts=torch.from_numpy(data.node_counts("train")),
         n_train=int(len(data.split_index("train"))), values=data.values,
+        covariates=data.covariate_levels(),
+        n_qc_fail=int(data.qc[data.split == 0].sum()) if data.qc is not None else 0,
     )
 
 
@@ -104,8 +107,8 @@ def _module_class():
         def _step(self, batch, stage: str):
             terms = self.model(batch, self.particles)
             n = int(batch["x"].shape[0])
-            for k in TERMS:
-                self.log(f"{stage}/{k}", terms[k].detach(), on_step=False, on_epoch=True,
+            for k, v in terms.items():
+                self.log(f"{stage}/{k}", v.detach(), on_step=False, on_epoch=True,
                          batch_size=n, prog_bar=(k == "loss"))
             return terms["loss"]
 
@@ -258,15 +261,15 @@ def evaluate_terms(model: GRNVAE, data: PerturbationData, split: str, batch_size
     model.eval()
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    totals: Dict[str, float] = {k: 0.0 for k in TERMS}
+    totals: Dict[str, float] = {}
     n = 0
     device = next(model.parameters()).device
     for batch in data.loader(split, batch_size, shuffle=False, seed=seed, max_cells=max_cells):
         batch = {k: v.to(device) for k, v in batch.items()}
         terms = model(batch, particles)
         m = int(batch["x"].shape[0])
-        for k in TERMS:
-            totals[k] += float(terms[k]) * m
+        for k, v in terms.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * m
         n += m
     torch.random.set_rng_state(gen_state)
     return {k: v / max(n, 1) for k, v in totals.items()}
@@ -316,7 +319,7 @@ def train(
     if t.progress_bar:
         callbacks.append(_epoch_progress(int(t.max_epochs)))
     if t.patience > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=int(t.patience)))
+        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=int(t.patience), strict=False))
     accelerator = t.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"

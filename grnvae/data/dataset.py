@@ -162,6 +162,9 @@ class PerturbationData:
     dropped: Dict[str, int] = field(default_factory=dict)
     categories: Dict[str, str] = field(default_factory=dict)  # combination split categories
     covariates: Dict[str, np.ndarray] = field(default_factory=dict)
+    qc: Optional[np.ndarray] = None  # True = QC-failing (artifact) cell
+    qc_report: Optional[str] = None
+    cf_pair: Optional[np.ndarray] = None  # same condition and split, opposite QC status (-1: none)
     _cache: Dict[str, object] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------------------ building
@@ -266,6 +269,9 @@ class PerturbationData:
         )
         if cfg.grn.nodes == "perturbed+deg":
             data._add_deg_nodes(int(cfg.grn.deg_per_perturbation))
+        qcfg = dcfg.qc
+        if qcfg.column or qcfg.compute:
+            data._set_qc(adata, qcfg, keep, seed)
         data.pair = data._pair(dcfg, seed)
         empty = [c for c, n in zip(conditions, np.bincount(cell_condition[split == 0], minlength=len(conditions))) if n == 0]
         if empty:
@@ -277,6 +283,58 @@ class PerturbationData:
             len(data.nodes), int((data.node_gene >= 0).sum()), data.split_sizes(),
         )
         return data
+
+    def _set_qc(self, adata, qcfg, keep: np.ndarray, seed: int) -> None:
+        """QC labels (from a column or computed) and counterfactual partners of opposite status."""
+        from .qc import compute_qc, qc_from_column
+
+        if qcfg.column:
+            qc = qc_from_column(adata.obs, qcfg.column)[keep]
+            self.qc_report = f"QC labels from obs column '{qcfg.column}': {int(qc.sum())} of {len(qc)} cells fail"
+        else:
+            if self.values != "counts":
+                raise DataError(f"{self.source}: data.qc.compute needs raw counts; give data.qc.column instead")
+            groups = None
+            if qcfg.groups:
+                if qcfg.groups not in adata.obs.columns:
+                    raise DataError(f"{self.source}: data.qc.groups '{qcfg.groups}' is not an obs column")
+                groups = adata.obs[qcfg.groups].astype(str).to_numpy()[keep]
+            scores = None
+            if qcfg.doublet_key:
+                if qcfg.doublet_key not in adata.obs.columns:
+                    raise DataError(f"{self.source}: data.qc.doublet_key '{qcfg.doublet_key}' is not an obs column")
+                scores = adata.obs[qcfg.doublet_key].to_numpy(dtype=float)[keep]
+            qc, report = compute_qc(_RowView(self), self.genes, groups=groups, nmads=float(qcfg.nmads),
+                                    doublet_scores=scores)
+            self.qc_report = report.summary()
+        log.info("%s: %s", self.source, self.qc_report.splitlines()[0])
+        self.qc = qc.astype(bool)
+        rng = np.random.default_rng(seed + 2)
+        cf = np.full(self.n_cells, -1, dtype=np.int64)
+        key = self.cell_condition * 3 + self.split
+        order = np.argsort(key, kind="stable")
+        bounds = np.r_[0, np.nonzero(np.diff(key[order]))[0] + 1, len(order)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            group = order[a:b]
+            fail, ok = group[self.qc[group]], group[~self.qc[group]]
+            if len(fail) and len(ok):
+                cf[fail] = ok[rng.integers(0, len(ok), size=len(fail))]
+                cf[ok] = fail[rng.integers(0, len(fail), size=len(ok))]
+        self.cf_pair = cf
+
+    def covariate_levels(self) -> Dict[str, List[str]]:
+        return {k: sorted(set(v)) for k, v in self.covariates.items()}
+
+    def covariate_onehot(self, cells: np.ndarray) -> Optional[torch.Tensor]:
+        """One-hot covariates ``[len(cells), K]`` (levels concatenated over covariates), or None."""
+        if not self.covariates:
+            return None
+        blocks = []
+        for name, levels in self.covariate_levels().items():
+            pos = {lvl: i for i, lvl in enumerate(levels)}
+            codes = np.array([pos[v] for v in self.covariates[name][cells]], dtype=np.int64)
+            blocks.append(torch.nn.functional.one_hot(torch.from_numpy(codes), len(levels)).float())
+        return torch.cat(blocks, dim=1)
 
     def _pair(self, dcfg, seed: int) -> np.ndarray:
         from .pairing import pair_controls
@@ -410,7 +468,7 @@ class PerturbationData:
                 ref[by_cell] = self.lognorm_rows(pair[has][by_cell], cols).toarray()
             ref[~by_cell] = self.control_mean()
             delta[has] = np.abs(own - ref)
-        return {
+        out = {
             "x": x,
             "library": torch.from_numpy(self.library[cells].astype(np.float32)),
             "cond_index": torch.from_numpy(cond_index.astype(np.int64)),
@@ -419,6 +477,21 @@ class PerturbationData:
             "has_delta": torch.from_numpy(has),
             "cells": torch.from_numpy(cells),
         }
+        cov = self.covariate_onehot(cells)
+        if cov is not None:
+            out["covariates"] = cov
+        if self.qc is not None:
+            cf = self.cf_pair[cells]
+            has_cf = cf >= 0
+            x_cf = torch.zeros_like(x)
+            if has_cf.any():
+                x_cf[torch.from_numpy(has_cf)] = torch.from_numpy(self.read_rows(cf[has_cf]).toarray())
+            out["qc"] = torch.from_numpy(self.qc[cells].astype(np.float32))
+            out["x_cf"] = x_cf
+            out["has_cf"] = torch.from_numpy(has_cf)
+            if cov is not None:
+                out["covariates_cf"] = self.covariate_onehot(np.where(has_cf, cf, cells))
+        return out
 
     def loader(self, split: str, batch_size: int, shuffle: bool, seed: int = 0,
                num_workers: int = 0, max_cells: Optional[int] = None) -> torch.utils.data.DataLoader:
@@ -439,6 +512,19 @@ class PerturbationData:
             sampler = torch.utils.data.SequentialSampler(range(len(idx)))
         batches = torch.utils.data.BatchSampler(sampler, batch_size=batch_size, drop_last=False)
         return torch.utils.data.DataLoader(ds, sampler=batches, batch_size=None, num_workers=num_workers)
+
+
+class _RowView:
+    """Row-sliceable view of a PerturbationData's kept cells (for chunked QC computation)."""
+
+    def __init__(self, data: PerturbationData):
+        self.data = data
+        self.shape = (data.n_cells, len(data.genes))
+
+    def __getitem__(self, item):
+        if isinstance(item, slice):
+            return self.data.read_rows(np.arange(self.data.n_cells)[item])
+        return self.data.read_rows(np.atleast_1d(item))
 
 
 class _Batches(torch.utils.data.Dataset):

@@ -72,8 +72,8 @@ METRICS = ("sqeuclidean", "euclidean")
 #: most this many bytes; larger ones are recomputed chunk by chunk on every pass
 COST_CACHE_BYTES = 256 * 2**20
 
-# the fast column update (one exp per entry and a matrix-vector product) is used while every
-# plan entry stays a normal float64 number: exp(-_FAST_LIMIT) / (n_rows * n_cols) > 1e-300
+# the fast column update (one exp per entry and a matrix-vector product) is used while the
+# potentials guarantee that every plan entry is at least exp(-_FAST_LIMIT), a normal float64
 _FAST_LIMIT = 600.0
 
 Features = Union[np.ndarray, sp.spmatrix, sp.sparray]

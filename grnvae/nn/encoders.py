@@ -1,4 +1,4 @@
-"""Basal-state encoders q(z_b | x, z_p)."""
+"""Basal-state encoders q(z_b | x, z_p, q e_qc, covariates)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,27 @@ from .mlp import SplitInputMLP
 class BasalEncoder(nn.Module):
     """Normal posterior over the basal latent z_b.
 
-    ``correlated`` (GPO-VAE): an MLP on ``[log-standardised x ; z_p]`` where z_p is the cell's
-    sampled latent perturbation effect; ``mean_field``: x alone.
+    ``correlated`` (GPO-VAE): an MLP on ``[log-standardised x ; z_p ; q e_qc ; covariates]``
+    where z_p is the cell's sampled latent perturbation effect and ``q e_qc`` the artifact
+    offset (artifact module only); ``mean_field``: z_p is left out.
 
-    Shapes: x ``[N, G]``, z_p ``[P, C, V]``, index ``[N]`` -> loc, scale ``[P, N, L]``.
+    Shapes: x ``[N, G]``, z_p ``[P, C, V]``, index ``[N]``, artifact ``[P, N, L]`` or None,
+    covariates ``[N, K]`` or None -> loc, scale ``[P, N, L]``.
     """
 
     def __init__(self, n_genes: int, n_nodes: int, latent_dim: int, hidden: int, layers: int,
-                 kind: str = "correlated"):
+                 kind: str = "correlated", artifact: bool = False, n_covariates: int = 0):
         super().__init__()
         self.kind = kind
-        self.mlp = SplitInputMLP(n_genes, n_nodes if kind == "correlated" else 0, hidden, max(layers, 1))
+        dims = [n_genes, n_nodes if kind == "correlated" else 0, latent_dim if artifact else 0, n_covariates]
+        self.mlp = SplitInputMLP(dims, hidden, max(layers, 1))
         self.loc = nn.Linear(hidden, latent_dim)
         self.logvar = nn.Linear(hidden, latent_dim)
 
-    def forward(self, x: Tensor, z_p: Optional[Tensor], index: Tensor, particles: int) -> Tuple[Tensor, Tensor]:
-        h = self.mlp(x, z_p if self.kind == "correlated" else None, index)
+    def forward(self, x: Tensor, z_p: Optional[Tensor], index: Tensor, particles: int,
+                artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        effect = (z_p, index) if (self.kind == "correlated" and z_p is not None) else None
+        h = self.mlp([x, effect, artifact, covariates])
         if h.dim() == 2:
             h = h.unsqueeze(0).expand(particles, -1, -1)
         loc = self.loc(h)

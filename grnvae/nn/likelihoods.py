@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,20 +25,22 @@ def nb_log_prob(x: Tensor, mu: Tensor, log_theta: Tensor, eps: float = 1e-8) -> 
 
 
 class Decoder(nn.Module):
-    """Residual LeakyReLU MLP on ``[z_b ; z_p]`` with a count or Gaussian head.
+    """Residual LeakyReLU MLP on ``[z_b ; z_p ; q e_qc ; covariates]`` with a count or Gaussian head.
 
     ``likelihood="nb"``: mean = library size x softmax(logits), per-gene inverse dispersion
     (GPO-VAE's library NB). ``likelihood="normal"``: per-gene mean and a learned per-gene scale,
     for log-normalised input.
 
-    Shapes: z_b ``[P, N, L]``, z_p ``[P, C, V]``, index ``[N]``, library ``[N]``.
+    Shapes: z_b ``[P, N, L]``, z_p ``[P, C, V]``, index ``[N]``, library ``[N]``, artifact
+    ``[P, N, L]`` or None (the artifact-free path), covariates ``[N, K]`` or None.
     """
 
     def __init__(self, latent_dim: int, n_nodes: int, n_genes: int, hidden: int, layers: int,
-                 likelihood: str = "nb"):
+                 likelihood: str = "nb", artifact: bool = False, n_covariates: int = 0):
         super().__init__()
         self.likelihood = likelihood
-        self.mlp = SplitInputMLP(latent_dim, n_nodes, hidden, max(layers, 1))
+        dims = [latent_dim, n_nodes, latent_dim if artifact else 0, n_covariates]
+        self.mlp = SplitInputMLP(dims, hidden, max(layers, 1))
         self.head = nn.Linear(hidden, n_genes)
         if likelihood == "nb":
             self.log_theta = nn.Parameter(torch.full((n_genes,), 2.0))
@@ -45,16 +49,18 @@ class Decoder(nn.Module):
         else:
             raise ValueError(f"unknown likelihood {likelihood!r}")
 
-    def mean(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor) -> Tensor:
+    def mean(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
+             artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None) -> Tensor:
         """Expected observation ``[P, N, G]`` (counts for nb, values for normal)."""
-        out = self.head(self.mlp(z_b, z_p, index))
+        out = self.head(self.mlp([z_b, (z_p, index), artifact, covariates]))
         if self.likelihood == "nb":
             return library.unsqueeze(-1) * F.softmax(out, dim=-1)
         return out
 
-    def log_prob(self, x: Tensor, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
+                 artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None) -> Tensor:
         """log p(x | z) summed over genes: ``[P, N]``."""
-        mean = self.mean(z_b, z_p, index, library)
+        mean = self.mean(z_b, z_p, index, library, artifact, covariates)
         if self.likelihood == "nb":
             return nb_log_prob(x, mean, self.log_theta).sum(-1)
         scale = self.log_scale.exp() + 1e-4

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -28,28 +28,35 @@ class ResidualMLP(nn.Module):
 
 
 class SplitInputMLP(nn.Module):
-    """An MLP whose input is ``[a ; b]`` with ``b`` shared by many rows.
+    """An MLP on the concatenation of several inputs, with the first layer split per input.
 
-    The first linear layer is split, ``W [a; b] = W_a a + W_b b``, so ``W_b b`` is computed once
-    per distinct ``b`` (one per condition and particle) and gathered to the rows that use it,
-    instead of materialising the concatenated ``[rows, dim_a + dim_b]`` input.
+    ``W [a; b; ...] = W_a a + W_b b + ...``: an input shared by many rows (the latent effect of
+    a condition, one per condition and particle) is projected once and gathered to its rows,
+    and a particle-independent input (the cell's expression) is projected once for all
+    particles, instead of materialising the concatenated ``[P, N, sum(dims)]`` input.
 
-    Shapes: ``a`` ``[..., N, dim_a]``, ``b`` ``[P, C, dim_b]`` or None, ``index`` ``[N]``
-    (row -> condition); output ``[P, N, hidden]``.
+    ``forward(parts)``: one entry per input, in the order of ``dims``; an entry is None (input
+    absent for this call), a row tensor ``[N, d]`` or ``[P, N, d]``, or a pair
+    ``(tensor [P, C, d], index [N])`` gathered to rows. Output ``[P, N, hidden]`` (or
+    ``[N, hidden]`` if no input has a particle dimension).
     """
 
-    def __init__(self, dim_a: int, dim_b: int, hidden: int, layers: int):
+    def __init__(self, dims: Sequence[int], hidden: int, layers: int):
         super().__init__()
-        self.lin_a = nn.Linear(dim_a, hidden)
-        self.lin_b = nn.Linear(dim_b, hidden, bias=False) if dim_b > 0 else None
+        self.dims = list(dims)
+        self.lins = nn.ModuleList(nn.Linear(max(d, 1), hidden, bias=(i == 0)) for i, d in enumerate(self.dims))
         self.act = nn.LeakyReLU()
         self.body = ResidualMLP(hidden, max(layers - 1, 0))
 
-    def forward(self, a: Tensor, b: Optional[Tensor] = None, index: Optional[Tensor] = None) -> Tensor:
-        h = self.lin_a(a)
-        if self.lin_b is not None and b is not None:
-            hb = self.lin_b(b)
-            if index is not None:
-                hb = hb[:, index]
-            h = h + hb
+    def forward(self, parts: Sequence[Union[None, Tensor, Tuple[Tensor, Tensor]]]) -> Tensor:
+        h = None
+        for lin, dim, part in zip(self.lins, self.dims, parts):
+            if part is None or dim == 0:
+                continue
+            if isinstance(part, tuple):
+                t, index = part
+                out = lin(t)[:, index]
+            else:
+                out = lin(part)
+            h = out if h is None else h + out
         return self.body(self.act(h))
