@@ -75,6 +75,17 @@ class QCConfig:
 
 
 @dataclass
+class OTConfig:
+    """Entropic optimal-transport control pairing (``data.pairing: ot``)."""
+
+    features: str = "perturbed"
+    n_pcs: int = 30
+    reg: float = 0.1
+    metric: str = "euclidean"
+    chunk_size: int = 1024
+
+
+@dataclass
 class DataConfig:
     path: Optional[str] = None
     backed: bool = False
@@ -84,8 +95,10 @@ class DataConfig:
     separator: str = "+"
     unassigned: List[str] = field(default_factory=lambda: ["multiple", "unassigned", "none", "na", "nan"])
     on_unassigned: str = "drop"
+    min_cells: int = 1
     covariates: List[str] = field(default_factory=list)
     qc: QCConfig = field(default_factory=QCConfig)
+    ot: OTConfig = field(default_factory=OTConfig)
     expression: str = "auto"
     pairing: str = "random"
     simulate: Optional[SimulatorConfig] = None
@@ -199,6 +212,8 @@ class Recipe:
 CHOICES = {
     "data.pairing": ("random", "mean", "ot"),
     "data.on_unassigned": ("drop", "error"),
+    "data.ot.features": ("perturbed", "pca"),
+    "data.ot.metric": ("euclidean", "sqeuclidean"),
     "data.split.by": ("cells", "perturbation", "combination", "column"),
     "data.expression": ("auto", "counts", "lognorm"),
     "grn.nodes": ("perturbed", "perturbed+deg", "measured"),
@@ -214,14 +229,15 @@ CHOICES = {
 POSITIVE = (
     "model.latent_dim", "model.edges.temperature", "model.edges.weight_prior_scale",
     "model.edges.encoder_hidden", "model.effect.hops", "model.encoder.hidden",
-    "model.decoder.hidden", "model.artifact.prior_scale", "data.qc.nmads", "train.max_epochs", "train.batch_size", "train.particles", "train.lr",
+    "model.decoder.hidden", "model.artifact.prior_scale", "data.qc.nmads", "data.ot.reg", "data.ot.n_pcs",
+    "data.ot.chunk_size", "train.max_epochs", "train.batch_size", "train.particles", "train.lr",
     "train.eval_cells",
 )
 NON_NEGATIVE = (
     "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity",
     "train.weight_decay", "train.grad_clip", "train.patience", "train.num_workers",
     "model.edges.encoder_layers", "model.encoder.layers", "model.decoder.layers",
-    "model.artifact.cf_weight",
+    "model.artifact.cf_weight", "data.min_cells",
 )
 
 # --------------------------------------------------------------------------------------------

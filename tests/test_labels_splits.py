@@ -67,9 +67,15 @@ def test_by_perturbation_split_never_leaks_held_out_cells(doubles):
 
 
 def test_combination_split_seen_categories(doubles):
-    d = PerturbationData.from_anndata(doubles, cfg("data.split.by=combination", "data.split.fractions=[0.6,0.1,0.3]"))
+    combos = sorted(doubles.uns["grnvae_simulation"]["doubles"])
+    first = combos[0].split("+")
+    other = next(g for c in combos[1:] for g in c.split("+") if g not in first)
+    unseen = ",".join(first + [other])  # both genes of one combination, one gene of another
+    d = PerturbationData.from_anndata(doubles, cfg("data.split.by=combination", "data.split.fractions=[0.6,0.1,0.3]",
+                                                   f"data.split.test=[{unseen}]"))
     cats = d.categories
-    assert set(cats.values()) <= {"seen0", "seen1", "seen2"} and len(set(cats.values())) >= 2
+    assert set(cats.values()) == {"seen0", "seen1", "seen2"}
+    assert cats[combos[0]] == "seen0"
     train_genes = {t for c in np.unique(d.cell_condition[d.split == 0]) for t in d.conditions[c].split("+") if c}
     for combo, cat in cats.items():
         c = d.conditions.index(combo)
@@ -129,3 +135,64 @@ def test_papalexi_registration_with_covariate():
     assert len(set(d.covariates["bio_rep"])) == 3
     measured = {d.nodes[i] for i in np.nonzero(d.node_gene >= 0)[0]}
     assert measured == {"CMTM6", "IFNGR2", "JAK2", "NFKBIA", "STAT1", "STAT2", "STAT3", "TNFRSF14", "UBE2L6"}
+
+
+@pytest.mark.parametrize("features", ["perturbed", "pca"])
+def test_ot_pairing_in_registration(doubles, features):
+    c = cfg("data.pairing=ot", f"data.ot.features={features}")
+    a = PerturbationData.from_anndata(doubles, c)
+    b = PerturbationData.from_anndata(doubles, c)
+    assert np.array_equal(a.pair, b.pair)  # deterministic
+    perturbed = a.pair != -1
+    assert np.all(a.pair[perturbed] >= 0)
+    assert np.all((a.pair[a.pair[perturbed]] == -1)) and np.all(a.split[a.pair[perturbed]] == 0)
+    # matched controls are closer on the cost features than random controls
+    rnd = PerturbationData.from_anndata(doubles, cfg())
+    feats = a.ot_features(features, 30, 0)
+    feats = feats.toarray() if hasattr(feats, "toarray") else feats
+    cells = np.nonzero(perturbed)[0]
+    d_ot = np.linalg.norm(feats[cells] - feats[a.pair[cells]], axis=1).mean()
+    d_rnd = np.linalg.norm(feats[cells] - feats[rnd.pair[cells]], axis=1).mean()
+    assert d_ot < d_rnd
+
+
+def test_bad_inputs(doubles, caplog):
+    neg = doubles.copy()
+    neg.X = neg.X.copy()
+    neg.X.data[:5] = -3.0
+    with pytest.raises(DataError, match="negative"):
+        PerturbationData.from_anndata(neg, cfg())
+    dup = doubles.copy()
+    dup.var_names = ["G0001"] + list(dup.var_names[1:])
+    with pytest.raises(DataError, match="duplicated gene names.*var_names_make_unique"):
+        PerturbationData.from_anndata(dup, cfg())
+    # a perturbation with too few cells is dropped and reported; naming it as held out is an error
+    few = doubles.copy()
+    labels = few.obs["perturbation"].astype(str).to_numpy()
+    idx = np.nonzero(labels == "G0005")[0]
+    labels[idx[3:]] = "control"
+    few.obs["perturbation"] = pd.Categorical(labels)
+    with caplog.at_level(logging.WARNING):
+        d = PerturbationData.from_anndata(few, cfg("data.min_cells=5"))
+    assert "G0005" not in d.conditions and "G0005 (< 5 cells)" in d.dropped and "data.min_cells" in caplog.text
+    with pytest.raises(DataError, match="G0005"):
+        PerturbationData.from_anndata(few, cfg("data.min_cells=5", "data.split.by=perturbation", "data.split.test=[G0005]"))
+    # unused categories of a categorical column create no empty condition
+    cat = doubles.copy()
+    cat.obs["perturbation"] = cat.obs["perturbation"].astype("category").cat.add_categories(["GHOST"])
+    assert "GHOST" not in PerturbationData.from_anndata(cat, cfg()).conditions
+
+
+def test_backed_training_equals_in_memory(doubles, tmp_path):
+    from .conftest import FAST
+
+    path = tmp_path / "small.h5ad"
+    doubles[:900].copy().write_h5ad(path)
+    runs = {}
+    for backed in ("false", "true"):
+        runs[backed] = grnvae.train(RECIPES / "quickstart.yaml", overrides=FAST + [
+            f"data.path={path}", f"data.backed={backed}"], out=tmp_path / f"b{backed}")
+    a = pd.read_csv(runs["false"].path / "grn.tsv", sep="\t")
+    b = pd.read_csv(runs["true"].path / "grn.tsv", sep="\t")
+    pd.testing.assert_frame_equal(a, b)
+    assert runs["false"].metrics["val"] == pytest.approx(runs["true"].metrics["val"])

@@ -51,9 +51,19 @@ def detect_values(X) -> str:
     if not np.all(np.isfinite(data)):
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"expression matrix has {bad} NaN/infinite values; remove or impute them first")
-    if np.all(data >= 0) and np.all(np.mod(data, 1) == 0):
-        return "counts"
-    return "lognorm"
+    integer = bool(np.all(np.mod(data, 1) == 0))
+    negative = int((data < 0).sum())
+    if negative and integer:
+        raise DataError(
+            f"expression matrix has {negative} negative integer values: counts cannot be negative; "
+            f"check the file or point data.layer at the raw counts"
+        )
+    if negative:
+        log.warning(
+            "expression matrix has %d negative values: it looks scaled or centred; grnvae expects raw "
+            "counts or log-normalised values (point data.layer at them)", negative,
+        )
+    return "counts" if integer else "lognorm"
 
 
 def _as_csr(X) -> sp.csr_matrix:
@@ -111,8 +121,8 @@ def _scan(X, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, str]:
     for a, b in _chunks(n):
         block = _as_csr(X[a:b]) if rows is None else _read(X, rows[a:b])
         library[a:b] = np.asarray(block.sum(axis=1)).ravel()
-        if kind == "counts" or not np.all(np.isfinite(block.data)):
-            kind = "counts" if detect_values(block) == "counts" and kind == "counts" else "lognorm"
+        if detect_values(block) != "counts":
+            kind = "lognorm"
     return library, kind
 
 
@@ -191,7 +201,7 @@ class PerturbationData:
             raise DataError(f"{source}: duplicated gene names in var_names, e.g. {dup}; run adata.var_names_make_unique()")
 
         parsed = parse_labels(adata.obs[key], control_labels(cfg), dcfg.separator, list(dcfg.unassigned),
-                              dcfg.on_unassigned, key, source)
+                              dcfg.on_unassigned, key, source, min_cells=int(dcfg.min_cells))
         keep = parsed.keep
         backed = bool(getattr(adata, "isbacked", False))
         raw_X = adata.layers[dcfg.layer] if dcfg.layer else adata.X
@@ -339,13 +349,41 @@ class PerturbationData:
     def _pair(self, dcfg, seed: int) -> np.ndarray:
         from .pairing import pair_controls
 
-        features, cond_features = None, None
+        features = None
+        ot = dcfg.ot
         if dcfg.pairing == "ot":
-            features = self.lognorm_rows(np.arange(self.n_cells), self.node_gene[self.node_gene >= 0])
-            col_of_node = {n: j for j, n in enumerate(np.nonzero(self.node_gene >= 0)[0])}
-            cond_features = [[col_of_node[n] for n in nodes if n in col_of_node] for nodes in self.condition_nodes]
+            features = self.ot_features(ot.features, int(ot.n_pcs), seed)
         return pair_controls(features, self.cell_condition, self.pair == -1, self.split, dcfg.pairing, seed,
-                             condition_features=cond_features)
+                             reg=float(ot.reg), chunk_size=int(ot.chunk_size), metric=ot.metric,
+                             progress=self.n_cells > 50000)
+
+    def ot_features(self, kind: str, n_pcs: int, seed: int):
+        """Per-cell features for the OT cost: log-normalised expression of the measured perturbed
+        genes (``perturbed``, as GPO-VAE), or a PCA of all genes fitted on up to 20,000 training
+        cells (``pca``)."""
+        if kind == "perturbed":
+            gene_pos = {g: i for i, g in enumerate(self.genes)}
+            targets = sorted({self.nodes[n] for nodes in self.condition_nodes for n in nodes})
+            cols = np.array([gene_pos[t] for t in targets if t in gene_pos], dtype=np.int64)
+            if len(cols) == 0:
+                raise DataError(
+                    f"{self.source}: data.ot.features=perturbed but no perturbed gene is measured; "
+                    f"use data.ot.features=pca"
+                )
+            return self.lognorm_rows(np.arange(self.n_cells), cols)
+        train = self.split_index("train")
+        rng = np.random.default_rng(seed)
+        fit = np.sort(rng.choice(train, size=min(len(train), 20000), replace=False))
+        Xf = torch.from_numpy(self.lognorm_rows(fit, None).toarray())
+        mean = Xf.mean(0)
+        k = min(n_pcs, min(Xf.shape) - 1)
+        torch.manual_seed(seed)
+        _, _, V = torch.pca_lowrank(Xf - mean, q=k, center=False, niter=4)
+        out = np.empty((self.n_cells, k), dtype=np.float32)
+        for a, b in _chunks(self.n_cells):
+            block = torch.from_numpy(self.lognorm_rows(np.arange(a, b), None).toarray())
+            out[a:b] = ((block - mean) @ V[:, :k]).numpy()
+        return out
 
     def _add_deg_nodes(self, k: int) -> None:
         """Add each perturbation's top-k differentially expressed genes (training cells) as nodes."""

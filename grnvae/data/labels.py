@@ -60,8 +60,12 @@ def parse_labels(
     on_unassigned: str = "drop",
     key: str = "perturbation",
     source: str = "<AnnData>",
+    min_cells: int = 1,
 ) -> Labels:
-    """Parse an obs column of perturbation labels (see module docstring)."""
+    """Parse an obs column of perturbation labels (see module docstring).
+
+    Perturbations with fewer than ``min_cells`` cells are dropped (reported in ``dropped``).
+    """
     raw = values.astype(object).where(values.notna(), "")
     labels = np.array([str(v).strip() for v in raw], dtype=object)
     controls = [str(c) for c in controls]
@@ -77,6 +81,14 @@ def parse_labels(
         log.warning("%s: dropping %d cells with unassigned labels %s (data.on_unassigned=drop)",
                     source, int(is_unassigned.sum()), dropped)
     keep = ~is_unassigned
+    if min_cells > 1:
+        counts = pd.Series(labels[keep]).value_counts()
+        small = counts[(counts < min_cells) & ~counts.index.isin(controls)]
+        if len(small):
+            log.warning("%s: dropping %d perturbations with fewer than %d cells (data.min_cells): %s",
+                        source, len(small), min_cells, dict(small.head(10)))
+            keep &= ~np.isin(labels, small.index.to_numpy())
+            dropped.update({f"{k} (< {min_cells} cells)": int(v) for k, v in small.items()})
     labels = labels[keep]
     if len(labels) == 0:
         raise DataError(f"{source}: no cells left in '{key}' after dropping unassigned labels {dropped}")
