@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
@@ -100,7 +101,8 @@ class GRNVAE(nn.Module):
             weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
             encoder_layers=ecfg.encoder_layers, encoder_hidden=ecfg.encoder_hidden,
         )
-        self.effect = EffectModule(mcfg.effect.layer, mcfg.effect.hops, mcfg.effect.combine)
+        self.effect = EffectModule(mcfg.effect.layer, mcfg.effect.hops, mcfg.effect.combine,
+                                   mcfg.effect.hidden, OmegaConf.to_container(mcfg.effect.options))
         L = mcfg.latent_dim
         self.latent_dim = L
         K = sum(len(levels) for levels in spec.covariates.values())

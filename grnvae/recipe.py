@@ -19,7 +19,7 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import (
@@ -129,6 +129,8 @@ class EffectConfig:
     layer: str = "gpo_linear"
     hops: int = 1
     combine: str = "sum"
+    hidden: int = 16
+    options: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -228,7 +230,7 @@ CHOICES = {
 #: numeric keys that must be positive (>0) or non-negative (>=0)
 POSITIVE = (
     "model.latent_dim", "model.edges.temperature", "model.edges.weight_prior_scale",
-    "model.edges.encoder_hidden", "model.effect.hops", "model.encoder.hidden",
+    "model.edges.encoder_hidden", "model.effect.hops", "model.effect.hidden", "model.encoder.hidden",
     "model.decoder.hidden", "model.artifact.prior_scale", "data.qc.nmads", "data.ot.reg", "data.ot.n_pcs",
     "data.ot.chunk_size", "train.max_epochs", "train.batch_size", "train.particles", "train.lr",
     "train.eval_cells",

@@ -196,3 +196,20 @@ def test_backed_training_equals_in_memory(doubles, tmp_path):
     b = pd.read_csv(runs["true"].path / "grn.tsv", sep="\t")
     pd.testing.assert_frame_equal(a, b)
     assert runs["false"].metrics["val"] == pytest.approx(runs["true"].metrics["val"])
+
+
+def test_backed_rows_reader_matches_memory(doubles, tmp_path):
+    import anndata as ad
+
+    from grnvae.data.dataset import BackedRows
+
+    path = tmp_path / "rows.h5ad"
+    doubles.write_h5ad(path)
+    backed = BackedRows(ad.read_h5ad(path, backed="r").X, max_gap=4)
+    X = doubles.X.tocsr()
+    rng = np.random.default_rng(1)
+    for rows in (np.arange(10, 500), np.sort(rng.choice(2400, 300, replace=False)),
+                 rng.choice(2400, 700), np.array([7, 7, 3, 2399, 0]), np.array([], dtype=int)):
+        got = backed.rows(rows)
+        assert got.shape == (len(rows), X.shape[1]) and (got != X[rows]).nnz == 0
+    assert (backed[100:140] != X[100:140]).nnz == 0

@@ -94,23 +94,72 @@ def _chunks(n: int, size: int = CHUNK):
         yield start, min(start + size, n)
 
 
+class BackedRows:
+    """Row reads from an on-disk (backed) sparse matrix, without loading it.
+
+    For CSR storage, the row pointer is read once; a request for sorted rows is served with two
+    array reads (``data`` and ``indices``) per run of nearby rows (gaps of at most ``max_gap``
+    rows are read and dropped), instead of one or two HDF5 reads per row. Other storage falls
+    back to the backend's own indexing.
+    """
+
+    def __init__(self, X, max_gap: int = 32):
+        self.X = X
+        self.shape = X.shape
+        self.max_gap = max_gap
+        group = getattr(X, "group", None)
+        self.csr = getattr(X, "format", None) == "csr" and group is not None
+        if self.csr:
+            self.indptr = np.asarray(group["indptr"][:], dtype=np.int64)
+            self._data, self._indices = group["data"], group["indices"]
+
+    def __getitem__(self, item) -> sp.csr_matrix:
+        if isinstance(item, slice):
+            return self.rows(np.arange(self.shape[0])[item])
+        return self.rows(np.asarray(item, dtype=np.int64))
+
+    def rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Rows in the given order (duplicates allowed)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) > 1 and np.all(rows[1:] > rows[:-1]):
+            return self._sorted(rows)
+        uniq, inv = np.unique(rows, return_inverse=True)
+        return self._sorted(uniq)[inv]
+
+    def _sorted(self, uniq: np.ndarray) -> sp.csr_matrix:
+        n_cols = self.shape[1]
+        if len(uniq) == 0:
+            return sp.csr_matrix((0, n_cols), dtype=np.float32)
+        if not self.csr:
+            return _as_csr(self.X[uniq])
+        brk = np.flatnonzero(np.diff(uniq) > self.max_gap) + 1
+        datas, inds, lens = [], [], []
+        for a, b in zip(np.r_[0, brk], np.r_[brk, len(uniq)]):
+            lo, hi = int(uniq[a]), int(uniq[b - 1]) + 1
+            start, stop = int(self.indptr[lo]), int(self.indptr[hi])
+            d, i = self._data[start:stop], self._indices[start:stop]
+            lengths = np.diff(self.indptr[lo:hi + 1])
+            if hi - lo != b - a:  # drop the rows inside the span that were not asked for
+                wanted = np.zeros(hi - lo, dtype=bool)
+                wanted[uniq[a:b] - lo] = True
+                mask = np.repeat(wanted, lengths)
+                d, i, lengths = d[mask], i[mask], lengths[wanted]
+            datas.append(d)
+            inds.append(i)
+            lens.append(lengths)
+        lengths = np.concatenate(lens)
+        ptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=ptr[1:])
+        return _as_csr(sp.csr_matrix((np.concatenate(datas), np.concatenate(inds), ptr), shape=(len(uniq), n_cols)))
+
+
 def _read(X, rows: Optional[np.ndarray]) -> sp.csr_matrix:
-    """CSR rows of an in-memory or backed matrix (``rows`` any order; None = all)."""
+    """CSR rows of an in-memory matrix or a :class:`BackedRows` (``rows`` any order; None = all)."""
     if sp.issparse(X):
         return _as_csr(X if rows is None else X[np.asarray(rows, dtype=np.int64)])
-    if rows is None:
-        out = X[:]
-    else:
-        rows = np.asarray(rows, dtype=np.int64)
-        order = np.argsort(rows, kind="stable")
-        srt = rows[order]
-        uniq, inv = np.unique(srt, return_inverse=True)
-        block = X[uniq]
-        out = _as_csr(block)[inv]
-        undo = np.empty_like(order)
-        undo[order] = np.arange(len(order))
-        return out[undo]
-    return _as_csr(out)
+    if isinstance(X, BackedRows):
+        return X.rows(np.arange(X.shape[0]) if rows is None else rows)
+    return _as_csr(X[:] if rows is None else X[np.asarray(rows, dtype=np.int64)])
 
 
 def _scan(X, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, str]:
@@ -206,7 +255,7 @@ class PerturbationData:
         backed = bool(getattr(adata, "isbacked", False))
         raw_X = adata.layers[dcfg.layer] if dcfg.layer else adata.X
         if backed:
-            X = raw_X  # rows are read on demand; ``rows`` maps kept cells to file rows
+            X = BackedRows(raw_X)  # rows are read on demand; ``rows`` maps kept cells to file rows
             rows = np.nonzero(keep)[0]
         else:
             X = _as_csr(raw_X)

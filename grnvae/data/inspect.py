@@ -8,7 +8,7 @@ from typing import List, Sequence
 import numpy as np
 import pandas as pd
 
-from .dataset import _scan, read_h5ad
+from .dataset import BackedRows, _scan, read_h5ad
 from .labels import parse_labels
 
 DEFAULT_UNASSIGNED = ("multiple", "unassigned", "none", "na", "nan")
@@ -21,7 +21,8 @@ def describe(path: str | Path, perturbation_key: str = "perturbation", control: 
     """A human-readable report of an h5ad screen and suggested recipe keys."""
     adata = read_h5ad(path, key="FILE", backed=backed)
     lines: List[str] = [f"{path}: {adata.n_obs:,} cells x {adata.n_vars:,} genes"]
-    library, kind = _scan(adata.X, None if not adata.isbacked else np.arange(adata.n_obs))
+    X = BackedRows(adata.X) if adata.isbacked else adata.X
+    library, kind = _scan(X, None if not adata.isbacked else np.arange(adata.n_obs))
     lines.append(
         f"  X: {'raw counts' if kind == 'counts' else 'log-normalised / non-integer values'} "
         f"(median total per cell {np.median(library):,.0f}); layers: {list(adata.layers) or 'none'}"

@@ -15,26 +15,43 @@ from .registry import LAYERS
 class EffectModule(nn.Module):
     """A stack of registered effect layers run over the GRN, once per unique condition.
 
-    ``h_0 = d``, ``h_{k+1} = layer_k(h_k, edge_index, m * w)``; the output is ``h_hops``
-    (``combine="last"``) or ``sum_k h_k`` for k >= 1 (``combine="sum"``, the total effect of a
-    linear cascade). GPO-VAE is ``gpo_linear`` with one hop.
+    ``h_0 = d``, ``h_{k+1} = layer_k(h_k, edge_index, m * w)``. Two kinds of layers:
+
+    - *particle-batched scalar layers* (class attribute ``batched = True``, e.g. ``gpo_linear``):
+      built as ``cls(**options)``, called with ``x`` ``[V, P, C]`` and ``edge_weight`` ``[E, P]``;
+      the output is ``sum_k h_k`` (``combine="sum"``: the total effect of a linear cascade) or
+      ``h_hops`` (``combine="last"``). GPO-VAE is ``gpo_linear`` with one hop.
+    - *standard PyG layers* (anything else): built as ``cls(in_channels, out_channels,
+      **options)`` with channels ``1 -> hidden -> ... -> 1`` and LeakyReLU between layers, and
+      called exactly like a PyG layer, ``layer(x [B*V, F], edge_index [2, B*E], edge_weight
+      [B*E])``, over B = P * C disjoint copies of the GRN (one per particle and condition, since
+      the sampled edge weights differ per particle). The output is the last layer's.
 
     Shapes: dosages ``[C, V]``, ``edge_weight`` ``[P, E]`` -> latent effects ``[P, C, V]``.
     """
 
     def __init__(self, layer: str = "gpo_linear", hops: int = 1, combine: str = "sum",
-                 options: Optional[Dict[str, Any]] = None):
+                 hidden: int = 16, options: Optional[Dict[str, Any]] = None):
         super().__init__()
         cls = LAYERS.get(layer)
         self.layer_name = layer
         self.combine = combine
-        self.layers = nn.ModuleList(cls(**(options or {})) for _ in range(hops))
+        self.batched = bool(getattr(cls, "batched", False))
+        options = dict(options or {})
+        if self.batched:
+            self.layers = nn.ModuleList(cls(**options) for _ in range(hops))
+        else:
+            dims = [1] + [hidden] * (hops - 1) + [1]
+            self.layers = nn.ModuleList(cls(dims[k], dims[k + 1], **options) for k in range(hops))
+            self.act = nn.LeakyReLU()
 
     def forward(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
+        if not self.batched:
+            return self._forward_standard(dosage, edge_index, edge_weight)
         x = dosage.t().unsqueeze(1).expand(-1, edge_weight.shape[0], -1)  # [V, P, C]
         w = edge_weight.t()  # [E, P]
         out = None
-        for k, layer in enumerate(self.layers):
+        for layer in self.layers:
             ei, wk = edge_index, w
             if getattr(layer, "zero_preserving", False):
                 # messages vanish where the source state is zero: skip those edges (exact)
@@ -45,6 +62,21 @@ class EffectModule(nn.Module):
             x = layer(x, ei, wk)
             out = x if (out is None or self.combine == "last") else out + x
         return out.permute(1, 2, 0)  # [P, C, V]
+
+    def _forward_standard(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
+        P, E = edge_weight.shape
+        C, V = dosage.shape
+        B = P * C
+        # copy b = p * C + c holds condition c under particle p
+        offsets = (torch.arange(B, device=dosage.device) * V).repeat_interleave(E)
+        ei = edge_index.repeat(1, B) + offsets
+        w = edge_weight.repeat_interleave(C, dim=0).reshape(-1)  # [B * E]
+        x = dosage.repeat(P, 1).reshape(B * V, 1)
+        for k, layer in enumerate(self.layers):
+            x = layer(x, ei, w)
+            if k < len(self.layers) - 1:
+                x = self.act(x)
+        return x.view(P, C, V)
 
 
 def propagate(h: Tensor, edge_index: Tensor, edge_value: Tensor, num_nodes: int) -> Tensor:

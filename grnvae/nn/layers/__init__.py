@@ -1,5 +1,9 @@
-"""Built-in effect layers. Importing this package registers them."""
+"""Built-in effect layers (one per file, PyG style). Importing this package registers them."""
 
+from .gat import GATEffect
+from .gcn import GCNEffect
+from .gin import GINEffect
 from .gpo_linear import GPOLinear
+from .graphconv import GraphConvEffect
 
-__all__ = ["GPOLinear"]
+__all__ = ["GATEffect", "GCNEffect", "GINEffect", "GPOLinear", "GraphConvEffect"]

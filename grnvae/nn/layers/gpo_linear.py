@@ -29,6 +29,9 @@ class GPOLinear(MessagePassing):
         - **output:** node states ``[V, P, C]``
     """
 
+    #: called with particle-batched scalar states (see EffectModule)
+    batched = True
+
     def __init__(self, aggr: str = "add", **kwargs):
         super().__init__(aggr=aggr, node_dim=0, **kwargs)
         # with sum aggregation an edge whose source state is zero contributes nothing, so the
