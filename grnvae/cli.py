@@ -65,6 +65,15 @@ def _cmd_inspect(args) -> int:
     return 0
 
 
+def _cmd_layers(args) -> int:
+    from .nn.registry import LAYERS, import_plugins
+
+    import_plugins(args.plugin)
+    for name, doc in LAYERS.describe():
+        print(f"{name:<14} {doc}")
+    return 0
+
+
 def _cmd_recipes(args) -> int:
     from .recipe import list_recipes
 
@@ -115,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--control", default="control", help="control label(s), comma-separated")
     i.add_argument("--separator", default="+")
     i.set_defaults(func=_cmd_inspect)
+
+    ly = sub.add_parser("layers", help="list the registered effect layers")
+    ly.add_argument("--plugin", action="append", default=[], help="plug-in module or .py file to import first")
+    ly.set_defaults(func=_cmd_layers)
 
     r = sub.add_parser("recipes", help="list the built-in recipes")
     r.set_defaults(func=_cmd_recipes)

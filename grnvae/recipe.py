@@ -320,6 +320,10 @@ def _compose(path: Path, stack: Sequence[Path] = ()) -> List[Tuple[DictConfig, s
             raise RecipeError(f"{path}: 'defaults' must be a list of recipe names or paths")
         for ref in defaults:
             layers.extend(_compose(_resolve_recipe_path(str(ref), path.parent), (*stack, path)))
+    if "plugins" in cfg and OmegaConf.is_list(cfg.plugins):
+        # plug-in files are relative to the recipe that names them
+        cfg.plugins = [str((path.parent / p).resolve()) if str(p).endswith(".py") and not Path(str(p)).is_absolute()
+                       else str(p) for p in cfg.plugins]
     layers.append((cfg, str(path)))
     return layers
 

@@ -32,7 +32,7 @@ from .data.dataset import PerturbationData, read_h5ad
 from .errors import RunError
 from .grn import GRN
 from .model import GRNVAE, ModelSpec
-from .nn.registry import import_plugins
+from .nn.registry import LAYERS, import_plugins
 from .recipe import load_recipe, to_yaml
 from .utils import atomic_write, atomic_write_text
 
@@ -295,6 +295,7 @@ def train(
     pl = _lightning()
     cfg = recipe if isinstance(recipe, DictConfig) and not overrides else load_recipe(recipe, overrides)
     import_plugins(cfg.plugins, base=Path.cwd())
+    LAYERS.get(cfg.model.effect.layer)  # fail before reading any data
     out = Path(out) if out is not None else Path("runs") / cfg.name
     resume = _prepare_run_dir(out, cfg, overwrite)
 

@@ -7,6 +7,7 @@ from YAML. Plug-in modules listed under ``plugins:`` in a recipe are imported (b
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import sys
@@ -47,8 +48,10 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
+            close = difflib.get_close_matches(str(name), list(self._items), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise RegistryError(
-                f"unknown {self.kind} {name!r} in '{self.recipe_key}'; registered: "
+                f"unknown {self.kind} {name!r} in '{self.recipe_key}'{hint}; registered: "
                 f"{', '.join(sorted(self._items))}. A new one is added with "
                 f"@register_layer('{name}') in a module listed under 'plugins:' in the recipe"
             ) from None
