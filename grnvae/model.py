@@ -45,7 +45,9 @@ class ModelSpec:
     node_counts: Tensor
     n_train: int
     values: str  # "counts" or "lognorm"
-    mask_prior: Optional[Tensor] = None
+    mask_prior: Optional[Tensor] = None  # Bernoulli prior per edge [E]
+    logit_init: Optional[Tensor] = None  # initial mask logit per edge [E]
+    in_prior: Optional[Tensor] = None  # edge comes from the prior network [E] (bool)
     covariates: Dict[str, List[str]] = field(default_factory=dict)  # covariate -> levels
     n_qc_fail: int = 0  # training cells failing QC (artifact module)
     extra: Dict[str, Any] = field(default_factory=dict)
@@ -97,7 +99,7 @@ class GRNVAE(nn.Module):
         self.edges = EdgePosterior(
             self.edge_index, V,
             mask_prior=spec.mask_prior if spec.mask_prior is not None else ecfg.mask_prior,
-            logit_init=ecfg.logit_init, weight=ecfg.weight,
+            logit_init=spec.logit_init if spec.logit_init is not None else ecfg.logit_init, weight=ecfg.weight,
             weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
             encoder_layers=ecfg.encoder_layers, encoder_hidden=ecfg.encoder_hidden,
         )
@@ -260,4 +262,6 @@ class GRNVAE(nn.Module):
     def learned_grn(self) -> GRN:
         """The GRN with the learned ``probability`` and ``weight`` of every edge as attributes."""
         table = self.edge_table()
+        if self.spec.in_prior is not None:
+            table["in_prior"] = self.spec.in_prior.bool()
         return GRN(self.spec.nodes, self.edge_index.cpu(), edge_attr=table, name="learned")

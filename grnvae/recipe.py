@@ -111,6 +111,12 @@ class GRNConfig:
     deg_per_perturbation: int = 20
     edges: str = "complete"
     self_loops: bool = True
+    prior: Optional[str] = None
+    prior_strict: bool = True
+    aliases: Optional[str] = None
+    knn: int = 10
+    prior_prob: float = 0.7
+    prior_logit: float = 2.0
 
 
 @dataclass
@@ -218,8 +224,8 @@ CHOICES = {
     "data.ot.metric": ("euclidean", "sqeuclidean"),
     "data.split.by": ("cells", "perturbation", "combination", "column"),
     "data.expression": ("auto", "counts", "lognorm"),
-    "grn.nodes": ("perturbed", "perturbed+deg", "measured"),
-    "grn.edges": ("complete",),
+    "grn.nodes": ("perturbed", "perturbed+deg", "measured", "prior"),
+    "grn.edges": ("complete", "prior", "prior+knn", "prior+complete", "knn"),
     "model.edges.weight": ("amortized", "free"),
     "model.effect.combine": ("sum", "last"),
     "model.encoder.kind": ("correlated", "mean_field"),
@@ -239,7 +245,7 @@ NON_NEGATIVE = (
     "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity",
     "train.weight_decay", "train.grad_clip", "train.patience", "train.num_workers",
     "model.edges.encoder_layers", "model.encoder.layers", "model.decoder.layers",
-    "model.artifact.cf_weight", "data.min_cells",
+    "model.artifact.cf_weight", "data.min_cells", "grn.knn", "grn.deg_per_perturbation",
 )
 
 # --------------------------------------------------------------------------------------------
@@ -414,6 +420,13 @@ def _check(cfg: DictConfig, where: str) -> None:
             f"{where}: 'data.path' is required but not set; pass data.path=FILE.h5ad "
             f"(or set data.simulate to train on the built-in simulator)"
         )
+    if ("prior" in cfg.grn.edges or cfg.grn.nodes == "prior") and not cfg.grn.prior:
+        raise RecipeError(
+            f"{where}: grn.edges={cfg.grn.edges} / grn.nodes={cfg.grn.nodes} need a prior network: "
+            f"set grn.prior to a catalog name (grnvae priors) or a file"
+        )
+    if not 0.0 < cfg.grn.prior_prob < 1.0:
+        raise RecipeError(f"{where}: 'grn.prior_prob' must lie in (0, 1), got {cfg.grn.prior_prob}")
     if cfg.model.artifact.enabled and not (cfg.data.qc.column or cfg.data.qc.compute):
         raise RecipeError(
             f"{where}: model.artifact.enabled needs QC labels: set data.qc.column=<obs column> "

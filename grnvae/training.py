@@ -65,24 +65,21 @@ def _first_control(cfg: DictConfig) -> str:
 
 
 def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
-    """The model's view of the data: dims, GRN edges, normalisation and plate counts."""
-    grn = build_grn(data, cfg)
+    """The model's view of the data: dims, GRN edges and their priors, normalisation, plates."""
+    from .grn_build import build_model_graph
+
+    graph = build_model_graph(data, cfg)
+    grn = graph.grn
     mean, std = data.standardisation("train")
     return ModelSpec(
         genes=list(data.genes), nodes=list(grn.genes), edge_index=grn.edge_index.clone(),
+        mask_prior=graph.mask_prior, logit_init=graph.logit_init, in_prior=graph.in_prior,
         node_gene=[int(g) for g in data.node_gene], x_mean=torch.from_numpy(mean),
         x_std=torch.from_numpy(std), node_counts=torch.from_numpy(data.node_counts("train")),
         n_train=int(len(data.split_index("train"))), values=data.values,
         covariates=data.covariate_levels(),
         n_qc_fail=int(data.qc[data.split == 0].sum()) if data.qc is not None else 0,
     )
-
-
-def build_grn(data: PerturbationData, cfg: DictConfig) -> GRN:
-    """The GRN whose edges the model learns (``grn`` section of the recipe)."""
-    if cfg.grn.edges == "complete":
-        return GRN.complete(data.nodes, self_loops=bool(cfg.grn.self_loops), name="complete")
-    raise RunError(f"grn.edges={cfg.grn.edges!r} is not supported")  # guarded by the schema
 
 
 # ------------------------------------------------------------------------------ lightning
