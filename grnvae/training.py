@@ -326,6 +326,7 @@ def train(
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
         trainer = pl.Trainer(
             max_epochs=int(t.max_epochs), max_steps=int(t.max_steps), accelerator=accelerator, devices=t.devices,
             logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
