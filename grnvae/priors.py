@@ -360,6 +360,10 @@ def _preview(items: Iterable[Any], limit: int = _MALFORMED_SHOWN) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 @dataclass
 class PriorReport:
     """What a reader did with a prior-network file.
@@ -414,19 +418,20 @@ class PriorReport:
     def summary(self) -> str:
         label = self.name or (Path(self.path).name if self.path else "prior")
         text = (
-            f"prior {label!r} ({self.format}): {self.rows} rows -> {self.edges} edges over "
-            f"{self.genes} genes ({self.regulators} regulators); "
-            f"{self.duplicates_merged} duplicate rows merged"
+            f"prior {label!r} ({self.format}): {_n(self.rows, 'row')} -> "
+            f"{_n(self.edges, 'edge')} over {_n(self.genes, 'gene')} "
+            f"({_n(self.regulators, 'regulator')}); "
+            f"{_n(self.duplicates_merged, 'duplicate row')} merged"
         )
         if self.sign_conflicts:
             text += f" ({self.sign_conflicts} with conflicting signs -> sign 0)"
         if self.filtered:
-            text += f"; {self.filtered} rows filtered out"
+            text += f"; {_n(self.filtered, 'row')} filtered out"
         if self.repaired:
-            text += (f"; {len(self.repaired)} spreadsheet-date symbols restored "
+            text += (f"; {_n(len(self.repaired), 'spreadsheet-date symbol')} restored "
                      f"({_preview(c for _, c in self.repaired)})")
         if self.malformed:
-            text += (f"; {len(self.malformed)} malformed rows skipped "
+            text += (f"; {_n(len(self.malformed), 'malformed row')} skipped "
                      f"(lines {_preview(self.malformed_lines)})")
         return text
 
@@ -695,63 +700,73 @@ def _col(index: int, parse: Callable[[str], float]) -> Parser:
 
 
 class _Edges:
-    """Collects valid rows and merges duplicate regulator -> target pairs."""
+    """Collects valid rows and merges duplicate regulator -> target pairs.
+
+    Rows are stored column-wise (one float per row and attribute) and aggregated with numpy
+    in :meth:`build`, so that a million rows create few Python containers.
+    """
 
     def __init__(self, attrs: Sequence[str]) -> None:
         self.attrs = list(attrs)
-        self.order: dict[tuple[str, str], int] = {}
-        self.values: list[dict[str, list[float]]] = []
-        self.rows: list[int] = []  # rows merged into each edge
+        self.slot: dict[str, int] = {}
+        self.sources: list[str] = []
+        self.targets: list[str] = []
+        self.row_slot: list[int] = []
+        self.columns: dict[str, list[float]] = {k: [] for k in self.attrs}
 
     def add(self, source: str, target: str, values: Mapping[str, float]) -> None:
-        key = (source, target)
-        slot = self.order.get(key)
+        key = source + "\x00" + target
+        slot = self.slot.get(key)
         if slot is None:
-            self.order[key] = len(self.values)
-            self.values.append({k: [values[k]] for k in self.attrs if k in values})
-            self.rows.append(1)
-        else:
-            self.rows[slot] += 1
-            entry = self.values[slot]
-            for k in self.attrs:
-                if k in values:
-                    entry.setdefault(k, []).append(values[k])
+            slot = self.slot[key] = len(self.sources)
+            self.sources.append(source)
+            self.targets.append(target)
+        self.row_slot.append(slot)
+        for k in self.attrs:
+            self.columns[k].append(values.get(k, math.nan))
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.sources)
 
     def build(self, name: str | None, genes: Sequence[str] | None = None
               ) -> tuple[GRN, int, int]:
-        """(GRN, merged rows, sign conflicts)."""
-        pairs = list(self.order)
+        """(GRN, merged rows, sign conflicts). Per edge: ``sign`` the agreed sign (0 when
+        rows say +1 and -1), ``confidence`` the max, ``weight`` the mean, any other attribute
+        its first value; NaN values are ignored (NaN if all are)."""
+        num = len(self.sources)
         if genes is None:
-            genes = sorted({g for pair in pairs for g in pair})
+            genes = sorted(set(self.sources) | set(self.targets))
         index = {g: i for i, g in enumerate(genes)}
-        merged = sum(self.rows) - len(self.rows)
+        slots = np.asarray(self.row_slot, dtype=np.int64)
         conflicts = 0
-        columns: dict[str, list[float]] = {k: [] for k in self.attrs}
-        for entry in self.values:
-            for k in self.attrs:
-                vals = [v for v in entry.get(k, []) if not math.isnan(v)]
-                if k == "sign":
-                    pos, neg = any(v > 0 for v in vals), any(v < 0 for v in vals)
-                    conflicts += pos and neg
-                    value = (1.0 if pos and not neg else -1.0 if neg and not pos else 0.0
-                             ) if vals else math.nan
-                elif k == "confidence":
-                    value = max(vals) if vals else math.nan
-                elif k == "weight":
-                    value = sum(vals) / len(vals) if vals else math.nan
-                else:  # any other attribute: first occurrence
-                    value = vals[0] if vals else math.nan
-                columns[k].append(value)
-        if pairs:
-            edge_index = torch.tensor([[index[s] for s, _ in pairs], [index[t] for _, t in pairs]],
-                                      dtype=torch.long)
-        else:
-            edge_index = torch.zeros((2, 0), dtype=torch.long)
-        attrs = {k: torch.tensor(v, dtype=torch.float64) for k, v in columns.items()}
-        return GRN(list(genes), edge_index, attrs, name=name), merged, conflicts
+        attrs: dict[str, np.ndarray] = {}
+        for k in self.attrs:
+            vals = np.asarray(self.columns[k], dtype=np.float64)
+            known = ~np.isnan(vals)
+            present = np.bincount(slots, weights=known, minlength=num) > 0
+            if k == "sign":
+                pos = np.bincount(slots, weights=known & (vals > 0), minlength=num) > 0
+                neg = np.bincount(slots, weights=known & (vals < 0), minlength=num) > 0
+                conflicts = int((pos & neg).sum())
+                value = np.where(pos & ~neg, 1.0, np.where(neg & ~pos, -1.0, 0.0))
+            elif k == "confidence":
+                value = np.full(num, -np.inf)
+                np.fmax.at(value, slots, vals)
+            elif k == "weight":
+                total = np.bincount(slots, weights=np.where(known, vals, 0.0), minlength=num)
+                count = np.bincount(slots, weights=known, minlength=num)
+                value = total / np.maximum(count, 1)
+            else:
+                value = np.full(num, np.nan)
+                rows = np.flatnonzero(known)[::-1]  # earliest row written last, so it wins
+                value[slots[rows]] = vals[rows]
+            attrs[k] = np.where(present, value, np.nan)
+        edge_index = torch.tensor(
+            np.array([[index[g] for g in self.sources], [index[g] for g in self.targets]],
+                     dtype=np.int64).reshape(2, num))
+        grn = GRN(list(genes), edge_index, {k: torch.from_numpy(v) for k, v in attrs.items()},
+                  name=name)
+        return grn, len(self.row_slot) - num, conflicts
 
 
 def _finish(report: PriorReport, malformed: list[tuple[int, str]], strict: bool,

@@ -291,6 +291,23 @@ def test_regnetwork_upstream_direction_file(tmp_path):
     assert set(edges_of(grn)) == {("AHR", "CDKN1B"), ("AR", "KLK3")} and not grn.edge_attr
 
 
+def test_duplicates_counted_without_attributes(tmp_path):
+    path = write(tmp_path / "pairs.tsv", "source\ttarget\nA\tB\na\tb\nA\tC\n")
+    grn, report = P.load_prior(path)
+    assert report.format == "edgelist" and report.rows == 3
+    assert report.edges == 2 and report.duplicates_merged == 1 and not grn.edge_attr
+    kept, _ = P.load_prior(path, case="keep")
+    assert kept.num_edges == 3
+
+
+def test_graph_with_bad_node(tmp_path):
+    graph = nx.DiGraph([("STAT1", "#N/A"), ("STAT1", "IRF1")])
+    with pytest.raises(GRNError, match="node '#N/A'.*strict=False"):
+        P.from_networkx(graph)
+    grn, report = P.load_prior(graph, strict=False)
+    assert grn.genes == ("STAT1", "IRF1") and report.edges == 1 and len(report.malformed) == 2
+
+
 def test_graphml_round_trip(tmp_path):
     grn = GRN(["STAT1", "IRF1", "JAK2", "LONELY"], torch.tensor([[0, 2, 1], [1, 0, 0]]),
               {"sign": torch.tensor([1.0, 1.0, -1.0]), "confidence": torch.tensor([0.6, 1.0, 0.2]),
