@@ -74,6 +74,17 @@ def _cmd_layers(args) -> int:
     return 0
 
 
+def _cmd_priors(args) -> int:
+    from .priors import catalog
+
+    for name, entry in sorted(catalog().items()):
+        first = entry.description.split(". ")[0].split(", as ")[0]
+        species = entry.species.split(" ")[0]
+        verified = "sha256" if entry.sha256 else "unverified"
+        print(f"{name:<17} {species:<6} {entry.format:<11} {verified:<11} {first[:80]}")
+    return 0
+
+
 def _cmd_recipes(args) -> int:
     from .recipe import list_recipes
 
@@ -128,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     ly = sub.add_parser("layers", help="list the registered effect layers")
     ly.add_argument("--plugin", action="append", default=[], help="plug-in module or .py file to import first")
     ly.set_defaults(func=_cmd_layers)
+
+    pr = sub.add_parser("priors", help="list the catalog of public prior networks")
+    pr.set_defaults(func=_cmd_priors)
 
     r = sub.add_parser("recipes", help="list the built-in recipes")
     r.set_defaults(func=_cmd_recipes)

@@ -142,7 +142,8 @@ def load_model_prior(gcfg, nodes: List[str], report: List[str]) -> GRN:
     """The prior network restricted to the GRN nodes (gene names matched as ``priors`` does)."""
     from . import priors
 
-    grn, prep = priors.load_prior(gcfg.prior, strict=bool(gcfg.prior_strict))
+    grn, _ = priors.load_prior(gcfg.prior, strict=bool(gcfg.prior_strict),
+                               allow_unverified=not bool(gcfg.prior_verify))
     mapped, mrep = priors.match_genes(grn, nodes, aliases=gcfg.aliases)
     present = set(mapped.genes)
     sub = mapped.subgraph([n for n in nodes if n in present])

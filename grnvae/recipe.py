@@ -113,6 +113,7 @@ class GRNConfig:
     self_loops: bool = True
     prior: Optional[str] = None
     prior_strict: bool = True
+    prior_verify: bool = True
     aliases: Optional[str] = None
     knn: int = 10
     prior_prob: float = 0.7

@@ -184,7 +184,8 @@ def _node_set(cfg, genes: List[str], perturbed: List[str], cond_targets, gene_po
     # prior: perturbed targets, then the prior's genes that are measured
     from ..priors import load_prior, match_genes
 
-    prior, _ = load_prior(cfg.grn.prior, strict=bool(cfg.grn.prior_strict))
+    prior, _ = load_prior(cfg.grn.prior, strict=bool(cfg.grn.prior_strict),
+                          allow_unverified=not bool(cfg.grn.prior_verify))
     mapped, _ = match_genes(prior, genes, aliases=cfg.grn.aliases, keep="data")
     known = set(perturbed)
     return list(perturbed) + [g for g in mapped.genes if g not in known and g in gene_pos]
