@@ -46,7 +46,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -60,45 +59,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-PAGE = os.sysconf("SC_PAGE_SIZE")
+from measure import RssSampler, maxrss_mb, rss_mb  # noqa: E402
+
 RESULT_TAG = "BACKED_TRAINING_RESULT "
 
 
-def maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE / 2**20
-
-
-class RssSampler:
-    """Samples the current RSS every ``every`` seconds in a thread; ``peak`` is the largest seen."""
-
-    def __init__(self, every: float = 0.01):
-        self.every, self.peak, self._stop = every, 0.0, threading.Event()
-
-    def __enter__(self):
-        self.start = self.peak = rss_mb()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(self.every)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, rss_mb())
-        self.end = rss_mb()
-
-
-# ---------------------------------------------------------------------------------- writing
 def chunk_sizes(cells: int, chunk_cells: int) -> list[int]:
     """Split ``cells`` into near-equal chunks of at most ``chunk_cells`` (no tiny last chunk)."""
     n = max(1, math.ceil(cells / chunk_cells))

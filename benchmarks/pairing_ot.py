@@ -26,10 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import resource
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -38,43 +35,13 @@ import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from measure import RssSampler, maxrss_mb, rss_mb  # noqa: E402
 
 from grnvae.data.pairing import pair_controls  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "perturbseq" / "papalexi2021_thp1_subset.h5ad"
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * PAGE / 2**20
-
-
-class RssSampler:
-    """Samples the current RSS every few ms in a thread; ``peak`` is the largest seen."""
-
-    def __init__(self, every: float = 0.005):
-        self.every, self.peak, self._stop = every, 0.0, threading.Event()
-
-    def __enter__(self):
-        self.start = self.peak = rss_mb()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
-            time.sleep(self.every)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.peak = max(self.peak, rss_mb())
 
 
 class StatsHandler(logging.Handler):
