@@ -34,6 +34,37 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _cmd_evaluate(args) -> int:
+    from .evaluation.evaluate import evaluate
+
+    res = evaluate(args.run, split=args.split, reference=args.reference, plots=not args.no_plots)
+    m = res["metrics"]
+    out = Path(args.run) / "evaluation"
+    keys = ("pearson_delta", "pearson_delta_top20", "mse", "direction_acc_top20")
+    print(f"{m['n_perturbations']} perturbations in the '{args.split}' split (reference: held-out cells only)")
+    print(f"{'':<12}" + "".join(f"{k:>22}" for k in keys))
+    rows = [("model", m["model"])] + list(m["baselines"].items()) + [("ceiling", m["ceiling"])]
+    for name, vals in rows:
+        cells = [vals.get(k) for k in keys]
+        print(f"{name:<12}" + "".join(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}"
+                                      for v in cells))
+    print(f"written to {out}: metrics.json, per_perturbation.csv, grn_metrics.json and plots")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .evaluation.evaluate import predict_perturbations
+
+    labels = [p.strip() for p in args.perturbations.split(",") if p.strip()]
+    adata = predict_perturbations(args.run, labels, use_data=not args.prior, particles=args.particles)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(out)
+    print(f"predicted {len(labels)} perturbations x {adata.n_vars} genes "
+          f"(basal states: {adata.uns['grnvae_prediction']['basal_states']}) -> {out}")
+    return 0
+
+
 def _cmd_export(args) -> int:
     from .training import Run
 
@@ -112,6 +143,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run directory (default runs/<recipe name>)")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     t.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="score a run on held-out cells against baselines and the ceiling")
+    ev.add_argument("run", help="run directory")
+    ev.add_argument("--split", choices=("test", "val"), default="test")
+    ev.add_argument("--reference", help="reference network file to score the learned GRN against")
+    ev.add_argument("--no-plots", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    pd_ = sub.add_parser("predict", help="predict mean expression for perturbations (seen, unseen, combined)")
+    pd_.add_argument("run", help="run directory")
+    pd_.add_argument("--perturbations", required=True, help='comma-separated labels, e.g. "A,B+C"')
+    pd_.add_argument("--out", required=True, help="output .h5ad")
+    pd_.add_argument("--particles", type=int, default=5)
+    pd_.add_argument("--prior", action="store_true", help="draw basal states from the prior, not from control cells")
+    pd_.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser("export-grn", help="export a run's learned GRN")
     e.add_argument("run", help="run directory")

@@ -78,6 +78,7 @@ def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
         x_std=torch.from_numpy(std), node_counts=torch.from_numpy(data.node_counts("train")),
         n_train=int(len(data.split_index("train"))), values=data.values,
         covariates=data.covariate_levels(),
+        extra={"library_median": float(np.median(data.library[data.split == 0]))},
         n_qc_fail=int(data.qc[data.split == 0].sum()) if data.qc is not None else 0,
     )
 

@@ -1,0 +1,294 @@
+"""``grnvae evaluate``: honest held-out evaluation of a run.
+
+The reference effect of a perturbation is the mean log-normalised expression of its cells in
+the evaluated split minus that of the split's control cells: training cells never enter it.
+The model and every baseline are scored the same way against it, beside the reliability
+ceiling of the reference itself (split-half, Spearman-Brown corrected; see
+:func:`grnvae.evaluation.metrics.split_half_ceiling`).
+
+Outputs, in ``RUN/evaluation/``: ``metrics.json`` (``model``, ``baselines``, ``ceiling``),
+``per_perturbation.csv`` (one row per perturbation and method), ``grn_metrics.json`` and PNG
+plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import RunError
+from ..utils import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def _mean_lognorm(data, cells: np.ndarray) -> np.ndarray:
+    total = np.zeros(len(data.genes))
+    for a in range(0, len(cells), 20000):
+        total += np.asarray(data.lognorm_rows(cells[a:a + 20000], None).sum(axis=0)).ravel()
+    return total / max(len(cells), 1)
+
+
+def observed_effects(data, split: str) -> pd.DataFrame:
+    """Mean change from control (log-normalised) per perturbation, from one split's cells only:
+    genes x perturbations."""
+    idx = data.split_index(split)
+    ctrl = idx[data.pair[idx] == -1]
+    if len(ctrl) == 0:
+        raise RunError(f"split '{split}' has no control cells: no reference effects can be computed")
+    base = _mean_lognorm(data, ctrl)
+    cols = {}
+    for c, name in enumerate(data.conditions):
+        if not data.condition_nodes[c]:
+            continue
+        cells = idx[data.cell_condition[idx] == c]
+        if len(cells):
+            cols[name] = _mean_lognorm(data, cells) - base
+    return pd.DataFrame(cols, index=list(data.genes))
+
+
+def _cells_by_perturbation(data, split: str, perturbations: Sequence[str]):
+    idx = data.split_index(split)
+    out = {}
+    for name in perturbations:
+        c = data.conditions.index(name)
+        out[name] = data.lognorm_rows(idx[data.cell_condition[idx] == c], None)
+    controls = data.lognorm_rows(idx[data.pair[idx] == -1], None)
+    return out, controls
+
+
+def predict_effects(run, data, perturbations: Sequence[str], split: str, max_controls: int = 500,
+                    particles: int = 5, seed: int = 0) -> pd.DataFrame:
+    """The model's predicted mean change from control for each perturbation: genes x perts.
+
+    Basal states are those of (up to ``max_controls``) control cells of the split; the
+    predicted change is the prediction for the perturbation minus the prediction for control.
+    """
+    idx = data.split_index(split)
+    ctrl = idx[data.pair[idx] == -1]
+    rng = np.random.default_rng(seed)
+    if len(ctrl) > max_controls:
+        ctrl = np.sort(rng.choice(ctrl, size=max_controls, replace=False))
+    batch = data.batch(ctrl)
+    conditions = [data.conditions.index(p) for p in perturbations]
+    dosage = torch.cat([torch.zeros(1, len(data.nodes)), data.dosage(conditions)])
+    torch.manual_seed(seed)
+    pred = run.model.predict(dosage, batch["x"], batch["library"], batch.get("covariates"), particles=particles)
+    delta = (pred[1:] - pred[:1]).numpy().T
+    return pd.DataFrame(delta, index=list(data.genes), columns=list(perturbations))
+
+
+def training_effects(data) -> pd.DataFrame:
+    """Mean change from control per perturbation over training cells (for the baselines)."""
+    return observed_effects(data, "train")
+
+
+def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optional[str] = None,
+             plots: bool = True, max_controls: int = 500, genes_to_plot: int = 6) -> Dict:
+    """Evaluate a run directory on a held-out split; returns the metrics written to disk."""
+    from ..training import Run, load_data
+    from . import baselines as B
+    from .metrics import METRICS, score_effects, split_half_ceiling
+
+    run = Run.load(run_path)
+    cfg = run.recipe
+    data = load_data(cfg)
+    _check_split(run.path, data)
+    out_dir = run.path / "evaluation"
+    out_dir.mkdir(exist_ok=True)
+
+    obs = observed_effects(data, split)
+    perts = list(obs.columns)
+    if not perts:
+        raise RunError(f"split '{split}' has no perturbed cells to evaluate")
+    pred = predict_effects(run, data, perts, split, max_controls=max_controls, seed=int(cfg.seed))
+    train = training_effects(data)
+    sep = cfg.data.separator
+    predictions = {
+        "model": pred,
+        "no_change": B.no_change(list(data.genes), perts),
+        "train_mean": B.train_mean(train, perts),
+        "additive": B.additive(train, perts, separator=sep),
+        "linear": B.linear(train, perts, separator=sep),
+    }
+    cells, controls = _cells_by_perturbation(data, split, perts)
+    ceiling_table, ceiling = split_half_ceiling(cells, controls, seed=int(cfg.seed))
+
+    rows, summary = [], {}
+    for method, frame in predictions.items():
+        defined = [p for p in perts if not frame[p].isna().any()]
+        if not defined:
+            summary[method] = {"n_perturbations": 0}
+            continue
+        table, pooled = score_effects(frame[defined], obs[defined])
+        summary[method] = pooled
+        t = table.copy()
+        t.insert(0, "method", method)
+        rows.append(t)
+    ct = ceiling_table.copy()
+    ct.insert(0, "method", "ceiling")
+    rows.append(ct)
+    per = pd.concat(rows).rename_axis("perturbation").reset_index()
+    categories = data.categories
+    if categories:
+        per.insert(1, "category", per["perturbation"].map(categories).fillna("single"))
+    per.to_csv(out_dir / "per_perturbation.csv", index=False)
+
+    metrics = {
+        "split": split,
+        "reference": f"held-out '{split}' cells only: mean log-normalised change from the split's controls",
+        "n_perturbations": len(perts),
+        "model": summary.pop("model"),
+        "baselines": summary,
+        "ceiling": ceiling,
+    }
+    atomic_write_text(out_dir / "metrics.json", json.dumps(_jsonable(metrics), indent=2))
+
+    grn_metrics = evaluate_grn(run, data, split, cells, controls, reference)
+    atomic_write_text(out_dir / "grn_metrics.json", json.dumps(_jsonable(grn_metrics), indent=2))
+
+    if plots:
+        _plots(out_dir, run, predictions, obs, per, ceiling_table, genes_to_plot)
+    return {"metrics": metrics, "grn": grn_metrics}
+
+
+def evaluate_grn(run, data, split: str, cells, controls, reference: Optional[str]) -> Dict:
+    """GRN scores: against the simulated truth, a reference file, and held-out cells."""
+    from .grn import score_against_truth
+    from .grn_scoring import causal_test, correlation_grn, read_reference, score_reference
+
+    grn = run.grn()
+    train = data.split_index("train")
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(train, size=min(len(train), 5000), replace=False))
+    corr = correlation_grn(data.lognorm_rows(sample, None), list(data.genes), list(grn.genes))
+    out: Dict = {"edges": grn.num_edges, "nodes": grn.num_nodes}
+    if data.true_grn is not None:
+        out["truth"] = {"model": score_against_truth(grn, data.true_grn),
+                        "correlation": score_against_truth(corr, data.true_grn)}
+    if reference:
+        ref = read_reference(reference)
+        out["reference"] = {"file": str(reference), "model": score_reference(grn, ref),
+                            "correlation": score_reference(corr, ref)}
+    summary, _ = _causal(causal_test, grn, cells, controls, data)
+    corr_summary, _ = _causal(causal_test, corr, cells, controls, data)
+    out["causal"] = {"split": split, "model": summary, "correlation": corr_summary}
+    return out
+
+
+def _causal(causal_test, grn, cells, controls, data):
+    res = causal_test(grn, cells, controls, list(data.genes))
+    if isinstance(res, tuple):
+        return res
+    edges = res.pop("edges", None)
+    return res, edges
+
+
+def _check_split(run_path: Path, data) -> None:
+    f = run_path / "split.tsv.gz"
+    if not f.exists():
+        return
+    saved = pd.read_csv(f, sep="\t")
+    names = np.array(("train", "val", "test"))[data.split]
+    if len(saved) != data.n_cells or not np.array_equal(saved["split"].to_numpy(), names):
+        raise RunError(
+            f"{f}: the data no longer gives the split the run was trained with (cells or labels "
+            f"changed since training); evaluate on the data the run was trained on"
+        )
+
+
+def _plots(out_dir: Path, run, predictions, obs, per, ceiling_table, n: int) -> None:
+    from .. import plot
+
+    ceiling = ceiling_table["pearson_delta"] if "pearson_delta" in ceiling_table else None
+    order = (ceiling.sort_values(ascending=False).index.tolist() if ceiling is not None
+             else list(obs.columns))
+    show = [p for p in order if p in obs.columns][:n]
+    preds = {k: v for k, v in predictions.items() if k in ("model", "train_mean", "linear")}
+    plot.save(plot.effects_scatter(preds, obs, show), out_dir / "effects_scatter.png")
+    for metric in ("pearson_delta", "pearson_delta_top20"):
+        table = per[per["method"] != "ceiling"]
+        plot.save(plot.metric_bars(table, metric=metric, ceiling=ceiling_table.get(metric)),
+                  out_dir / f"bars_{metric}.png")
+    grn = run.grn()
+    df = grn.to_dataframe()
+    df = df[df.source != df.target]
+    if len(df):
+        hub = df[df.probability > 0.5].source.value_counts()
+        gene = hub.index[0] if len(hub) else df.sort_values("probability").source.iloc[-1]
+        plot.save(plot.grn_neighbourhood(grn, gene), out_dir / f"grn_{gene}.png")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[str], use_data: bool = True,
+                          particles: int = 5, max_controls: int = 500):
+    """Predicted mean expression for perturbation labels (``A``, ``A+B``) as an AnnData.
+
+    ``X`` holds the predicted mean log-normalised expression, ``layers['delta']`` the change from
+    the predicted control; the first row is the control. Basal states come from the run's
+    control cells when its data is available (``use_data``), else from the prior.
+    """
+    import anndata as ad
+
+    from ..training import Run, load_data
+
+    run = Run.load(run_path)
+    cfg = run.recipe
+    nodes = list(run.model.spec.nodes)
+    pos = {n: i for i, n in enumerate(nodes)}
+    labels: List[str] = []
+    dose_rows = []
+    sep = cfg.data.separator
+    for label in perturbations:
+        targets = [t.strip() for t in label.split(sep) if t.strip()]
+        unknown = [t for t in targets if t not in pos]
+        if not targets or unknown:
+            import difflib
+
+            hint = "; ".join(f"{u}: did you mean {difflib.get_close_matches(u, nodes, n=1)[0]}?"
+                             for u in unknown if difflib.get_close_matches(u, nodes, n=1))
+            raise RunError(
+                f"cannot predict {label!r}: {unknown or 'no target'} not among the run's {len(nodes)} GRN "
+                f"nodes{' (' + hint + ')' if hint else ''}; a GRN node is needed to carry a perturbation"
+            )
+        row = torch.zeros(len(nodes))
+        row[[pos[t] for t in targets]] = 1.0
+        dose_rows.append(row)
+        labels.append(label)
+    dosage = torch.stack([torch.zeros(len(nodes))] + dose_rows)
+    x = lib = cov = None
+    source = "prior"
+    if use_data and (cfg.data.path is None or Path(cfg.data.path).exists()):
+        data = load_data(cfg)
+        ctrl = np.nonzero(data.pair == -1)[0]
+        rng = np.random.default_rng(int(cfg.seed))
+        ctrl = np.sort(rng.choice(ctrl, size=min(len(ctrl), max_controls), replace=False))
+        b = data.batch(ctrl)
+        x, lib, cov = b["x"], b["library"], b.get("covariates")
+        source = f"{len(ctrl)} control cells"
+    torch.manual_seed(int(cfg.seed))
+    pred = run.model.predict(dosage, x, lib, cov, particles=particles).numpy()
+    obs = pd.DataFrame({"perturbation": ["control"] + labels, "n_targets": [0] + [int(r.sum()) for r in dose_rows]})
+    obs.index = obs["perturbation"].astype(str)
+    adata = ad.AnnData(X=pred.astype(np.float32), obs=obs, var=pd.DataFrame(index=list(run.model.spec.genes)))
+    adata.layers["delta"] = (pred - pred[:1]).astype(np.float32)
+    adata.uns["grnvae_prediction"] = {"run": str(run.path), "basal_states": source, "particles": particles,
+                                      "values": "mean log-normalised expression (log1p(x / library * 1e4))"}
+    return adata
