@@ -855,7 +855,7 @@ def grn_neighbourhood(
     for g, colour in zip(nodes, node_colours):
         x, y = pos[g]
         ax.text(x, y, g, ha="center", va="center", zorder=4,
-                fontsize=(9 if g == gene else 8 if len(g) <= 8 else 7) * (0.85 if shrink < 1 else 1),
+                fontsize=(9 if g == gene else 8 if len(g) <= 8 else 7) * min(1.0, shrink + 0.3),
                 fontweight="bold" if g == gene else "normal",
                 bbox=dict(boxstyle="round,pad=0.2", facecolor=colour, edgecolor="none",
                           alpha=0.85))
@@ -878,7 +878,7 @@ def grn_neighbourhood(
                               label="in prior"))
         handles.append(Line2D([], [], color="black", lw=1.5, label="not in prior"))
     handles.append(Line2D([], [], color="black", lw=0.8, label=f"{score} {threshold:g}"))
-    handles.append(Line2D([], [], color="black", lw=4.0, label=f"{score} {s_max:.2g}"))
+    handles.append(Line2D([], [], color="black", lw=4.0, label=f"{score} {s_max:.3g}"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8,
               frameon=False, title="edges (width ~ score)", title_fontsize=8)
 
