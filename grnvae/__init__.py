@@ -11,7 +11,7 @@ Public API::
 
 __version__ = "0.1.0"
 
-from . import nn, priors  # noqa: F401  (nn registers the built-in layers)
+from . import evaluation, nn, plot, priors  # noqa: F401  (nn registers the built-in layers)
 from .data.simulate import simulate
 from .errors import DataError, GRNError, GRNVAEError, RecipeError, RegistryError, RunError
 from .grn import GRN
@@ -21,6 +21,6 @@ from .recipe import load_recipe
 from .training import Run, train
 
 __all__ = [
-    "GRN", "GRNVAE", "ModelSpec", "Run", "priors", "load_recipe", "register_layer", "simulate", "train",
+    "GRN", "GRNVAE", "ModelSpec", "Run", "evaluation", "plot", "priors", "load_recipe", "register_layer", "simulate", "train",
     "GRNVAEError", "RecipeError", "DataError", "GRNError", "RegistryError", "RunError",
 ]
