@@ -66,6 +66,24 @@ def main(argv=None):
     write_markdown(figures.parent / "papalexi.md", sections, args, figures)
 
 
+def reading(metrics: dict, top) -> str:
+    """A plain-language reading of one table."""
+    model = metrics["model"].get("pearson_delta", float("nan"))
+    ceiling = metrics["ceiling"].get("pearson_delta", float("nan"))
+    base = {k: v.get("pearson_delta") for k, v in metrics["baselines"].items()
+            if isinstance(v.get("pearson_delta"), float) and v.get("pearson_delta") == v.get("pearson_delta")}
+    best = max(base, key=base.get) if base else None
+    words = [f"Reading: the model reaches a mean Pearson of {model:.2f} against a ceiling of {ceiling:.2f}"]
+    if best is not None:
+        words.append(f"; the best baseline, `{best}`, reaches {base[best]:.2f}"
+                     + (" and beats the model" if base[best] > model else ", below the model"))
+    words.append(f". The strongest learned edges have probability {top.probability.max():.2f}: with "
+                 f"{'few' if top.probability.max() < 0.7 else 'these'} epochs at the upstream learning rate the "
+                 "edge posteriors move slowly (upstream trains up to 2,000 epochs), so the GRN here is a first "
+                 "look, not a finished explanation.")
+    return "".join(words)
+
+
 def write_markdown(path: Path, sections, args, figures: Path) -> None:
     rel = figures.relative_to(path.parent) if figures.is_relative_to(path.parent) else figures
     md = [
@@ -87,6 +105,7 @@ def write_markdown(path: Path, sections, args, figures: Path) -> None:
     ]
     for name, extra, metrics, causal, top, pngs in sections:
         md += ["", f"## {name.replace('_', ' ')} split (`{' '.join(extra)}`)", "", table(metrics), ""]
+        md += [reading(metrics, top), ""]
         md += [f"Learned GRN on held-out cells (CausalBench-style): {causal['n_tested']} predicted edges tested, "
                f"{causal['fraction_significant']:.2f} significant (BH q < 0.05), mean Wasserstein "
                f"{causal['mean_wasserstein']:.3f}; false omission rate on random non-edges "

@@ -205,10 +205,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if not args.verbose:  # Lightning announces devices and tips at INFO level
-        for name in ("pytorch_lightning", "pytorch_lightning.utilities.rank_zero", "lightning.pytorch",
-                     "lightning.pytorch.utilities.rank_zero", "lightning_fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return args.func(args)
     except GRNVAEError as exc:

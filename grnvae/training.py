@@ -87,6 +87,12 @@ def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
 def _lightning():
     import pytorch_lightning as pl
 
+    # Lightning announces devices and tips at INFO level; grnvae reports what matters itself
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities.rank_zero", "lightning.pytorch",
+                 "lightning.pytorch.utilities.rank_zero", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING and not log.isEnabledFor(logging.DEBUG):
+            logger.setLevel(logging.WARNING)
     return pl
 
 

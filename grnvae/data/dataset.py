@@ -341,8 +341,10 @@ class PerturbationData:
         data.pair = data._pair(dcfg, seed)
         empty = [c for c, n in zip(conditions, np.bincount(cell_condition[split == 0], minlength=len(conditions))) if n == 0]
         if empty:
-            log.warning("%s: %d conditions have no training cells (held out or filtered): %s",
-                        source, len(empty), empty[:5])
+            held_out = by in ("perturbation", "combination")
+            (log.info if held_out else log.warning)(
+                "%s: %d conditions have no training cells%s: %s", source, len(empty),
+                " (held out by data.split)" if held_out else "", [str(e) for e in empty[:10]])
         log.info(
             "%s: %d cells x %d genes (%s%s), %d conditions, %d GRN nodes (%d measured), split %s",
             source, data.n_cells, len(genes), values, ", backed" if backed else "", len(conditions),
