@@ -119,3 +119,23 @@ def test_bernoulli_kl_matches_torch():
         torch.distributions.Bernoulli(logits=q), torch.distributions.Bernoulli(logits=p)
     )
     assert torch.allclose(bernoulli_kl(q, p), ref, atol=1e-6)
+
+
+def test_edge_scores_sparse_and_dense_paths_equal_gather():
+    torch.manual_seed(3)
+    V, P, H = 30, 3, 7
+    for density in (0.1, 0.9):  # sampled sparse product, dense matrix product
+        keep = torch.rand(V, V) < density
+        src, tgt = torch.nonzero(keep, as_tuple=True)
+        grn = GRN([f"g{i}" for i in range(V)], torch.stack([src, tgt]))
+        post = EdgePosterior(grn.edge_index, V, weight="amortized", encoder_layers=1, encoder_hidden=H)
+        h = torch.randn(P, V, H, requires_grad=True)
+        W = torch.randn(V, H + 1, requires_grad=True)
+        got = post._edge_scores(h, W)
+        s, t = grn.edge_index
+        ref = (h[:, s] * W[t, :H]).sum(-1) + W[t, H]
+        assert torch.allclose(got, ref, atol=1e-5)
+        g = torch.randn_like(got)
+        ga = torch.autograd.grad((got * g).sum(), (h, W))
+        gb = torch.autograd.grad((ref * g).sum(), (h, W))
+        assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(ga, gb))

@@ -91,11 +91,19 @@ def khop_rows(dosage: Tensor, edge_index: Tensor, edge_value: Tensor, num_nodes:
 
     ``S = sum_{k=1..K+1} A^k / V^(k-1)`` (GPO-VAE, with A the edge logits, zero off the edge
     set) is never built: ``D S = sum_k y_k`` with ``y_1 = D A`` and ``y_{k+1} = y_k A / V``,
-    i.e. K + 1 sparse propagations of the ``[C, V]`` dosage rows over the E edges.
+    i.e. K + 1 propagations of the ``[C, V]`` dosage rows over the E edges. For dense edge sets
+    (E >= V^2 / 4) A itself is no larger than the edge list, and the propagations are matrix
+    products; otherwise they are sparse scatters.
     """
-    y = propagate(dosage, edge_index, edge_value, num_nodes)
+    V = num_nodes
+    if 4 * edge_value.numel() >= V * V:
+        A = dosage.new_zeros(V, V).index_put((edge_index[0], edge_index[1]), edge_value, accumulate=True)
+        step = lambda h: h @ A  # noqa: E731
+    else:
+        step = lambda h: propagate(h, edge_index, edge_value, V)  # noqa: E731
+    y = step(dosage)
     total = y
     for _ in range(hops):
-        y = propagate(y, edge_index, edge_value, num_nodes) / num_nodes
+        y = step(y) / V
         total = total + y
     return total
