@@ -21,9 +21,11 @@ likelihood, GRN alignment over ``--hops`` hops, sparsity penalty) plus the artif
 A step is ``model(batch, particles)["loss"]``, ``backward()``, ``clip_grad_norm_(100)`` and
 ``Adam(lr=3e-4).step()``. ``--warmup`` steps (default 1) are run first, then ``--steps`` timed
 steps; the median, min and max are reported together with the median forward / backward /
-optimizer split. Memory: the RSS just before the first step (model, optimizer and batch built)
-and the process peak (``ru_maxrss``, model build included). Threads: PyTorch's default (all
-cores) unless ``--threads``.
+optimizer split (``--breakdown`` adds the model's parts run on their own, ``--profile N`` a
+torch.profiler table of one step). Memory: the RSS just before the first step (model,
+optimizer and batch built) and the process peak (``ru_maxrss``, model build included).
+Threads: PyTorch's default (all cores) unless ``--threads``. The config line names the code
+measured (``code=<commit>[+dirty]``, dirty when grnvae/ differs from the commit).
 
 A configuration that does not fit is not run: before building anything a lower bound of the
 peak is estimated (``estimate_gb``) and if above ``--max-gb`` (default 20) the script refuses
@@ -38,6 +40,7 @@ The last line is always ``step_s=<median> peak_rss_mb=<peak>``; the line before 
     .venv/bin/python benchmarks/step_time.py --nodes 415 --edges-per-node complete
     .venv/bin/python benchmarks/step_time.py --nodes 1546 --edges-per-node 30
     .venv/bin/python benchmarks/step_time.py --nodes 10000 --edges-per-node 30 --steps 3
+    .venv/bin/python benchmarks/step_time.py --nodes 1546 --edges-per-node 30 --breakdown
     .venv/bin/python benchmarks/step_time.py --nodes 1546 --edges-per-node 30 --profile 15
 """
 
@@ -200,8 +203,8 @@ def step(model, opt, batch, particles: int, clip: float = 100.0):
     torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
     opt.step()
     t3 = time.perf_counter()
-    if not math.isfinite(float(loss)):
-        raise FloatingPointError(f"loss is {float(loss)}")
+    if not math.isfinite(float(loss.detach())):
+        raise FloatingPointError(f"loss is {float(loss.detach())}")
     return t1 - t0, t2 - t1, t3 - t2
 
 
@@ -215,6 +218,56 @@ def cap_address_space(max_gb: float) -> float:
         cap = min(cap, hard)
     resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
     return cap / 1e9
+
+
+def code_version() -> str:
+    """``<short commit>[+dirty]`` of the checkout (``+dirty``: grnvae/ differs from the commit)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "grnvae"], cwd=root,
+                               capture_output=True, timeout=10).returncode != 0
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (rev or "unknown") + ("+dirty" if dirty else "")
+
+
+def breakdown(model, batch, particles: int, repeats: int = 2):
+    """Median forward / backward seconds of the model's parts, each run on its own.
+
+    Uses ``model.edges.sample`` (edge posterior), ``model.effects`` (edge posterior + effect
+    module) and ``model.alignment`` (K-hop alignment loss); a part the model does not have is
+    skipped. The rest of a step (encoder, decoder, likelihood, artifact module) is the full step
+    minus effects and alignment.
+    """
+    parts = {
+        "edge posterior (edges.sample)": lambda: sum(t.sum() for t in model.edges.sample(particles)[:2]),
+        "edges + effect module (effects)": lambda: sum(t.sum() for t in model.effects(batch["cond_dosage"], particles)),
+        "alignment loss (alignment)": lambda: model.alignment(batch),
+        "full forward (model)": lambda: model(batch, particles)["loss"],
+    }
+    out = {}
+    for name, fn in parts.items():
+        times = []
+        try:
+            for r in range(repeats + 1):
+                model.zero_grad(set_to_none=True)
+                t0 = time.perf_counter()
+                loss = fn()
+                t1 = time.perf_counter()
+                loss.backward()
+                t2 = time.perf_counter()
+                if r:
+                    times.append((t1 - t0, t2 - t1))
+        except AttributeError as exc:
+            print(f"  breakdown: skipping {name}: {exc}")
+            continue
+        out[name] = tuple(statistics.median(t[i] for t in times) for i in range(2))
+    model.zero_grad(set_to_none=True)
+    return out
 
 
 def did_not_fit(reason: str) -> None:
@@ -249,6 +302,9 @@ def parse_args(argv=None):
     p.add_argument("--max-gb", type=float, default=20.0,
                    help="refuse / abort above this many GB (default 20)")
     p.add_argument("--force", action="store_true", help="run even if the estimate exceeds --max-gb")
+    p.add_argument("--breakdown", action="store_true",
+                   help="after timing, time forward/backward of the edge posterior, effect module and "
+                        "alignment loss on their own")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="after timing, profile one step with torch.profiler and print the top N ops")
     args = p.parse_args(argv)
@@ -269,7 +325,7 @@ def main(argv=None) -> None:
     print(f"config: V={V} edges_per_node={k} E={E:,} G={args.genes} B={args.batch} "
           f"P={args.particles} K={args.hops} latent={args.latent} hidden={args.hidden} "
           f"weight={args.weight} layer={args.layer} artifact={not args.no_artifact} "
-          f"estimate={est:.1f} GB")
+          f"estimate={est:.1f} GB code={code_version()}")
     if k == "complete" and V > 5000 and not args.force:
         did_not_fit(f"a complete graph over V={V} nodes has {E:,} edges; refusing complete for "
                     f"V > 5000 (--force to try)")
@@ -325,6 +381,14 @@ def main(argv=None) -> None:
     for a, b in rows:
         print(f"  {a:<{w}}  {b}")
     print()
+
+    if args.breakdown:
+        parts = breakdown(model, batch, args.particles)
+        w = max(len(a) for a in parts)
+        print(f"  {'part (run on its own)':<{w}}  forward   backward")
+        for name, (f, b) in parts.items():
+            print(f"  {name:<{w}}  {f:7.3f}   {b:7.3f}")
+        print()
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

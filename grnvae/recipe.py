@@ -200,6 +200,7 @@ class TrainConfig:
     patience: int = 30
     accelerator: str = "auto"
     devices: Any = 1
+    strategy: str = "auto"
     num_workers: int = 0
     log_every_n_steps: int = 10
     progress_bar: bool = True
@@ -232,6 +233,7 @@ CHOICES = {
     "model.encoder.kind": ("correlated", "mean_field"),
     "model.decoder.likelihood": ("auto", "nb", "normal"),
     "train.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
+    "train.strategy": ("auto", "ddp", "ddp_spawn"),
 }
 
 #: numeric keys that must be positive (>0) or non-negative (>=0)

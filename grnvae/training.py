@@ -96,78 +96,6 @@ def _lightning():
     return pl
 
 
-def _module_class():
-    pl = _lightning()
-
-    class GRNVAEModule(pl.LightningModule):
-        """Lightning wrapper: optimisation, logging of every loss term, checkpoint metadata."""
-
-        def __init__(self, model: GRNVAE, cfg: DictConfig):
-            super().__init__()
-            self.model = model
-            self.cfg = cfg
-            self.particles = int(cfg.train.particles)
-
-        def _step(self, batch, stage: str):
-            terms = self.model(batch, self.particles)
-            n = int(batch["x"].shape[0])
-            for k, v in terms.items():
-                self.log(f"{stage}/{k}", v.detach(), on_step=False, on_epoch=True,
-                         batch_size=n, prog_bar=(k == "loss"))
-            return terms["loss"]
-
-        def training_step(self, batch, batch_idx):
-            return self._step(batch, "train")
-
-        def validation_step(self, batch, batch_idx):
-            return self._step(batch, "val")
-
-        def configure_optimizers(self):
-            t = self.cfg.train
-            return torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-
-        def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-            checkpoint["grnvae"] = {
-                "spec": self.model.spec.to_dict(),
-                "recipe": OmegaConf.to_container(self.cfg, resolve=True),
-            }
-
-    return GRNVAEModule
-
-
-def _epoch_progress(max_epochs: int):
-    """One progress bar over epochs with the latest train/val loss (instead of per-batch bars)."""
-    pl = _lightning()
-    from tqdm.auto import tqdm
-
-    class EpochProgress(pl.Callback):
-        def on_train_start(self, trainer, pl_module):
-            self.bar = tqdm(total=max_epochs, initial=trainer.current_epoch, desc="training", unit="epoch", dynamic_ncols=True)
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            m = trainer.callback_metrics
-            post = {k.split("/")[0]: f"{float(m[k]):.4g}" for k in ("train/loss", "val/loss") if k in m}
-            self.bar.set_postfix(post, refresh=False)
-            self.bar.update(1)
-
-        def on_train_end(self, trainer, pl_module):
-            self.bar.close()
-
-    return EpochProgress()
-
-
-def _atomic_checkpoint_io():
-    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-
-    class AtomicCheckpointIO(TorchCheckpointIO):
-        """Writes each checkpoint to a temporary file, then renames it into place."""
-
-        def save_checkpoint(self, checkpoint, path, storage_options=None):
-            atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
-
-    return AtomicCheckpointIO()
-
-
 # ---------------------------------------------------------------------------------- runs
 class Run:
     """A trained model and its run directory.
@@ -320,14 +248,24 @@ def train(
 
     ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor,
                               mode="min", save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks = [ckpt_cb]
+    from .lightning import AtomicCheckpointIO, EpochProgress, GRNVAEModule, RankConsistency
+
+    callbacks = [ckpt_cb, RankConsistency(out)]
     if t.progress_bar:
-        callbacks.append(_epoch_progress(int(t.max_epochs)))
+        callbacks.append(EpochProgress(int(t.max_epochs)))
     if t.patience > 0:
         callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=int(t.patience), strict=False))
     accelerator = t.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    strategy = t.strategy
+    if strategy == "auto" and _n_devices(t.devices) > 1:
+        # several CPU processes: spawn (works from scripts, notebooks and tests); GPUs: ddp
+        strategy = "ddp_spawn" if accelerator == "cpu" else "ddp"
+    if strategy == "ddp_spawn":
+        # hand tensors to the spawned processes through files, not file descriptors (which a
+        # spawned process cannot always inherit)
+        torch.multiprocessing.set_sharing_strategy("file_system")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -339,20 +277,31 @@ def train(
             logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
             callbacks=callbacks, gradient_clip_val=float(t.grad_clip) or None,
             log_every_n_steps=int(t.log_every_n_steps), enable_progress_bar=False,
-            enable_model_summary=False, deterministic=True, plugins=[_atomic_checkpoint_io()],
-            default_root_dir=str(out), num_sanity_val_steps=0,
+            enable_model_summary=False, deterministic=True, plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(out), num_sanity_val_steps=0, strategy=strategy,
+            use_distributed_sampler=False,  # the loaders shard batches across ranks themselves
         )
-        module = _module_class()(model, cfg)
+        module = GRNVAEModule(model, cfg)
         seed = int(cfg.seed)
         train_loader = data.loader("train", int(t.batch_size), shuffle=True, seed=seed, num_workers=int(t.num_workers))
         val_loader = data.loader("val", int(t.batch_size), shuffle=False) if has_val else None
         trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
                     ckpt_path=str(resume) if resume else None)
 
+    if not trainer.is_global_zero:  # other ranks of a multi-process run stop here
+        return None
     run = Run.load(out, "best")
     run.data = data
     _finish(run, data, cfg, trainer)
     return run
+
+
+def _n_devices(devices) -> int:
+    if isinstance(devices, int):
+        return devices
+    if isinstance(devices, str):
+        return int(devices) if devices.isdigit() else (torch.cuda.device_count() if devices == "auto" else 1)
+    return len(devices)
 
 
 def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:
@@ -360,6 +309,7 @@ def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:
     t = cfg.train
     metrics: Dict[str, Any] = {
         "epochs": int(trainer.current_epoch),
+        "world_size": int(trainer.world_size),
         "best_checkpoint": "checkpoints/best.ckpt",
         "cells": data.split_sizes(),
         "nodes": run.model.num_nodes,

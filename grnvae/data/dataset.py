@@ -601,13 +601,43 @@ class PerturbationData:
         if len(idx) == 0:
             raise DataError(f"split '{split}' has no cells; change data.split.fractions")
         ds = _Batches(self, idx)
-        if shuffle:
-            gen = torch.Generator().manual_seed(seed)
-            sampler = torch.utils.data.RandomSampler(range(len(idx)), generator=gen)
-        else:
-            sampler = torch.utils.data.SequentialSampler(range(len(idx)))
-        batches = torch.utils.data.BatchSampler(sampler, batch_size=batch_size, drop_last=False)
+        batches = EpochBatches(len(idx), batch_size, shuffle, seed)
         return torch.utils.data.DataLoader(ds, sampler=batches, batch_size=None, num_workers=num_workers)
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of positions for one epoch: a seeded permutation (or the identity) cut into
+    ``batch_size`` pieces.
+
+    In a multi-process run (``torch.distributed`` initialised), every rank draws the same
+    permutation (same seed, same number of epochs) and takes batches ``rank, rank + world, ...``;
+    ranks with one batch fewer repeat their first one, so all ranks step equally often.
+    """
+
+    def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
+        self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def _world(self) -> Tuple[int, int]:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size(), dist.get_rank()
+        return 1, 0
+
+    def __len__(self) -> int:
+        world, _ = self._world()
+        n_batches = -(-self.n // self.batch_size)
+        return -(-n_batches // world)
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        batches = [order[i:i + self.batch_size].tolist() for i in range(0, self.n, self.batch_size)]
+        world, rank = self._world()
+        if world > 1:
+            mine = batches[rank::world]
+            mine += mine[: len(self) - len(mine)]
+            batches = mine
+        return iter(batches)
 
 
 class _RowView:

@@ -44,15 +44,18 @@ class SplitInputMLP(nn.Module):
     def __init__(self, dims: Sequence[int], hidden: int, layers: int):
         super().__init__()
         self.dims = list(dims)
-        self.lins = nn.ModuleList(nn.Linear(max(d, 1), hidden, bias=(i == 0)) for i, d in enumerate(self.dims))
+        # one projection per input that exists (width > 0); the first carries the bias
+        self.lins = nn.ModuleDict({str(i): nn.Linear(d, hidden, bias=(i == 0))
+                                   for i, d in enumerate(self.dims) if d > 0})
         self.act = nn.LeakyReLU()
         self.body = ResidualMLP(hidden, max(layers - 1, 0))
 
     def forward(self, parts: Sequence[Union[None, Tensor, Tuple[Tensor, Tensor]]]) -> Tensor:
         h = None
-        for lin, dim, part in zip(self.lins, self.dims, parts):
-            if part is None or dim == 0:
+        for i, part in enumerate(parts):
+            if part is None or str(i) not in self.lins:
                 continue
+            lin = self.lins[str(i)]
             if isinstance(part, tuple):
                 t, index = part
                 out = lin(t)[:, index]
