@@ -139,3 +139,18 @@ def test_edge_scores_sparse_and_dense_paths_equal_gather():
         ga = torch.autograd.grad((got * g).sum(), (h, W))
         gb = torch.autograd.grad((ref * g).sum(), (h, W))
         assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(ga, gb))
+
+
+def test_edge_matmul_gradients_match_dense():
+    from grnvae.nn.spmm import edge_matmul
+
+    torch.manual_seed(5)
+    V, F = 12, 4
+    keep = torch.rand(V, V) < 0.3
+    src, tgt = torch.nonzero(keep, as_tuple=True)
+    ei = torch.stack([src, tgt])
+    vals = torch.randn(src.numel(), dtype=torch.float64, requires_grad=True)
+    x = torch.randn(V, F, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, h: edge_matmul(ei, v, h, V), (vals, x))
+    A = torch.zeros(V, V, dtype=torch.float64).index_put((src, tgt), vals)
+    assert torch.allclose(edge_matmul(ei, vals, x, V), A.t() @ x)

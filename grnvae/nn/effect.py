@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from .registry import LAYERS
+from .spmm import edge_matmul
 
 
 class EffectModule(nn.Module):
@@ -93,14 +94,16 @@ def khop_rows(dosage: Tensor, edge_index: Tensor, edge_value: Tensor, num_nodes:
     set) is never built: ``D S = sum_k y_k`` with ``y_1 = D A`` and ``y_{k+1} = y_k A / V``,
     i.e. K + 1 propagations of the ``[C, V]`` dosage rows over the E edges. For dense edge sets
     (E >= V^2 / 4) A itself is no larger than the edge list, and the propagations are matrix
-    products; otherwise they are sparse scatters.
+    products; otherwise they are sparse-dense products with A stored as its E edges.
     """
     V = num_nodes
     if 4 * edge_value.numel() >= V * V:
         A = dosage.new_zeros(V, V).index_put((edge_index[0], edge_index[1]), edge_value, accumulate=True)
         step = lambda h: h @ A  # noqa: E731
     else:
-        step = lambda h: propagate(h, edge_index, edge_value, V)  # noqa: E731
+        # h A = (A^T h^T)^T: one sparse-dense product per hop over the edge list, no [C, E]
+        # message tensor, O(E) gradients for the edge values
+        step = lambda h: edge_matmul(edge_index, edge_value, h.t(), V).t()  # noqa: E731
     y = step(dosage)
     total = y
     for _ in range(hops):

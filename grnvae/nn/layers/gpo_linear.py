@@ -7,6 +7,7 @@ from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
 from ..registry import register_layer
+from ..spmm import edge_matmul
 
 
 @register_layer("gpo_linear")
@@ -42,6 +43,12 @@ class GPOLinear(MessagePassing):
         super().reset_parameters()
 
     def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
+        if self.aggr == "add":
+            # fused message + sum aggregation: one sparse-dense product per particle with the
+            # transposed, weighted adjacency (same result as propagate, no [E, P, C] messages)
+            V = x.size(0)
+            out = [edge_matmul(edge_index, edge_weight[:, p], x[:, p], V) for p in range(x.size(1))]
+            return torch.stack(out, dim=1)
         return self.propagate(edge_index, x=x, edge_weight=edge_weight)
 
     def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
