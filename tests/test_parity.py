@@ -154,3 +154,15 @@ def test_edge_matmul_gradients_match_dense():
     assert torch.autograd.gradcheck(lambda v, h: edge_matmul(ei, v, h, V), (vals, x))
     A = torch.zeros(V, V, dtype=torch.float64).index_put((src, tgt), vals)
     assert torch.allclose(edge_matmul(ei, vals, x, V), A.t() @ x)
+
+
+def test_edge_scores_gradients():
+    from grnvae.nn.spmm import edge_scores
+
+    torch.manual_seed(6)
+    keep = torch.rand(9, 7) < 0.4
+    rows, cols = torch.nonzero(keep, as_tuple=True)
+    a = torch.randn(9, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, y: edge_scores(rows, cols, x, y), (a, b))
+    assert torch.allclose(edge_scores(rows, cols, a, b), (a[rows] * b[cols]).sum(-1))

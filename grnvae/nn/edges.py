@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .mlp import ResidualMLP
+from .spmm import edge_matmul, edge_scores
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -136,13 +137,9 @@ class EdgePosterior(nn.Module):
         src, tgt = self.edge_index
         P, V = mask.shape[0], self.num_nodes
         # h_i = W_m @ mask_row_i + W_o[:, i] + b : sparse product over i's out-edges
-        rows = (torch.arange(P, device=mask.device).unsqueeze(1) * V + src).reshape(-1)
-        cols = tgt.repeat(P)
-        m = torch.sparse_coo_tensor(
-            torch.stack([rows, cols]), mask.reshape(-1), (P * V, V), is_coalesced=True,
-            check_invariants=False,
-        )
-        h = torch.sparse.mm(m, self.in_mask).view(P, V, -1) + self.in_node.weight
+        flipped = self.edge_index.flip(0)
+        h = torch.stack([edge_matmul(flipped, mask[p], self.in_mask, V) for p in range(P)])
+        h = h + self.in_node.weight
         h = self.body(self.act(h))  # [P, V, H]
         loc = self._edge_scores(h, self.out_loc.weight)
         logvar = self._edge_scores(h, self.out_logvar.weight)
@@ -163,27 +160,9 @@ class EdgePosterior(nn.Module):
         if 4 * E >= V * V:
             scores = torch.matmul(h, weight[:, :H].t())  # [P, V, V]
             return scores.reshape(P, V * V)[:, src * V + tgt] + bias
-        pattern = self._pattern(P)
-        out = torch.sparse.sampled_addmm(pattern, h.reshape(P * V, H), weight[:, :H].t())
-        return out.values().view(P, E) + bias
-
-    def _pattern(self, P: int) -> Tensor:
-        """The edge pattern repeated for P particles, as a ``[P * V, V]`` CSR tensor of zeros."""
-        key = ("pattern", P, self.edge_index.device)
-        cached = self.__dict__.get("_pattern_cache")
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        src, tgt = self.edge_index
-        V, E = self.num_nodes, src.numel()
-        counts = torch.bincount(src, minlength=V).repeat(P)
-        crow = torch.zeros(P * V + 1, dtype=torch.long, device=src.device)
-        crow[1:] = torch.cumsum(counts, 0)
-        with warnings.catch_warnings():  # torch flags CSR support as beta; it is what keeps this O(E)
-            warnings.simplefilter("ignore")
-            pattern = torch.sparse_csr_tensor(crow, tgt.repeat(P), torch.zeros(P * E, device=src.device),
-                                              (P * V, V), check_invariants=False)
-        self.__dict__["_pattern_cache"] = (key, pattern)
-        return pattern
+        rows = (torch.arange(P, device=src.device).unsqueeze(1) * V + src).reshape(-1)
+        out = edge_scores(rows, tgt.repeat(P), h.reshape(P * V, H), weight[:, :H])
+        return out.view(P, E) + bias
 
     def sample(self, n: int) -> Tuple[Tensor, Tensor, Tensor]:
         """Sample ``n`` particles: (mask * weight ``[n, E]``, per-edge KL ``[E]``, mask ``[n, E]``).
