@@ -16,7 +16,7 @@ from torch import Tensor
 
 
 def _coo(rows: Tensor, cols: Tensor, values: Tensor, n: int) -> Tensor:
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n))
+    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False)
 
 
 class _EdgeMatmul(torch.autograd.Function):
@@ -56,7 +56,7 @@ def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape) -> Tensor:
     crow[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
     with warnings.catch_warnings():  # CSR is flagged beta by torch
         warnings.simplefilter("ignore")
-        return torch.sparse_csr_tensor(crow, cols, values, shape)
+        return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
 
 
 class _EdgeScores(torch.autograd.Function):
