@@ -12,7 +12,9 @@
    ``PerturbationData.batch`` gives the model: the dense ``x`` ``[512, G]``, the matched
    controls' |Delta x| on the measured GRN nodes, dosages and library sizes.
 
-The file was just written, so backed reads come from the OS page cache: this measures
+Peak RSS is sampled every 10 ms from registration to the last batch (``measure.RssSampler``),
+not ``ru_maxrss``: a child started with fork + exec inherits its parent's high-water mark on
+Linux, and the parent has just simulated the data. The file was just written, so backed reads come from the OS page cache: this measures
 grnvae's and anndata's per-batch overhead, not the disk. Prints a table and, last,
 ``memory_cells_per_s=<x> backed_cells_per_s=<y>``.
 
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import maxrss_mb, rss_mb  # noqa: E402
+from measure import RssSampler, rss_mb  # noqa: E402
 
 
 def write(path: Path, cells: int, genes: int, regulators: int, seed: int) -> float:
@@ -50,6 +52,7 @@ def child(path: str, backed: bool, batch_size: int, batches: int, seed: int) -> 
     import grnvae
     from grnvae.training import load_data
 
+    sampler = RssSampler().__enter__()
     t = time.perf_counter()
     cfg = grnvae.load_recipe("gpo_vae", [f"data.path={path}", f"data.backed={'true' if backed else 'false'}",
                                          f"seed={seed}"])
@@ -68,12 +71,13 @@ def child(path: str, backed: bool, batch_size: int, batches: int, seed: int) -> 
             break
         t = time.perf_counter()
     total = time.perf_counter() - t0
+    sampler.__exit__(None, None, None)
     times.sort()
     return {
         "mode": "backed" if backed else "memory", "register_s": register_s, "cells": n_cells,
         "batches": n_batches, "seconds": total, "cells_per_s": n_cells / total,
         "batch_ms_median": 1e3 * times[len(times) // 2], "rss_registered_mb": rss_registered,
-        "peak_rss_mb": maxrss_mb(), "n_train": int(len(data.split_index("train"))),
+        "peak_rss_mb": sampler.peak, "n_train": int(len(data.split_index("train"))),
         "genes": len(data.genes), "nodes": len(data.nodes),
     }
 

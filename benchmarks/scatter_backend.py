@@ -9,8 +9,12 @@ warm-up):
   of a ``[C, E]`` message matrix onto V nodes, the layout of grnvae's sparse K-hop propagation
   (``grnvae.nn.effect.propagate``);
 - ``utils.scatter [E, C] dim=0``: the same sum in MessagePassing's layout;
-- ``GPOLinear``: one forward + backward of grnvae's ``gpo_linear`` layer (``MessagePassing``,
-  ``aggr="add"``) on states ``[V, P, C]`` with edge weights ``[E, P]``;
+- ``MessagePassing.propagate``: PyG's message passing (gather ``x_j``, ``message``, sum
+  aggregation through ``utils.scatter``) of grnvae's ``gpo_linear`` layer on states
+  ``[V, P, C]`` with edge weights ``[E, P]``, called directly;
+- ``GPOLinear``: the layer's own forward as grnvae runs it (with ``aggr="add"`` grnvae fuses
+  message and aggregation into an edge-list sparse product, ``grnvae.nn.spmm``, so this row
+  does not depend on the scatter backend; with other aggregations it is ``propagate``);
 - ``torch.Tensor.index_add_`` (PyTorch, for reference) and, when ``torch_scatter`` imports,
   ``torch_scatter.scatter`` and ``torch_scatter.segment_csr`` on source-sorted edges (grnvae's
   edges are coalesced by source, so per-regulator sums could use CSR segments), against
@@ -23,8 +27,8 @@ with a venv that has torch-scatter to compare::
     .venv/bin/python benchmarks/scatter_backend.py
     /tmp/tsvenv/bin/python benchmarks/scatter_backend.py      # torch-scatter built from source
 
-The last line is ``backend=<torch_scatter|native> scatter_dim1_ms=<x> scatter_dim0_ms=<y>
-gpo_linear_ms=<z>``.
+The last line is ``backend=<torch_scatter|native> scatter_dim1_ms=<a> scatter_dim0_ms=<b>
+propagate_ms=<c> gpo_linear_ms=<d>``.
 """
 
 from __future__ import annotations
@@ -101,7 +105,9 @@ def main(argv=None) -> None:
                  timeit(fb(lambda: scatter(msg_ce, tgt, dim=1, dim_size=V, reduce="sum")), args.repeats)))
     rows.append(("utils.scatter [E, C] dim=0 (MessagePassing)", backend,
                  timeit(fb(lambda: scatter(msg_ec, tgt, dim=0, dim_size=V, reduce="sum")), args.repeats)))
-    rows.append((f"GPOLinear x[V, P, C] w[E, P]", backend,
+    rows.append(("MessagePassing.propagate x[V, P, C] w[E, P]", backend,
+                 timeit(fb(lambda: layer.propagate(edge_index, x=x, edge_weight=w)), args.repeats)))
+    rows.append(("GPOLinear forward x[V, P, C] w[E, P]", "grnvae",
                  timeit(fb(lambda: layer(x, edge_index, w)), args.repeats)))
     rows.append(("index_add_ [E, C] dim=0", "pytorch",
                  timeit(fb(lambda: torch.zeros(V, C).index_add(0, tgt, msg_ec)), args.repeats)))
@@ -128,7 +134,7 @@ def main(argv=None) -> None:
         print(f"  {name:<{w0}}  {kern:<13}  {ms:9.2f}")
     print()
     print(f"backend={backend} scatter_dim1_ms={rows[0][2]:.2f} scatter_dim0_ms={rows[1][2]:.2f} "
-          f"gpo_linear_ms={rows[2][2]:.2f}")
+          f"propagate_ms={rows[2][2]:.2f} gpo_linear_ms={rows[3][2]:.2f}")
 
 
 if __name__ == "__main__":
