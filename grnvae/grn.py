@@ -26,7 +26,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -36,13 +36,12 @@ import torch
 from torch_geometric.data import Data
 
 from grnvae.errors import GRNError
-from grnvae.utils import atomic_write
+from grnvae.utils import PathLike, atomic_write
 
 __all__ = ["GRN"]
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 ArrayLike = Any  # numpy array, torch tensor, pandas Series, list, ...
 
 # Names a torch_geometric ``Data`` uses for its own methods/properties cannot be edge

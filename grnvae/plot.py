@@ -27,7 +27,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -41,11 +41,10 @@ from matplotlib.transforms import Affine2D, ScaledTranslation
 
 from grnvae.errors import DataError, GRNError
 from grnvae.grn import GRN
-from grnvae.utils import atomic_write
+from grnvae.utils import PathLike, atomic_write
 
 __all__ = ["effects_scatter", "metric_bars", "grn_neighbourhood", "save", "method_colours"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: fixed colours so that a method has the same colour in every figure; "model" is always blue
 _KNOWN_COLOURS = {

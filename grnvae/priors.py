@@ -59,7 +59,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -68,7 +68,7 @@ import torch
 
 from grnvae.errors import GRNError
 from grnvae.grn import GRN
-from grnvae.utils import atomic_write
+from grnvae.utils import PathLike, atomic_write
 
 __all__ = [
     "DOROTHEA_CONFIDENCE",
@@ -98,7 +98,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: DoRothEA confidence level -> ``confidence`` edge attribute.
 DOROTHEA_CONFIDENCE: dict[str, float] = {"A": 1.0, "B": 0.8, "C": 0.6, "D": 0.4, "E": 0.2}

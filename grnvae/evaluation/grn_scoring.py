@@ -34,7 +34,7 @@ import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -43,6 +43,7 @@ import scipy.stats
 
 from ..errors import DataError, GRNError
 from ..grn import GRN
+from ..utils import PathLike
 from .grn import average_precision, roc_auc
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: (source, target) column names tried in this order, case-insensitively.
 PAIR_COLUMNS: Tuple[Tuple[str, str], ...] = (
