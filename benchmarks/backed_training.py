@@ -205,30 +205,28 @@ def child(args) -> None:
     step_ends: list[float] = []
     step_batches: list[int] = []
     fit = {}
-    orig_module_class = T._module_class
+    import grnvae.lightning as L
 
-    def module_class():
-        base = orig_module_class()
+    base = L.GRNVAEModule
 
-        class Timed(base):
-            def on_train_start(self):
-                fit["train_start"] = time.perf_counter()
-                fit["rss_train_start_mb"] = rss_mb()
-                step_ends.append(fit["train_start"])
+    # a timed subclass of the Lightning module train() builds
+    class Timed(base):
+        def on_train_start(self):
+            fit["train_start"] = time.perf_counter()
+            fit["rss_train_start_mb"] = rss_mb()
+            step_ends.append(fit["train_start"])
 
-            def on_train_batch_end(self, outputs, batch, batch_idx):
-                step_ends.append(time.perf_counter())
-                step_batches.append(len(batch_times))
-                if args.verbose:
-                    print(f"[child] step {batch_idx + 1}: {step_ends[-1] - step_ends[-2]:.2f} s, "
-                          f"RSS {rss_mb():.0f} MB", flush=True)
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            step_ends.append(time.perf_counter())
+            step_batches.append(len(batch_times))
+            if args.verbose:
+                print(f"[child] step {batch_idx + 1}: {step_ends[-1] - step_ends[-2]:.2f} s, "
+                      f"RSS {rss_mb():.0f} MB", flush=True)
 
-            def on_train_end(self):
-                fit["train_end"] = time.perf_counter()
+        def on_train_end(self):
+            fit["train_end"] = time.perf_counter()
 
-        return Timed
-
-    T._module_class = module_class
+    L.GRNVAEModule = Timed  # train() imports it from grnvae.lightning when it runs
 
     overrides = [f"data.path={args.path}", "data.backed=true", f"train.max_steps={args.steps}",
                  "train.max_epochs=1", f"train.batch_size={args.batch_size}",

@@ -2,7 +2,7 @@
 # The whole step-time table of BENCHMARKS.md: one benchmarks/step_time.py process per row (so
 # each peak RSS is its own), then the table as markdown with the upstream GPO-VAE anchors.
 #
-#   bash benchmarks/run_all.sh                 # ~5-10 min on 2 cores
+#   bash benchmarks/run_all.sh                 # ~2.5 min on 2 cores (~3 min with STEPS=5)
 #   STEPS=5 bash benchmarks/run_all.sh         # more timed steps per row (default 3)
 #   ONLY="415:complete 1546:30" bash benchmarks/run_all.sh
 #

@@ -2,8 +2,8 @@
 
 PyG (``torch_geometric``) uses the ``torch-scatter`` package when it is installed
 (``torch_geometric.typing.WITH_TORCH_SCATTER``) and PyTorch's own kernels otherwise. This script
-prints which one is active and times, forward + backward (median of ``--repeats`` after one
-warm-up):
+prints which one is active and times, forward + backward (median of ``--repeats`` after three
+warm-ups):
 
 - ``utils.scatter [C, E] dim=1``: ``torch_geometric.utils.scatter(msg, tgt, dim=1, reduce="sum")``
   of a ``[C, E]`` message matrix onto V nodes, the layout of grnvae's sparse K-hop propagation
@@ -41,8 +41,9 @@ import numpy as np
 import torch
 
 
-def timeit(fn, repeats: int) -> float:
-    fn()  # warm-up
+def timeit(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
     out = []
     for _ in range(repeats):
         t = time.perf_counter()
