@@ -243,8 +243,12 @@ def breakdown(model, batch, particles: int, repeats: int = 2):
     skipped. The rest of a step (encoder, decoder, likelihood, artifact module) is the full step
     minus effects and alignment.
     """
+    def rows():  # the regulators a step evaluates the edge posterior for (all, in older versions)
+        plan = getattr(model, "plan_effects", None)
+        return {} if plan is None else {"rows": plan(batch["cond_dosage"]).rows}
+
     parts = {
-        "edge posterior (edges.sample)": lambda: sum(t.sum() for t in model.edges.sample(particles)[:2]),
+        "edge posterior (edges.sample)": lambda: sum(t.sum() for t in model.edges.sample(particles, **rows())[:2]),
         "edges + effect module (effects)": lambda: sum(t.sum() for t in model.effects(batch["cond_dosage"], particles)),
         "alignment loss (alignment)": lambda: model.alignment(batch),
         "full forward (model)": lambda: model(batch, particles)["loss"],

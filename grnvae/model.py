@@ -22,9 +22,10 @@ from torch_geometric.utils import scatter
 
 from .grn import GRN
 from .nn.edges import EdgePosterior, normal_kl
-from .nn.effect import EffectModule, khop_rows
+from .nn.effect import EffectModule, EffectPlan, khop_rows
 from .nn.encoders import BasalEncoder
 from .nn.likelihoods import Decoder
+from .nn.mlp import Projected
 
 
 @dataclass
@@ -139,10 +140,25 @@ class GRNVAE(nn.Module):
     def effects(self, cond_dosage: Tensor, particles: int):
         """Sample the GRN and compute latent effects per condition.
 
-        Returns (z_p ``[P, C, V]``, per-edge KL ``[E]``).
+        Returns (z_p ``[P, C, V]``, per-edge KL ``[E]``). The weight part of the KL is only
+        computed for the regulators the loss uses (see :meth:`plan_effects`).
         """
-        edge_weight, edge_kl, _ = self.edges.sample(particles)
-        return self.effect(cond_dosage, self.edge_index, edge_weight), edge_kl
+        z_p, edge_kl, _ = self._effects(cond_dosage, particles)
+        return z_p, edge_kl
+
+    def plan_effects(self, cond_dosage: Tensor) -> EffectPlan:
+        """The effect module's :class:`~grnvae.nn.effect.EffectPlan` for these conditions, with
+        ``rows`` widened to every regulator whose edge KL the loss uses: the perturbed ones
+        (their plated KL) and those never perturbed in training (shared by all cells)."""
+        plan = self.effect.plan(cond_dosage, self.edge_index, self.num_nodes)
+        if plan.rows is not None:
+            plan.rows = plan.rows | (cond_dosage != 0).any(0) | (self.node_counts == 0)
+        return plan
+
+    def _effects(self, cond_dosage: Tensor, particles: int):
+        plan = self.plan_effects(cond_dosage)
+        edge_weight, edge_kl, _ = self.edges.sample(particles, rows=plan.rows)
+        return self.effect(cond_dosage, self.edge_index, edge_weight, plan), edge_kl, plan
 
     def plated_kl(self, edge_kl: Tensor, cond_dosage: Tensor, cond_index: Tensor) -> Tensor:
         """Each cell's share of the global KL: ``[N]``.
@@ -173,16 +189,21 @@ class GRNVAE(nn.Module):
     def forward(self, batch: Dict[str, Tensor], particles: int = 1) -> Dict[str, Tensor]:
         x, idx = batch["x"], batch["cond_index"]
         cov = batch.get("covariates")
-        z_p, edge_kl = self.effects(batch["cond_dosage"], particles)
+        z_p, edge_kl, plan = self._effects(batch["cond_dosage"], particles)
+        # first-layer projections of z_p (sparse over its structural support when it has one)
+        # and of the expression, each computed once and shared by the encoder calls
+        z_enc = self.encoder.project_effect(z_p, plan.support)
+        z_dec = self.decoder.project_effect(z_p, plan.support)
         offset = None
         if self.artifact:
             q = batch["qc"]
             e_qc, kl_qc = self._artifact_embedding(particles)
             offset = q[None, :, None] * e_qc[:, None, :]  # [P, N, L]: each cell's own QC path
         x_std = self.standardise(x)
-        loc, scale = self.encoder(x_std, z_p, idx, particles, offset, cov)
+        x_enc = self.encoder.project_input(x_std)
+        loc, scale = self.encoder(x_enc, z_enc, idx, particles, offset, cov)
         z_b = loc + scale * torch.randn_like(loc)
-        log_lik = self.decoder.log_prob(x, z_b, z_p, idx, batch["library"], offset, cov).mean(0)  # [N]
+        log_lik = self.decoder.log_prob(x, z_b, z_dec, idx, batch["library"], offset, cov).mean(0)  # [N]
         kl_local = normal_kl(loc, scale, 1.0).sum(-1).mean(0)  # [N]
         kl_global = self.plated_kl(edge_kl, batch["cond_dosage"], idx)  # [N]
         weight = None
@@ -192,7 +213,7 @@ class GRNVAE(nn.Module):
             kl_global = kl_global + q * kl_qc / max(self.n_qc_fail, 1)
             weight = self._qc_balance(q)
             terms["counterfactual"] = self.cf_weight * self._counterfactual_kl(
-                batch, x_std, z_p, e_qc, particles)
+                batch, x_enc, z_enc, e_qc, particles)
         rec = -log_lik if weight is None else -(weight * log_lik)
         terms.update({
             "reconstruction": rec.mean(),
@@ -230,24 +251,25 @@ class GRNVAE(nn.Module):
             return torch.ones_like(q)
         return torch.where(q > 0, torch.full_like(q, 0.5 / a), torch.full_like(q, 0.5 / (1.0 - a)))
 
-    def _counterfactual_kl(self, batch: Dict[str, Tensor], x_std: Tensor, z_p: Tensor,
+    def _counterfactual_kl(self, batch: Dict[str, Tensor], x_enc: Projected, z_enc: Optional[Projected],
                            e_qc: Tensor, particles: int) -> Tensor:
         """KL between a real cell of the opposite QC status and this cell's counterfactual.
 
         For cell n with status q_n and partner m (same perturbation and split, status 1 - q_n):
         KL( q(z_b | x_m, z_p, q_m e_qc) || q(z_b | x_n, z_p, (1 - q_n) e_qc) ), the correct Normal
         KL (including the 1 / sigma^2 factor), averaged over cells that have a partner.
+        ``x_enc`` and ``z_enc`` are the batch's projected expression and effects.
         """
         has = batch["has_cf"]
         if not bool(has.any()):
-            return x_std.new_zeros(())
+            return x_enc.h.new_zeros(())
         idx = batch["cond_index"][has]
         flipped = (1.0 - batch["qc"][has])[None, :, None] * e_qc[:, None, :]
         cov = batch.get("covariates")
         cov_cf = batch.get("covariates_cf")
-        loc_n, scale_n = self.encoder(x_std[has], z_p, idx, particles, flipped,
+        loc_n, scale_n = self.encoder(Projected(x_enc.h[has]), z_enc, idx, particles, flipped,
                                       None if cov is None else cov[has])
-        loc_m, scale_m = self.encoder(self.standardise(batch["x_cf"][has]), z_p, idx, particles, flipped,
+        loc_m, scale_m = self.encoder(self.standardise(batch["x_cf"][has]), z_enc, idx, particles, flipped,
                                       None if cov_cf is None else cov_cf[has])
         kl = (torch.log(scale_n / scale_m) + (scale_m ** 2 + (loc_m - loc_n) ** 2) / (2 * scale_n ** 2) - 0.5)
         return kl.sum(-1).mean()
@@ -271,7 +293,8 @@ class GRNVAE(nn.Module):
         dosage = dosage.to(device)
         C = dosage.shape[0]
         control_dose = torch.zeros(1, self.num_nodes, device=device)
-        z_p, _ = self.effects(torch.cat([control_dose, dosage]), particles)  # [P, 1 + C, V]
+        z_p, _, plan = self._effects(torch.cat([control_dose, dosage]), particles)  # [P, 1 + C, V]
+        z_dec = self.decoder.project_effect(z_p, plan.support)  # once, not per chunk and condition
         if x_ctrl is None:
             n = n_prior
             lib = torch.full((n,), float(self.spec.extra.get("library_median", 1e4)), device=device)
@@ -298,7 +321,7 @@ class GRNVAE(nn.Module):
             cov = None if cov_all is None else cov_all[a:b]
             for c in range(C):
                 index = torch.full((b - a,), 1 + c, dtype=torch.long, device=device)
-                mean = self.decoder.mean(z_b, z_p, index, lib[a:b], None, cov)  # [P, n, G]
+                mean = self.decoder.mean(z_b, z_dec, index, lib[a:b], None, cov)  # [P, n, G]
                 if self.likelihood == "nb":
                     mean = torch.log1p(mean / lib[a:b].clamp(min=1e-8)[None, :, None] * 1e4)
                 total[c] += mean.mean(0).sum(0)

@@ -131,8 +131,8 @@ def test_edge_scores_sparse_and_dense_paths_equal_gather():
         post = EdgePosterior(grn.edge_index, V, weight="amortized", encoder_layers=1, encoder_hidden=H)
         h = torch.randn(P, V, H, requires_grad=True)
         W = torch.randn(V, H + 1, requires_grad=True)
-        got = post._edge_scores(h, W)
         s, t = grn.edge_index
+        got = post._edge_scores(h, s, t, W)
         ref = (h[:, s] * W[t, :H]).sum(-1) + W[t, H]
         assert torch.allclose(got, ref, atol=1e-5)
         g = torch.randn_like(got)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .mlp import ResidualMLP
-from .spmm import edge_matmul, edge_scores
+from .spmm import edge_scores, sparse_matmul
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -84,6 +84,10 @@ class EdgePosterior(nn.Module):
     ):
         super().__init__()
         E = edge_index.shape[1]
+        key = edge_index[0] * num_nodes + edge_index[1]
+        if E > 1 and not bool((key[1:] > key[:-1]).all()):
+            raise ValueError("EdgePosterior needs a coalesced edge_index (sorted by source, then target, "
+                             "no duplicates); GRN(...).edge_index is")
         self.num_nodes = num_nodes
         self.weight_mode = weight
         self.weight_prior_scale = float(weight_prior_scale)
@@ -129,53 +133,84 @@ class EdgePosterior(nn.Module):
     def sample_mask(self, n: int) -> Tensor:
         return gumbel_sigmoid_st(self.logits, self.temperature, n)
 
-    def weight_posterior(self, mask: Tensor) -> Tuple[Tensor, Tensor]:
-        """Normal posterior of the weights given sampled masks ``[P, E]``: (loc, scale) ``[P, E]``."""
+    def weight_posterior(self, mask: Tensor, edges: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Normal posterior of the weights given sampled masks: (loc, scale) ``[P, E']``.
+
+        ``mask`` is ``[P, E]``, or ``[P, E']`` for the edges ``edges`` (indices into the edge
+        list, which must hold *all* out-edges of each of their regulators, as an amortised
+        regulator's weights depend on its whole mask row). Only those regulators' rows of the
+        amortised encoder are evaluated.
+        """
         if self.weight_mode == "free":
             P = mask.shape[0]
-            return self.loc.expand(P, -1), self.log_scale.exp().expand(P, -1) + 1e-4
-        src, tgt = self.edge_index
+            loc, log_scale = (self.loc, self.log_scale) if edges is None else (self.loc[edges], self.log_scale[edges])
+            return loc.expand(P, -1), log_scale.exp().expand(P, -1) + 1e-4
+        ei = self.edge_index if edges is None else self.edge_index[:, edges]
+        src, tgt = ei
         P, V = mask.shape[0], self.num_nodes
-        # h_i = W_m @ mask_row_i + W_o[:, i] + b : sparse product over i's out-edges
-        flipped = self.edge_index.flip(0)
-        h = torch.stack([edge_matmul(flipped, mask[p], self.in_mask, V) for p in range(P)])
-        h = h + self.in_node.weight
-        h = self.body(self.act(h))  # [P, V, H]
-        loc = self._edge_scores(h, self.out_loc.weight)
-        logvar = self._edge_scores(h, self.out_logvar.weight)
+        if edges is None:
+            nodes, pos = None, src
+            R = V
+        else:  # the regulators present, renumbered 0..R-1 (edge lists are sorted by source)
+            nodes, pos = torch.unique_consecutive(src, return_inverse=True)
+            R = nodes.numel()
+        # h_i = W_m @ mask_row_i + W_o[:, i] + b : one sparse product over i's out-edges, all particles
+        part = torch.arange(P, device=src.device).unsqueeze(1) * R
+        h = sparse_matmul((part + pos).reshape(-1), tgt.repeat(P), mask.reshape(-1), self.in_mask, P * R)
+        h = h.view(P, R, -1) + (self.in_node.weight if nodes is None else self.in_node.weight[nodes])
+        h = self.body(self.act(h))  # [P, R, H]
+        loc = self._edge_scores(h, pos, tgt, self.out_loc.weight)
+        logvar = self._edge_scores(h, pos, tgt, self.out_logvar.weight)
         scale = torch.exp(0.5 * logvar.clamp(-15.0, 15.0)) + 1e-2
         return loc, scale
 
-    def _edge_scores(self, h: Tensor, weight: Tensor) -> Tensor:
-        """``<h[p, src_e], weight[tgt_e, :H]> + weight[tgt_e, H]`` for every edge: ``[P, E]``.
+    def _edge_scores(self, h: Tensor, pos: Tensor, tgt: Tensor, weight: Tensor) -> Tensor:
+        """``<h[p, pos_e], weight[tgt_e, :H]> + weight[tgt_e, H]`` for every edge: ``[P, E']``.
 
-        Dense edge sets (E >= V^2 / 4) use one ``[P, V, V]`` matrix product and pick the edges;
-        sparse ones a sampled dense-dense product over the edge pattern. Neither forms the
-        ``[P, E, H]`` tensor of a gather.
+        ``h`` ``[P, R, H]`` holds the regulators' states; ``pos`` (sorted) the row of each edge's
+        regulator. Dense edge sets (E' >= R V / 4) use one ``[P, R, V]`` matrix product and pick
+        the edges; sparse ones a sampled dense-dense product over the edge pattern. Neither forms
+        the ``[P, E', H]`` tensor of a gather.
         """
-        src, tgt = self.edge_index
-        P, V, H = h.shape
-        E = src.numel()
+        P, R, H = h.shape
+        V = weight.shape[0]
+        E = pos.numel()
         bias = weight[:, H][tgt]
-        if 4 * E >= V * V:
-            scores = torch.matmul(h, weight[:, :H].t())  # [P, V, V]
-            return scores.reshape(P, V * V)[:, src * V + tgt] + bias
-        rows = (torch.arange(P, device=src.device).unsqueeze(1) * V + src).reshape(-1)
-        out = edge_scores(rows, tgt.repeat(P), h.reshape(P * V, H), weight[:, :H])
+        if 4 * E >= R * V:
+            scores = torch.matmul(h, weight[:, :H].t())  # [P, R, V]
+            return scores.reshape(P, R * V)[:, pos * V + tgt] + bias
+        rows = (torch.arange(P, device=pos.device).unsqueeze(1) * R + pos).reshape(-1)
+        out = edge_scores(rows, tgt.repeat(P), h.reshape(P * R, H), weight[:, :H])
         return out.view(P, E) + bias
 
-    def sample(self, n: int) -> Tuple[Tensor, Tensor, Tensor]:
+    def sample(self, n: int, rows: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """Sample ``n`` particles: (mask * weight ``[n, E]``, per-edge KL ``[E]``, mask ``[n, E]``).
 
         The KL is analytic: Bernoulli KL of the mask plus the particle-averaged Normal KL of the
-        weights against N(0, s^2).
+        weights against N(0, s^2). ``rows`` (bool ``[V]``) restricts the weights to the out-edges
+        of those regulators: every other edge gets weight 0 and only its Bernoulli KL, which is
+        exact for a loss that uses no other edge's weight or weight KL (the model passes the
+        regulators its effect module reaches, those whose KL the batch carries and those never
+        perturbed in training).
         """
         mask = self.sample_mask(n)
-        loc, scale = self.weight_posterior(mask)
-        weight = loc + scale * torch.randn_like(loc)
-        kl = bernoulli_kl(self.logits, self.prior_logits) + normal_kl(
-            loc, scale, self.weight_prior_scale
-        ).mean(0)
+        kl = bernoulli_kl(self.logits, self.prior_logits)
+        if self.weight_mode == "free":
+            rows = None  # per-edge parameters: nothing to save
+        edges = None
+        if rows is not None:
+            keep = rows[self.edge_index[0]]
+            if not bool(keep.all()):
+                edges = torch.nonzero(keep).flatten()
+        if edges is None:
+            loc, scale = self.weight_posterior(mask)
+            weight = loc + scale * torch.randn_like(loc)
+            return mask * weight, kl + normal_kl(loc, scale, self.weight_prior_scale).mean(0), mask
+        loc, scale = self.weight_posterior(mask[:, edges], edges)
+        # the same noise as the full path draws, so restricting rows changes no sample
+        w_sub = loc + scale * torch.randn_like(mask)[:, edges]
+        weight = mask.new_zeros(mask.shape).index_copy(1, edges, w_sub)
+        kl = kl.index_add(0, edges, normal_kl(loc, scale, self.weight_prior_scale).mean(0))
         return mask * weight, kl, mask
 
     def mean_weight(self) -> Tensor:

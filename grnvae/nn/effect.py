@@ -3,7 +3,8 @@ and the sparse K-hop accumulation used by the GRN alignment loss."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -11,6 +12,51 @@ from torch_geometric.utils import scatter
 
 from .registry import LAYERS
 from .spmm import edge_matmul
+
+
+@dataclass
+class EffectPlan:
+    """Where a batch's perturbation effects can be non-zero, found from the graph alone.
+
+    For effect layers whose output at a node vanishes when none of its in-neighbours' states is
+    non-zero (``local_support = True``, e.g. ``gpo_linear``), a condition's effect can only be
+    non-zero on the nodes reachable from its perturbed nodes in 1..hops steps over the edge set,
+    whatever the sampled masks and weights: this is *structural* (a masked-out edge still counts,
+    as its straight-through gradient flows through its target). Fields (None = everything):
+
+    - ``hop_edges``: per hop, the edges leaving nodes with a possibly non-zero state (the others
+      carry nothing and are skipped by zero-preserving layers), or None for all edges;
+    - ``rows``: bool ``[V]``, the regulators whose out-edge weights the effect module uses;
+    - ``support``: ``[2, nnz]`` (condition, node) coordinates, sorted, outside which the effects
+      ``[P, C, V]`` are exactly zero for every parameter value; None when that set is not
+      sparse (more than ``max_density`` of ``C x V``), so dense products are the faster choice.
+    """
+
+    hop_edges: List[Optional[Tensor]] = field(default_factory=list)
+    rows: Optional[Tensor] = None
+    support: Optional[Tensor] = None
+
+
+def _out_edges(edge_index: Tensor, num_nodes: int):
+    """Out-edges by source: (ptr ``[V + 1]``, targets sorted by source)."""
+    src, tgt = edge_index
+    order = torch.argsort(src, stable=True)
+    ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=src.device)
+    ptr[1:] = torch.cumsum(torch.bincount(src, minlength=num_nodes), 0)
+    return ptr, tgt[order]
+
+
+def _expand(keys: Tensor, ptr: Tensor, targets: Tensor, num_nodes: int) -> Tensor:
+    """One hop of (condition, node) keys ``c * V + v``: the sorted unique keys ``c * V + t`` for
+    every edge v -> t."""
+    c, v = keys // num_nodes, keys % num_nodes
+    deg = ptr[v + 1] - ptr[v]
+    total = int(deg.sum())
+    if total == 0:
+        return keys.new_empty(0)
+    first = torch.repeat_interleave(ptr[v] - (torch.cumsum(deg, 0) - deg), deg)
+    t = targets[first + torch.arange(total, device=keys.device)]
+    return torch.unique(torch.repeat_interleave(c, deg) * num_nodes + t)
 
 
 class EffectModule(nn.Module):
@@ -46,21 +92,68 @@ class EffectModule(nn.Module):
             self.layers = nn.ModuleList(cls(dims[k], dims[k + 1], **options) for k in range(hops))
             self.act = nn.LeakyReLU()
 
-    def forward(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
+    @property
+    def local_support(self) -> bool:
+        """Whether effects are structurally sparse (see :class:`EffectPlan`)."""
+        return self.batched and all(getattr(layer, "local_support", False) for layer in self.layers)
+
+    @torch.no_grad()
+    def plan(self, dosage: Tensor, edge_index: Tensor, num_nodes: int, max_density: float = 0.1) -> EffectPlan:
+        """The :class:`EffectPlan` of dosages ``[C, V]`` over ``edge_index``."""
+        if not self.local_support:
+            return EffectPlan(hop_edges=[None] * len(self.layers))
+        V = num_nodes
+        C = dosage.shape[0]
+        src = edge_index[0]
+        active = (dosage != 0).any(0)  # nodes with a possibly non-zero state, any condition
+        rows = torch.zeros_like(active)
+        hop_edges: List[Optional[Tensor]] = []
+        for layer in self.layers:
+            rows |= active
+            keep = active[src]
+            skip = getattr(layer, "zero_preserving", False) and not bool(keep.all())
+            hop_edges.append(torch.nonzero(keep).flatten() if skip else None)
+            nxt = torch.zeros_like(active)
+            nxt[edge_index[1][keep]] = True
+            active = nxt
+        return EffectPlan(hop_edges, rows, self._support(dosage, edge_index, V, max_density))
+
+    def _support(self, dosage: Tensor, edge_index: Tensor, V: int, max_density: float) -> Optional[Tensor]:
+        """Sorted (condition, node) coordinates ``[2, nnz]`` of the effects' structural support,
+        or None once it holds more than ``max_density`` of the ``C x V`` entries."""
+        limit = max_density * dosage.shape[0] * V
+        cv = torch.nonzero(dosage != 0)
+        keys = cv[:, 0] * V + cv[:, 1]  # sorted keys c * V + v
+        ptr, targets = _out_edges(edge_index, V)
+        support = keys.new_empty(0)
+        for k in range(len(self.layers)):
+            keys = _expand(keys, ptr, targets, V)
+            if keys.numel() > limit:
+                return None
+            if self.combine == "sum" or k == len(self.layers) - 1:
+                support = keys if k == 0 else torch.unique(torch.cat([support, keys]))
+        if support.numel() > limit:
+            return None
+        return torch.stack([support // V, support % V])
+
+    def forward(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor,
+                plan: Optional[EffectPlan] = None) -> Tensor:
+        """Effects ``[P, C, V]`` of dosages ``[C, V]`` under edge weights ``[P, E]``.
+
+        ``plan`` (from :meth:`plan` for the same dosages and edges) is computed when not given.
+        """
         if not self.batched:
             return self._forward_standard(dosage, edge_index, edge_weight)
+        if plan is None:
+            plan = self.plan(dosage, edge_index, dosage.shape[1])
         x = dosage.t().unsqueeze(1).expand(-1, edge_weight.shape[0], -1)  # [V, P, C]
         w = edge_weight.t()  # [E, P]
         out = None
-        for layer in self.layers:
-            ei, wk = edge_index, w
-            if getattr(layer, "zero_preserving", False):
-                # messages vanish where the source state is zero: skip those edges (exact)
-                active = x.abs().flatten(1).sum(1) > 0
-                keep = active[edge_index[0]]
-                if not bool(keep.all()):
-                    ei, wk = edge_index[:, keep], w[keep]
-            x = layer(x, ei, wk)
+        for layer, keep in zip(self.layers, plan.hop_edges):
+            if keep is None:
+                x = layer(x, edge_index, w)
+            else:  # edges leaving nodes whose state is structurally zero carry nothing (exact)
+                x = layer(x, edge_index[:, keep], w[keep])
             out = x if (out is None or self.combine == "last") else out + x
         return out.permute(1, 2, 0)  # [P, C, V]
 

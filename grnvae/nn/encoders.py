@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .mlp import SplitInputMLP
+from .mlp import Projected, SplitInputMLP
 
 
 class BasalEncoder(nn.Module):
@@ -18,7 +18,9 @@ class BasalEncoder(nn.Module):
     offset (artifact module only); ``mean_field``: z_p is left out.
 
     Shapes: x ``[N, G]``, z_p ``[P, C, V]``, index ``[N]``, artifact ``[P, N, L]`` or None,
-    covariates ``[N, K]`` or None -> loc, scale ``[P, N, L]``.
+    covariates ``[N, K]`` or None -> loc, scale ``[P, N, L]``. x and z_p may be given as
+    :class:`~grnvae.nn.mlp.Projected` (``project_input``, ``project_effect``) to share one
+    projection between calls.
     """
 
     def __init__(self, n_genes: int, n_nodes: int, latent_dim: int, hidden: int, layers: int,
@@ -29,6 +31,14 @@ class BasalEncoder(nn.Module):
         self.mlp = SplitInputMLP(dims, hidden, max(layers, 1))
         self.loc = nn.Linear(hidden, latent_dim)
         self.logvar = nn.Linear(hidden, latent_dim)
+
+    def project_input(self, x: Tensor) -> Projected:
+        """The standardised expression ``[N, G]`` through the first layer, to reuse across calls."""
+        return self.mlp.project(0, x)
+
+    def project_effect(self, z_p: Tensor, support: Optional[Tensor] = None) -> Optional[Projected]:
+        """Effects ``[P, C, V]`` through the first layer (None for the mean-field encoder)."""
+        return self.mlp.project(1, z_p, support) if self.mlp.has_input(1) else None
 
     def forward(self, x: Tensor, z_p: Optional[Tensor], index: Tensor, particles: int,
                 artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .mlp import SplitInputMLP
+from .mlp import Projected, SplitInputMLP
 
 
 def nb_log_prob(x: Tensor, mu: Tensor, log_theta: Tensor, eps: float = 1e-8) -> Tensor:
@@ -32,7 +32,8 @@ class Decoder(nn.Module):
     for log-normalised input.
 
     Shapes: z_b ``[P, N, L]``, z_p ``[P, C, V]``, index ``[N]``, library ``[N]``, artifact
-    ``[P, N, L]`` or None (the artifact-free path), covariates ``[N, K]`` or None.
+    ``[P, N, L]`` or None (the artifact-free path), covariates ``[N, K]`` or None. z_p may be
+    given as :class:`~grnvae.nn.mlp.Projected` (``project_effect``).
     """
 
     def __init__(self, latent_dim: int, n_nodes: int, n_genes: int, hidden: int, layers: int,
@@ -48,6 +49,10 @@ class Decoder(nn.Module):
             self.log_scale = nn.Parameter(torch.zeros(n_genes))
         else:
             raise ValueError(f"unknown likelihood {likelihood!r}")
+
+    def project_effect(self, z_p: Tensor, support: Optional[Tensor] = None) -> Projected:
+        """Effects ``[P, C, V]`` through the first layer, to pass as ``z_p`` (see ``SplitInputMLP``)."""
+        return self.mlp.project(1, z_p, support)
 
     def mean(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
              artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None) -> Tensor:

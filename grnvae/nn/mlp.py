@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+
+from .spmm import sparse_matmul
+
+
+class Projected(NamedTuple):
+    """An input of :class:`SplitInputMLP` already through its first-layer projection
+    (``SplitInputMLP.project``): ``[N, hidden]``, ``[P, N, hidden]`` or, paired with an index,
+    ``[P, C, hidden]``."""
+
+    h: Tensor
 
 
 class ResidualMLP(nn.Module):
@@ -37,8 +47,9 @@ class SplitInputMLP(nn.Module):
 
     ``forward(parts)``: one entry per input, in the order of ``dims``; an entry is None (input
     absent for this call), a row tensor ``[N, d]`` or ``[P, N, d]``, or a pair
-    ``(tensor [P, C, d], index [N])`` gathered to rows. Output ``[P, N, hidden]`` (or
-    ``[N, hidden]`` if no input has a particle dimension).
+    ``(tensor [P, C, d], index [N])`` gathered to rows. Any tensor may be given as
+    :class:`Projected` (from :meth:`project`) to reuse one projection across calls. Output
+    ``[P, N, hidden]`` (or ``[N, hidden]`` if no input has a particle dimension).
     """
 
     def __init__(self, dims: Sequence[int], hidden: int, layers: int):
@@ -56,10 +67,33 @@ class SplitInputMLP(nn.Module):
             if part is None or str(i) not in self.lins:
                 continue
             lin = self.lins[str(i)]
-            if isinstance(part, tuple):
+            if isinstance(part, Projected):
+                out = part.h
+            elif isinstance(part, tuple):
                 t, index = part
-                out = lin(t)[:, index]
+                out = (t.h if isinstance(t, Projected) else lin(t))[:, index]
             else:
                 out = lin(part)
             h = out if h is None else h + out
         return self.body(self.act(h))
+
+    def has_input(self, i: int) -> bool:
+        return str(i) in self.lins
+
+    def project(self, i: int, t: Tensor, support: Optional[Tensor] = None) -> Projected:
+        """Input ``i`` through its first-layer projection.
+
+        ``support`` ``[2, nnz]`` (for ``t`` ``[P, C, d]``): the sorted (row, column) coordinates
+        outside which ``t`` is zero for every parameter value (an :class:`EffectPlan` support).
+        The product is then a sparse one over those entries, and the gradient reaching ``t`` is
+        zero outside them, which is exact for anything ``t`` is computed from.
+        """
+        lin = self.lins[str(i)]
+        if support is None:
+            return Projected(lin(t))
+        P, C, _ = t.shape
+        c, v = support
+        rows = (torch.arange(P, device=t.device).unsqueeze(1) * C + c).reshape(-1)
+        out = sparse_matmul(rows, v.repeat(P), t[:, c, v].reshape(-1), lin.weight.t(), P * C)
+        out = out.view(P, C, -1)
+        return Projected(out if lin.bias is None else out + lin.bias)

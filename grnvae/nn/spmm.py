@@ -10,44 +10,71 @@ sparse product.
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 
-def _coo(rows: Tensor, cols: Tensor, values: Tensor, n: int) -> Tensor:
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n), check_invariants=False)
+def _sorted_order(rows: Tensor, cols: Tensor, n_cols: int) -> Optional[Tensor]:
+    """The permutation sorting coordinates by (row, column), or None if they already are."""
+    key = rows * n_cols + cols
+    if key.numel() < 2 or bool((key[1:] >= key[:-1]).all()):
+        return None
+    return torch.argsort(key)
 
 
-class _EdgeMatmul(torch.autograd.Function):
+def _take(t: Tensor, order: Optional[Tensor]) -> Tensor:
+    return t if order is None else t[order]
+
+
+class _SparseMatmul(torch.autograd.Function):
+    # CSR products throughout: on CPU they run 2-3x faster than COO ones (no coalescing)
+
     @staticmethod
-    def forward(ctx, edge_index: Tensor, values: Tensor, x: Tensor, num_nodes: int) -> Tensor:
-        src, tgt = edge_index
-        ctx.save_for_backward(edge_index, values, x)
-        ctx.num_nodes = num_nodes
-        return torch.sparse.mm(_coo(tgt, src, values, num_nodes), x)
+    def forward(ctx, rows: Tensor, cols: Tensor, values: Tensor, x: Tensor, n_rows: int) -> Tensor:
+        n_cols = x.shape[0]
+        order = _sorted_order(rows, cols, n_cols)
+        r, c = _take(rows, order), _take(cols, order)
+        out = _csr(r, c, _take(values, order), (n_rows, n_cols)) @ x
+        ctx.save_for_backward(r, c, values, x, order)
+        ctx.n_rows = n_rows
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        edge_index, values, x = ctx.saved_tensors
-        src, tgt = edge_index
-        n = ctx.num_nodes
+        r, c, values, x, order = ctx.saved_tensors
+        n_rows, n_cols = ctx.n_rows, x.shape[0]
         grad_values = grad_x = None
-        if ctx.needs_input_grad[1]:
-            # d out[tgt_e] / d values_e = x[src_e]:  grad_e = <grad[tgt_e], x[src_e]>
-            order = torch.argsort(tgt * n + src)
-            pattern = _csr(tgt[order], src[order], torch.zeros_like(values), (n, n))
-            sampled = torch.sparse.sampled_addmm(pattern, grad, x.t()).values()
-            grad_values = torch.empty_like(values)
-            grad_values[order] = sampled
         if ctx.needs_input_grad[2]:
-            grad_x = torch.sparse.mm(_coo(src, tgt, values, n), grad)
-        return None, grad_values, grad_x, None
+            # d out[r_e] / d values_e = x[c_e]:  grad_e = <grad[r_e], x[c_e]>, a sampled product
+            pattern = _csr(r, c, values.new_zeros(values.shape), (n_rows, n_cols))
+            sampled = torch.sparse.sampled_addmm(pattern, grad.contiguous(), x.t()).values()
+            if order is None:
+                grad_values = sampled
+            else:
+                grad_values = torch.empty_like(values)
+                grad_values[order] = sampled
+        if ctx.needs_input_grad[3]:  # S^T grad
+            v = _take(values, order)
+            order_t = _sorted_order(c, r, n_rows)
+            grad_x = _csr(_take(c, order_t), _take(r, order_t), _take(v, order_t), (n_cols, n_rows)) @ grad
+        return None, None, grad_values, grad_x, None
+
+
+def sparse_matmul(rows: Tensor, cols: Tensor, values: Tensor, x: Tensor, n_rows: int) -> Tensor:
+    """``S @ x`` for the ``[n_rows, x.shape[0]]`` sparse matrix ``S[rows_e, cols_e] = values_e``.
+
+    Duplicate coordinates add up. Gradients: for ``values`` a sampled product over the given
+    coordinates (O(nnz) memory), for ``x`` the transposed sparse product.
+    """
+    return _SparseMatmul.apply(rows, cols, values, x.contiguous(), int(n_rows))
 
 
 def edge_matmul(edge_index: Tensor, values: Tensor, x: Tensor, num_nodes: int) -> Tensor:
     """``out[j] = sum_{e = (i -> j)} values[e] * x[i]`` for ``x`` ``[V, F]``: ``[V, F]``."""
-    return _EdgeMatmul.apply(edge_index, values, x.contiguous(), num_nodes)
+    src, tgt = edge_index
+    return sparse_matmul(tgt, src, values, x, num_nodes)
 
 
 def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape) -> Tensor:

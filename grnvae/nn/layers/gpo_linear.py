@@ -32,6 +32,9 @@ class GPOLinear(MessagePassing):
 
     #: called with particle-batched scalar states (see EffectModule)
     batched = True
+    #: the output at a node is zero unless one of its in-neighbours' states is non-zero, with
+    #: either aggregation (see EffectPlan)
+    local_support = True
 
     def __init__(self, aggr: str = "add", **kwargs):
         super().__init__(aggr=aggr, node_dim=0, **kwargs)
