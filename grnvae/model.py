@@ -22,7 +22,7 @@ from torch_geometric.utils import scatter
 
 from .grn import GRN
 from .nn.edges import EdgePosterior, normal_kl
-from .nn.effect import EffectModule, EffectPlan, khop_rows
+from .nn.effect import EffectModule, EffectPlan, SparseEffects, khop_rows
 from .nn.encoders import BasalEncoder
 from .nn.likelihoods import Decoder
 from .nn.mlp import Projected
@@ -144,7 +144,7 @@ class GRNVAE(nn.Module):
         computed for the regulators the loss uses (see :meth:`plan_effects`).
         """
         z_p, edge_kl, _ = self._effects(cond_dosage, particles)
-        return z_p, edge_kl
+        return (z_p.dense() if isinstance(z_p, SparseEffects) else z_p), edge_kl
 
     def plan_effects(self, cond_dosage: Tensor) -> EffectPlan:
         """The effect module's :class:`~grnvae.nn.effect.EffectPlan` for these conditions, with
@@ -158,7 +158,7 @@ class GRNVAE(nn.Module):
     def _effects(self, cond_dosage: Tensor, particles: int):
         plan = self.plan_effects(cond_dosage)
         edge_weight, edge_kl, _ = self.edges.sample(particles, rows=plan.rows)
-        return self.effect(cond_dosage, self.edge_index, edge_weight, plan), edge_kl, plan
+        return self.effect.compute(cond_dosage, self.edge_index, edge_weight, plan), edge_kl, plan
 
     def plated_kl(self, edge_kl: Tensor, cond_dosage: Tensor, cond_index: Tensor) -> Tensor:
         """Each cell's share of the global KL: ``[N]``.
@@ -192,8 +192,8 @@ class GRNVAE(nn.Module):
         z_p, edge_kl, plan = self._effects(batch["cond_dosage"], particles)
         # first-layer projections of z_p (sparse over its structural support when it has one)
         # and of the expression, each computed once and shared by the encoder calls
-        z_enc = self.encoder.project_effect(z_p, plan.support)
-        z_dec = self.decoder.project_effect(z_p, plan.support)
+        z_enc = self.encoder.project_effect(z_p)
+        z_dec = self.decoder.project_effect(z_p)
         offset = None
         if self.artifact:
             q = batch["qc"]
@@ -293,8 +293,8 @@ class GRNVAE(nn.Module):
         dosage = dosage.to(device)
         C = dosage.shape[0]
         control_dose = torch.zeros(1, self.num_nodes, device=device)
-        z_p, _, plan = self._effects(torch.cat([control_dose, dosage]), particles)  # [P, 1 + C, V]
-        z_dec = self.decoder.project_effect(z_p, plan.support)  # once, not per chunk and condition
+        z_p, _, _ = self._effects(torch.cat([control_dose, dosage]), particles)  # [P, 1 + C, V]
+        z_dec = self.decoder.project_effect(z_p)  # once, not per chunk and condition
         if x_ctrl is None:
             n = n_prior
             lib = torch.full((n,), float(self.spec.extra.get("library_median", 1e4)), device=device)
@@ -311,7 +311,8 @@ class GRNVAE(nn.Module):
             x_ctrl, lib = x_ctrl.to(device), library.to(device)
             cov_all = None if covariates is None else covariates.to(device)
             idx0 = torch.zeros(x_ctrl.shape[0], dtype=torch.long, device=device)
-            loc, _ = self.encoder(self.standardise(x_ctrl), z_p[:, :1], idx0, particles, None, cov_all)
+            loc, _ = self.encoder(self.standardise(x_ctrl), self.encoder.project_effect(z_p), idx0, particles,
+                                  None, cov_all)  # row 0: the control
             z_b_all = loc  # posterior means of the controls' basal states
             n = x_ctrl.shape[0]
         total = torch.zeros(C, self.n_genes, device=device)

@@ -14,7 +14,7 @@ from grnvae import GRNVAE, ModelSpec
 from grnvae.grn import GRN
 from grnvae.nn import EffectModule
 from grnvae.nn.edges import EdgePosterior
-from grnvae.nn.effect import EffectPlan
+from grnvae.nn.effect import EffectPlan, SparseEffects
 from grnvae.nn.mlp import SplitInputMLP
 from grnvae.nn.spmm import sparse_matmul
 
@@ -23,7 +23,7 @@ def random_graph(V: int, k: int, seed: int) -> GRN:
     g = torch.Generator().manual_seed(seed)
     src = torch.arange(V).repeat_interleave(k)
     tgt = torch.randint(0, V, (V * k,), generator=g)
-    return GRN([f"g{i}" for i in range(V)], torch.stack([src, tgt]))  # coalesced
+    return GRN([f"g{i}" for i in range(V)], torch.stack([src, tgt]))  # coalesced (repeats dropped)
 
 
 def one_hot_dosage(V: int, C: int, seed: int, multi: int = 1) -> torch.Tensor:
@@ -62,6 +62,15 @@ def test_plan_support_is_exactly_the_reachable_set(hops, combine, multi):
     w = torch.randn(3, grn.num_edges) * (torch.rand(3, grn.num_edges) > 0.4)
     z = mod(D, grn.edge_index, w, plan)
     assert torch.all(z[:, ~got] == 0)
+    # running the layers over (condition, node) pairs gives the same effects and gradients
+    wg = w.clone().requires_grad_(True)
+    pairs = mod.compute(D, grn.edge_index, wg, plan)
+    assert isinstance(pairs, SparseEffects) and torch.allclose(pairs.dense(), z, atol=1e-6)
+    probe = torch.randn_like(z)
+    g_pairs = torch.autograd.grad((pairs.dense() * probe).sum(), wg)[0]
+    wg2 = w.clone().requires_grad_(True)
+    g_dense = torch.autograd.grad((mod(D, grn.edge_index, wg2, EffectPlan([None] * hops)) * probe).sum(), wg2)[0]
+    assert torch.allclose(g_pairs, g_dense, atol=1e-5)
     assert plan.rows[D.bool().any(0)].all()
     # a support denser than max_density is not kept: dense products are used instead
     assert mod.plan(D, grn.edge_index, V, max_density=got.float().mean().item() / 2).support is None
@@ -151,9 +160,10 @@ def test_sparse_projection_equals_dense_linear():
     index = torch.randint(0, 10, (25,))
     x = torch.randn(25, 5)
     outs, grads = [], []
-    for support in (plan.support, None):
-        z = mod(D, grn.edge_index, w, plan)
-        h = mlp([x, (mlp.project(1, z, support), index)])
+    for sparse in (True, False):
+        z = mod.compute(D, grn.edge_index, w, plan) if sparse else mod(D, grn.edge_index, w, plan)
+        assert isinstance(z, SparseEffects) == sparse
+        h = mlp([x, (mlp.project(1, z), index)])
         outs.append(h)
         grads.append(torch.autograd.grad(h.square().sum(), [w, *mlp.parameters()]))
     assert torch.allclose(outs[0], outs[1], atol=1e-5)

@@ -4,7 +4,7 @@ and the sparse K-hop accumulation used by the GRN alignment loss."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +12,37 @@ from torch_geometric.utils import scatter
 
 from .registry import LAYERS
 from .spmm import edge_matmul
+
+
+class SparseEffects(NamedTuple):
+    """Effects ``[P, C, V]`` stored as their values on a structural support (see
+    :class:`EffectPlan`): ``values`` ``[P, nnz]`` at the sorted (condition, node) coordinates
+    ``support`` ``[2, nnz]``; every other entry is zero for any parameter value."""
+
+    values: Tensor
+    support: Tensor
+    num_conditions: int
+    num_nodes: int
+
+    def dense(self) -> Tensor:
+        P = self.values.shape[0]
+        keys = self.support[0] * self.num_nodes + self.support[1]
+        out = self.values.new_zeros(P, self.num_conditions * self.num_nodes).index_copy(1, keys, self.values)
+        return out.view(P, self.num_conditions, self.num_nodes)
+
+
+@dataclass
+class SparseHop:
+    """One hop between (condition, node) pairs: pair ``src[m]`` of the hop's input sends along
+    GRN edge ``edge[m]`` to pair ``dst[m]`` of its output; ``out_pos`` places the output pairs
+    in the support (None when the hop's output is not part of the effects)."""
+
+    src: Tensor
+    dst: Tensor
+    edge: Tensor
+    n_in: int
+    n_out: int
+    out_pos: Optional[Tensor] = None
 
 
 @dataclass
@@ -29,34 +60,52 @@ class EffectPlan:
     - ``rows``: bool ``[V]``, the regulators whose out-edge weights the effect module uses;
     - ``support``: ``[2, nnz]`` (condition, node) coordinates, sorted, outside which the effects
       ``[P, C, V]`` are exactly zero for every parameter value; None when that set is not
-      sparse (more than ``max_density`` of ``C x V``), so dense products are the faster choice.
+      sparse (more than ``max_density`` of ``C x V``), so dense products are the faster choice;
+    - ``inputs`` ``[2, n0]`` (the non-zero dosages) and ``hops`` (one :class:`SparseHop` per
+      layer): the pairs to run the layers over when ``support`` is set.
     """
 
     hop_edges: List[Optional[Tensor]] = field(default_factory=list)
     rows: Optional[Tensor] = None
     support: Optional[Tensor] = None
+    inputs: Optional[Tensor] = None
+    hops: List[SparseHop] = field(default_factory=list)
 
 
-def _out_edges(edge_index: Tensor, num_nodes: int):
-    """Out-edges by source: (ptr ``[V + 1]``, targets sorted by source)."""
-    src, tgt = edge_index
-    order = torch.argsort(src, stable=True)
-    ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=src.device)
-    ptr[1:] = torch.cumsum(torch.bincount(src, minlength=num_nodes), 0)
-    return ptr, tgt[order]
+class _OutEdges:
+    """A GRN's out-edges grouped by source, to expand (condition, node) pairs over them."""
+
+    def __init__(self, edge_index: Tensor, num_nodes: int):
+        src = edge_index[0]
+        self.num_nodes = num_nodes
+        self.order = torch.argsort(src, stable=True)  # edge ids grouped by source
+        self.targets = edge_index[1][self.order]
+        self.ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=src.device)
+        self.ptr[1:] = torch.cumsum(torch.bincount(src, minlength=num_nodes), 0)
+
+    def count(self, keys: Tensor) -> int:
+        """How many (pair, edge) combinations :meth:`expand` would produce."""
+        v = keys % self.num_nodes
+        return int((self.ptr[v + 1] - self.ptr[v]).sum())
+
+    def expand(self, keys: Tensor):
+        """One hop of sorted keys ``c * V + v``: (sorted unique output keys ``c * V + t`` for every
+        edge v -> t, and per combination its input position, edge id and output position)."""
+        V = self.num_nodes
+        c, v = keys // V, keys % V
+        deg = self.ptr[v + 1] - self.ptr[v]
+        src = torch.repeat_interleave(torch.arange(keys.numel(), device=keys.device), deg)
+        total = src.numel()
+        slot = torch.repeat_interleave(self.ptr[v] - (torch.cumsum(deg, 0) - deg), deg)
+        slot = slot + torch.arange(total, device=keys.device)
+        out, dst = torch.unique(c[src] * V + self.targets[slot], return_inverse=True)
+        return out, src, self.order[slot], dst
 
 
-def _expand(keys: Tensor, ptr: Tensor, targets: Tensor, num_nodes: int) -> Tensor:
-    """One hop of (condition, node) keys ``c * V + v``: the sorted unique keys ``c * V + t`` for
-    every edge v -> t."""
-    c, v = keys // num_nodes, keys % num_nodes
-    deg = ptr[v + 1] - ptr[v]
-    total = int(deg.sum())
-    if total == 0:
-        return keys.new_empty(0)
-    first = torch.repeat_interleave(ptr[v] - (torch.cumsum(deg, 0) - deg), deg)
-    t = targets[first + torch.arange(total, device=keys.device)]
-    return torch.unique(torch.repeat_interleave(c, deg) * num_nodes + t)
+def _keys(dosage: Tensor) -> Tensor:
+    """Sorted keys ``c * V + v`` of the non-zero dosages ``[C, V]``."""
+    cv = torch.nonzero(dosage != 0)
+    return cv[:, 0] * dosage.shape[1] + cv[:, 1]
 
 
 class EffectModule(nn.Module):
@@ -103,7 +152,6 @@ class EffectModule(nn.Module):
         if not self.local_support:
             return EffectPlan(hop_edges=[None] * len(self.layers))
         V = num_nodes
-        C = dosage.shape[0]
         src = edge_index[0]
         active = (dosage != 0).any(0)  # nodes with a possibly non-zero state, any condition
         rows = torch.zeros_like(active)
@@ -116,25 +164,69 @@ class EffectModule(nn.Module):
             nxt = torch.zeros_like(active)
             nxt[edge_index[1][keep]] = True
             active = nxt
-        return EffectPlan(hop_edges, rows, self._support(dosage, edge_index, V, max_density))
+        plan = EffectPlan(hop_edges, rows)
+        self._plan_support(plan, dosage, edge_index, V, max_density)
+        return plan
 
-    def _support(self, dosage: Tensor, edge_index: Tensor, V: int, max_density: float) -> Optional[Tensor]:
-        """Sorted (condition, node) coordinates ``[2, nnz]`` of the effects' structural support,
-        or None once it holds more than ``max_density`` of the ``C x V`` entries."""
+    def _plan_support(self, plan: EffectPlan, dosage: Tensor, edge_index: Tensor, V: int,
+                      max_density: float) -> None:
+        """Fill the plan's ``support``, ``inputs`` and ``hops`` while the pairs stay sparse."""
         limit = max_density * dosage.shape[0] * V
-        cv = torch.nonzero(dosage != 0)
-        keys = cv[:, 0] * V + cv[:, 1]  # sorted keys c * V + v
-        ptr, targets = _out_edges(edge_index, V)
-        support = keys.new_empty(0)
+        out_edges = _OutEdges(edge_index, V)
+        keys = _keys(dosage)
+        inputs = keys
+        hops, outputs = [], []
         for k in range(len(self.layers)):
-            keys = _expand(keys, ptr, targets, V)
-            if keys.numel() > limit:
-                return None
+            nxt, src, edge, dst = out_edges.expand(keys)
+            if nxt.numel() > limit:
+                return
+            hops.append(SparseHop(src, dst, edge, keys.numel(), nxt.numel()))
             if self.combine == "sum" or k == len(self.layers) - 1:
-                support = keys if k == 0 else torch.unique(torch.cat([support, keys]))
+                outputs.append((k, nxt))
+            keys = nxt
+        support = torch.unique(torch.cat([o for _, o in outputs]))
         if support.numel() > limit:
-            return None
-        return torch.stack([support // V, support % V])
+            return
+        for k, out in outputs:
+            hops[k].out_pos = torch.searchsorted(support, out)
+        plan.support = torch.stack([support // V, support % V])
+        plan.inputs = torch.stack([inputs // V, inputs % V])
+        plan.hops = hops
+
+    @property
+    def pair_layers(self) -> bool:
+        """Whether the layers can run over (condition, node) pairs: each layer's output at a node
+        is a sum of messages from its in-neighbours that vanish with their source's state
+        (``local_support`` and ``zero_preserving``)."""
+        return self.local_support and all(getattr(layer, "zero_preserving", False) for layer in self.layers)
+
+    def compute(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor,
+                plan: EffectPlan) -> Union[Tensor, SparseEffects]:
+        """Effects as :class:`SparseEffects` when the plan has a support, else dense ``[P, C, V]``.
+
+        With a support and layers that allow it (:attr:`pair_layers`), the layers run over the
+        plan's (condition, node) pairs only: hop k is a graph from the pairs with a possibly
+        non-zero state to the pairs they reach, each pair edge weighted by its GRN edge, so no
+        ``[P, C, V]`` tensor is formed. Otherwise the dense effects are computed and read at the
+        support.
+        """
+        if plan.support is None:
+            return self.forward(dosage, edge_index, edge_weight, plan)
+        C, V = dosage.shape
+        P = edge_weight.shape[0]
+        if not self.pair_layers:
+            z = self.forward(dosage, edge_index, edge_weight, plan)
+            return SparseEffects(z[:, plan.support[0], plan.support[1]], plan.support, C, V)
+        x = dosage[plan.inputs[0], plan.inputs[1]]
+        x = x[:, None, None].expand(-1, P, 1)  # [n_0, P, 1]: pairs as nodes, one "condition"
+        out = edge_weight.new_zeros(P, plan.support.shape[1])
+        for layer, hop in zip(self.layers, plan.hops):
+            ei = torch.stack([hop.src, hop.dst + hop.n_in])
+            x_in = torch.cat([x, x.new_zeros(hop.n_out, P, 1)])
+            x = layer(x_in, ei, edge_weight[:, hop.edge].t())[hop.n_in:]  # [n_out, P, 1]
+            if hop.out_pos is not None:
+                out = out.index_add(1, hop.out_pos, x[:, :, 0].t())
+        return SparseEffects(out, plan.support, C, V)
 
     def forward(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor,
                 plan: Optional[EffectPlan] = None) -> Tensor:
@@ -180,26 +272,54 @@ def propagate(h: Tensor, edge_index: Tensor, edge_value: Tensor, num_nodes: int)
     return scatter(msg, tgt, dim=1, dim_size=num_nodes, reduce="sum")
 
 
-def khop_rows(dosage: Tensor, edge_index: Tensor, edge_value: Tensor, num_nodes: int, hops: int) -> Tensor:
+def khop_rows(dosage: Tensor, edge_index: Tensor, edge_value: Tensor, num_nodes: int, hops: int,
+              pair_budget: float = 1 / 64) -> Tensor:
     """Rows ``D S`` of the GRN alignment matrix without forming S.
 
     ``S = sum_{k=1..K+1} A^k / V^(k-1)`` (GPO-VAE, with A the edge logits, zero off the edge
     set) is never built: ``D S = sum_k y_k`` with ``y_1 = D A`` and ``y_{k+1} = y_k A / V``,
-    i.e. K + 1 propagations of the ``[C, V]`` dosage rows over the E edges. For dense edge sets
-    (E >= V^2 / 4) A itself is no larger than the edge list, and the propagations are matrix
-    products; otherwise they are sparse-dense products with A stored as its E edges.
+    i.e. K + 1 propagations of the ``[C, V]`` dosage rows over the E edges.
+
+    - Dense edge sets (E >= V^2 / 4): A is no larger than the edge list, and the propagations
+      are matrix products.
+    - Otherwise the first hops, while the rows are sparse (perturbed nodes, then their
+      targets, ...) and a hop touches at most ``pair_budget * C * E`` (row entry, edge) pairs,
+      run over those pairs only; the rest are sparse-dense products with A stored as its E
+      edges, with O(E) gradients for the edge values.
     """
     V = num_nodes
-    if 4 * edge_value.numel() >= V * V:
+    C = dosage.shape[0]
+    E = edge_value.numel()
+    if 4 * E >= V * V:
         A = dosage.new_zeros(V, V).index_put((edge_index[0], edge_index[1]), edge_value, accumulate=True)
-        step = lambda h: h @ A  # noqa: E731
-    else:
-        # h A = (A^T h^T)^T: one sparse-dense product per hop over the edge list, no [C, E]
-        # message tensor, O(E) gradients for the edge values
-        step = lambda h: edge_matmul(edge_index, edge_value, h.t(), V).t()  # noqa: E731
-    y = step(dosage)
-    total = y
-    for _ in range(hops):
-        y = step(y) / V
-        total = total + y
-    return total
+        y = dosage @ A
+        total = y
+        for _ in range(hops):
+            y = (y @ A) / V
+            total = total + y
+        return total
+    out_edges = _OutEdges(edge_index, V)
+    keys = _keys(dosage)
+    vals = dosage.reshape(-1)[keys]
+    total = dosage.new_zeros(C * V)
+    k = 0
+    while k <= hops and out_edges.count(keys) <= pair_budget * C * E:  # sparse rows
+        keys, src, edge, dst = out_edges.expand(keys)
+        msg = vals[src] * edge_value[edge]
+        vals = msg.new_zeros(keys.numel()).index_add(0, dst, msg)
+        if k > 0:
+            vals = vals / V
+        total = total.index_add(0, keys, vals)
+        k += 1
+    if k > hops:
+        return total.view(C, V)
+    # dense rows, kept transposed ([V, C]) so each hop is one CSR product A^T y^T
+    y_t = dosage.new_zeros(C * V).index_copy(0, keys, vals)
+    y_t = y_t.view(C, V).t().contiguous()
+    total_t = None
+    for j in range(k, hops + 1):
+        y_t = edge_matmul(edge_index, edge_value, y_t, V)
+        if j > 0:
+            y_t = y_t / V
+        total_t = y_t if total_t is None else total_t + y_t
+    return total.view(C, V) + total_t.t()

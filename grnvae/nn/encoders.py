@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from .effect import SparseEffects
 from .mlp import Projected, SplitInputMLP
 
 
@@ -36,9 +37,9 @@ class BasalEncoder(nn.Module):
         """The standardised expression ``[N, G]`` through the first layer, to reuse across calls."""
         return self.mlp.project(0, x)
 
-    def project_effect(self, z_p: Tensor, support: Optional[Tensor] = None) -> Optional[Projected]:
+    def project_effect(self, z_p: Union[Tensor, SparseEffects]) -> Optional[Projected]:
         """Effects ``[P, C, V]`` through the first layer (None for the mean-field encoder)."""
-        return self.mlp.project(1, z_p, support) if self.mlp.has_input(1) else None
+        return self.mlp.project(1, z_p) if self.mlp.has_input(1) else None
 
     def forward(self, x: Tensor, z_p: Optional[Tensor], index: Tensor, particles: int,
                 artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .effect import SparseEffects
 from .mlp import Projected, SplitInputMLP
 
 
@@ -50,9 +51,9 @@ class Decoder(nn.Module):
         else:
             raise ValueError(f"unknown likelihood {likelihood!r}")
 
-    def project_effect(self, z_p: Tensor, support: Optional[Tensor] = None) -> Projected:
+    def project_effect(self, z_p: Union[Tensor, SparseEffects]) -> Projected:
         """Effects ``[P, C, V]`` through the first layer, to pass as ``z_p`` (see ``SplitInputMLP``)."""
-        return self.mlp.project(1, z_p, support)
+        return self.mlp.project(1, z_p)
 
     def mean(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
              artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None) -> Tensor:

@@ -7,6 +7,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .effect import SparseEffects
 from .spmm import sparse_matmul
 
 
@@ -80,20 +81,18 @@ class SplitInputMLP(nn.Module):
     def has_input(self, i: int) -> bool:
         return str(i) in self.lins
 
-    def project(self, i: int, t: Tensor, support: Optional[Tensor] = None) -> Projected:
+    def project(self, i: int, t: Union[Tensor, SparseEffects]) -> Projected:
         """Input ``i`` through its first-layer projection.
 
-        ``support`` ``[2, nnz]`` (for ``t`` ``[P, C, d]``): the sorted (row, column) coordinates
-        outside which ``t`` is zero for every parameter value (an :class:`EffectPlan` support).
-        The product is then a sparse one over those entries, and the gradient reaching ``t`` is
-        zero outside them, which is exact for anything ``t`` is computed from.
+        For :class:`~grnvae.nn.effect.SparseEffects` the product is a sparse one over the
+        support, and the gradient reaching the effects lives on the support only, which is exact
+        as they are zero elsewhere for every parameter value.
         """
         lin = self.lins[str(i)]
-        if support is None:
+        if not isinstance(t, SparseEffects):
             return Projected(lin(t))
-        P, C, _ = t.shape
-        c, v = support
-        rows = (torch.arange(P, device=t.device).unsqueeze(1) * C + c).reshape(-1)
-        out = sparse_matmul(rows, v.repeat(P), t[:, c, v].reshape(-1), lin.weight.t(), P * C)
-        out = out.view(P, C, -1)
+        P, C = t.values.shape[0], t.num_conditions
+        c, v = t.support
+        rows = (torch.arange(P, device=c.device).unsqueeze(1) * C + c).reshape(-1)
+        out = sparse_matmul(rows, v.repeat(P), t.values.reshape(-1), lin.weight.t(), P * C).view(P, C, -1)
         return Projected(out if lin.bias is None else out + lin.bias)
