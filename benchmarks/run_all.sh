@@ -14,14 +14,14 @@ set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 STEPS=${STEPS:-3}
-WARMUP=${WARMUP:-1}
+WARMUP=${WARMUP:-2}
 MAX_GB=${MAX_GB:-20}
 ROW_TIMEOUT=${ROW_TIMEOUT:-300}
 LOGS=${LOGS:-$(mktemp -d "${TMPDIR:-/tmp}/grnvae_step_time.XXXXXX")}
 EXTRA=${EXTRA:-}
 mkdir -p "$LOGS"
 # V:edges-per-node, in table order
-ROWS=${ONLY:-"415:complete 1546:10 1546:30 1546:100 1546:complete 4000:30 10000:30 20000:10"}
+ROWS=${ONLY:-"415:complete 1546:10 1546:30 1546:100 1546:complete 4000:10 4000:30 4000:100 4000:complete 10000:10 10000:30 10000:100 20000:10 20000:30 20000:100"}
 
 start=$(date +%s)
 for row in $ROWS; do
