@@ -72,8 +72,12 @@ def test_plan_support_is_exactly_the_reachable_set(hops, combine, multi):
     g_dense = torch.autograd.grad((mod(D, grn.edge_index, wg2, EffectPlan([None] * hops)) * probe).sum(), wg2)[0]
     assert torch.allclose(g_pairs, g_dense, atol=1e-5)
     assert plan.rows[D.bool().any(0)].all()
-    # a support denser than max_density is not kept: dense products are used instead
-    assert mod.plan(D, grn.edge_index, V, max_density=got.float().mean().item() / 2).support is None
+    assert plan.sparse
+    # a support denser than max_density is run over the pairs but handed on dense
+    dense_plan = mod.plan(D, grn.edge_index, V, max_density=got.float().mean().item() / 2)
+    assert not dense_plan.sparse and torch.equal(dense_plan.support, plan.support)
+    z_dense = mod.compute(D, grn.edge_index, w, dense_plan)
+    assert isinstance(z_dense, torch.Tensor) and torch.allclose(z_dense, z, atol=1e-6)
 
 
 def test_pyg_layers_get_no_plan():
@@ -203,17 +207,20 @@ def small_batch(model, N=48, C=8, seed=0):
     }
 
 
-@pytest.mark.parametrize("artifact,hops,aggr", [(True, 1, "add"), (False, 2, "add"), (True, 2, "mean")])
-def test_model_loss_and_gradients_equal_dense_path(monkeypatch, artifact, hops, aggr):
+@pytest.mark.parametrize("artifact,hops,aggr,k", [(True, 1, "add", 2), (False, 2, "add", 2), (True, 2, "mean", 2),
+                                                 (True, 1, "add", 40)])
+def test_model_loss_and_gradients_equal_dense_path(monkeypatch, artifact, hops, aggr, k):
     """The whole step (restricted edge posterior, pruned hops, effects over pairs, sparse and
     shared projections) gives the loss and every gradient of the plain dense computation. With
     mean aggregation the layers cannot run over pairs (the degree counts every in-edge): the
-    effects are computed densely and read at their support."""
-    model = small_model(artifact=artifact, layer_hops=hops, aggr=aggr)
+    effects are computed densely and read at their support. With 40 edges per node the effects
+    are dense: computed over the pairs, then handed on as a dense tensor."""
+    model = small_model(artifact=artifact, layer_hops=hops, aggr=aggr, k=k)
     assert model.effect.pair_layers == (aggr == "add")
     batch = small_batch(model)
     plan = model.plan_effects(batch["cond_dosage"])
     assert plan.support is not None and not bool(plan.rows.all())  # the fast paths are taken
+    assert plan.sparse == (k == 2)
     results = []
     for dense in (False, True):
         if dense:

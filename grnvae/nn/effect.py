@@ -59,10 +59,13 @@ class EffectPlan:
       carry nothing and are skipped by zero-preserving layers), or None for all edges;
     - ``rows``: bool ``[V]``, the regulators whose out-edge weights the effect module uses;
     - ``support``: ``[2, nnz]`` (condition, node) coordinates, sorted, outside which the effects
-      ``[P, C, V]`` are exactly zero for every parameter value; None when that set is not
-      sparse (more than ``max_density`` of ``C x V``), so dense products are the faster choice;
+      ``[P, C, V]`` are exactly zero for every parameter value; None when the hops over the
+      pairs would pass more (pair, edge) combinations than ``2 C V``;
     - ``inputs`` ``[2, n0]`` (the non-zero dosages) and ``hops`` (one :class:`SparseHop` per
-      layer): the pairs to run the layers over when ``support`` is set.
+      layer): the pairs to run the layers over when ``support`` is set;
+    - ``sparse``: whether the support is sparse enough (at most ``max_density`` of ``C x V``)
+      to keep the effects as :class:`SparseEffects`; if not, they are made dense for the
+      dense products that follow.
     """
 
     hop_edges: List[Optional[Tensor]] = field(default_factory=list)
@@ -70,6 +73,7 @@ class EffectPlan:
     support: Optional[Tensor] = None
     inputs: Optional[Tensor] = None
     hops: List[SparseHop] = field(default_factory=list)
+    sparse: bool = False
 
 
 class _OutEdges:
@@ -170,28 +174,30 @@ class EffectModule(nn.Module):
 
     def _plan_support(self, plan: EffectPlan, dosage: Tensor, edge_index: Tensor, V: int,
                       max_density: float) -> None:
-        """Fill the plan's ``support``, ``inputs`` and ``hops`` while the pairs stay sparse."""
-        limit = max_density * dosage.shape[0] * V
+        """Fill the plan's ``support``, ``inputs``, ``hops`` and ``sparse``, unless the hops over
+        the pairs would pass more than ``2 C V`` (pair, edge) combinations."""
+        C = dosage.shape[0]
         out_edges = _OutEdges(edge_index, V)
         keys = _keys(dosage)
         inputs = keys
         hops, outputs = [], []
         for k in range(len(self.layers)):
-            nxt, src, edge, dst = out_edges.expand(keys)
-            if nxt.numel() > limit:
+            if out_edges.count(keys) > 2 * C * V:
                 return
+            nxt, src, edge, dst = out_edges.expand(keys)
+            by_dst = torch.argsort(dst, stable=True)  # pair edges by (target, source): CSR order
+            src, edge, dst = src[by_dst], edge[by_dst], dst[by_dst]
             hops.append(SparseHop(src, dst, edge, keys.numel(), nxt.numel()))
             if self.combine == "sum" or k == len(self.layers) - 1:
                 outputs.append((k, nxt))
             keys = nxt
         support = torch.unique(torch.cat([o for _, o in outputs]))
-        if support.numel() > limit:
-            return
         for k, out in outputs:
             hops[k].out_pos = torch.searchsorted(support, out)
         plan.support = torch.stack([support // V, support % V])
         plan.inputs = torch.stack([inputs // V, inputs % V])
         plan.hops = hops
+        plan.sparse = support.numel() <= max_density * C * V
 
     @property
     def pair_layers(self) -> bool:
@@ -202,13 +208,14 @@ class EffectModule(nn.Module):
 
     def compute(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor,
                 plan: EffectPlan) -> Union[Tensor, SparseEffects]:
-        """Effects as :class:`SparseEffects` when the plan has a support, else dense ``[P, C, V]``.
+        """Effects as :class:`SparseEffects` when the plan says they are sparse, else dense
+        ``[P, C, V]``.
 
-        With a support and layers that allow it (:attr:`pair_layers`), the layers run over the
-        plan's (condition, node) pairs only: hop k is a graph from the pairs with a possibly
-        non-zero state to the pairs they reach, each pair edge weighted by its GRN edge, so no
-        ``[P, C, V]`` tensor is formed. Otherwise the dense effects are computed and read at the
-        support.
+        When the plan has a support and the layers allow it (:attr:`pair_layers`), the layers run
+        over the plan's (condition, node) pairs only: hop k is a graph from the pairs with a
+        possibly non-zero state to the pairs they reach, each pair edge weighted by its GRN edge.
+        This costs O(pairs x P) against O(E x C x P) for products over the whole GRN, whether the
+        effects end up sparse or not.
         """
         if plan.support is None:
             return self.forward(dosage, edge_index, edge_weight, plan)
@@ -216,7 +223,7 @@ class EffectModule(nn.Module):
         P = edge_weight.shape[0]
         if not self.pair_layers:
             z = self.forward(dosage, edge_index, edge_weight, plan)
-            return SparseEffects(z[:, plan.support[0], plan.support[1]], plan.support, C, V)
+            return SparseEffects(z[:, plan.support[0], plan.support[1]], plan.support, C, V) if plan.sparse else z
         x = dosage[plan.inputs[0], plan.inputs[1]]
         x = x[:, None, None].expand(-1, P, 1)  # [n_0, P, 1]: pairs as nodes, one "condition"
         out = edge_weight.new_zeros(P, plan.support.shape[1])
@@ -226,7 +233,8 @@ class EffectModule(nn.Module):
             x = layer(x_in, ei, edge_weight[:, hop.edge].t())[hop.n_in:]  # [n_out, P, 1]
             if hop.out_pos is not None:
                 out = out.index_add(1, hop.out_pos, x[:, :, 0].t())
-        return SparseEffects(out, plan.support, C, V)
+        effects = SparseEffects(out, plan.support, C, V)
+        return effects if plan.sparse else effects.dense()
 
     def forward(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor,
                 plan: Optional[EffectPlan] = None) -> Tensor:
