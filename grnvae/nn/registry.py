@@ -78,10 +78,28 @@ LAYERS: Registry = Registry("effect layer", "model.effect.layer")
 def register_layer(name: str, *, overwrite: bool = False):
     """Class decorator: make a ``MessagePassing`` layer usable from recipes as ``name``.
 
-    The layer is built as ``cls(**options)`` and called as
-    ``layer(x, edge_index, edge_weight)`` with ``x`` of shape ``[V, P, C]`` (nodes, particles,
-    conditions) and ``edge_weight`` of shape ``[E, P]`` (the sampled mask times weight of each
-    edge in each particle); it returns node states of shape ``[V, P, C]``.
+    Two calling conventions (see :class:`grnvae.nn.EffectModule`):
+
+    - a standard PyG layer is built as ``cls(in_channels, out_channels, **options)`` and called
+      as ``layer(x [B*V, F], edge_index [2, B*E], edge_weight [B*E])`` over one copy of the GRN
+      per particle and condition;
+    - a layer with the class attribute ``batched = True`` is built as ``cls(**options)`` and
+      called as ``layer(x, edge_index, edge_weight)`` with ``x`` of shape ``[V, P, C]`` (nodes,
+      particles, conditions; scalar states, conditions independent of each other) and
+      ``edge_weight`` of shape ``[E, P]`` (the sampled mask times weight of each edge in each
+      particle); it returns node states of shape ``[V, P, C]``.
+
+    A batched layer may also declare, as attributes, promises that enable exact fast paths:
+
+    - ``local_support = True``: its output at a node is zero whenever the states of all of the
+      node's in-neighbours are zero (no bias, no self term beyond explicit self-loop edges);
+      effects are then tracked only where they can be non-zero;
+    - ``zero_preserving = True`` (with ``local_support``): the output is a sum of per-edge
+      messages that vanish with their source's state, so edges out of zero states are skipped
+      and the layer may be run over (condition, node) pairs instead of the whole graph.
+
+    Declaring either wrongly gives wrong effects; leave them out when unsure (the dense path is
+    always correct).
     """
     return LAYERS.register(name, overwrite=overwrite)
 
