@@ -198,6 +198,7 @@ class TrainConfig:
     weight_decay: float = 1.0e-6
     grad_clip: float = 100.0
     patience: int = 30
+    monitor: str = "loss"  # validation quantity for the best checkpoint and early stopping: loss or elbo
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"
@@ -234,6 +235,7 @@ CHOICES = {
     "model.decoder.likelihood": ("auto", "nb", "normal"),
     "train.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),
     "train.strategy": ("auto", "ddp", "ddp_spawn"),
+    "train.monitor": ("loss", "elbo"),
 }
 
 #: numeric keys that must be positive (>0) or non-negative (>=0)

@@ -242,19 +242,22 @@ def train(
 
     t = cfg.train
     has_val = len(data.split_index("val")) > 0
-    monitor = "val/loss" if has_val else "train/loss"
+    # the best checkpoint and early stopping follow the total loss (GPO-VAE) or the ELBO alone,
+    # which leaves out the GRN alignment and sparsity terms
+    mode = "max" if t.monitor == "elbo" else "min"
+    monitor = f"{'val' if has_val else 'train'}/{t.monitor}"
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
     from pytorch_lightning.loggers import TensorBoardLogger
 
     ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor,
-                              mode="min", save_top_k=1, save_last=True, enable_version_counter=False)
+                              mode=mode, save_top_k=1, save_last=True, enable_version_counter=False)
     from .lightning import AtomicCheckpointIO, EpochProgress, GRNVAEModule, RankConsistency
 
     callbacks = [ckpt_cb, RankConsistency(out)]
     if t.progress_bar:
         callbacks.append(EpochProgress(int(t.max_epochs)))
     if t.patience > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, mode="min", patience=int(t.patience), strict=False))
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(t.patience), strict=False))
     accelerator = t.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"

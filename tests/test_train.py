@@ -120,3 +120,20 @@ def test_variants_free_weights_mean_field_and_lognormalised_input(tmp_path):
     assert run.model.likelihood == "normal" and run.model.values == "lognorm"
     assert np.isfinite(run.metrics["val"]["loss"])
     assert grnvae.Run.load(run.path).model.edges.weight_mode == "free"
+
+
+def test_monitor_elbo_picks_the_epoch_with_the_highest_val_elbo(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = grnvae.train(RECIPES / "quickstart.yaml", overrides=FAST + ["train.max_epochs=4", "train.monitor=elbo"],
+                       out=tmp_path / "elbo")
+    ckpt = torch.load(run.path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    (key,) = [k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint")]
+    assert "'monitor': 'val/elbo'" in key and "'mode': 'max'" in key
+    acc = EventAccumulator(str(run.path / "tensorboard"))
+    acc.Reload()
+    elbos = [e.value for e in acc.Scalars("val/elbo")]
+    assert len(elbos) == 4
+    assert float(ckpt["callbacks"][key]["best_model_score"]) == pytest.approx(max(elbos), rel=1e-6)
+    with pytest.raises(grnvae.errors.RecipeError, match="train.monitor"):
+        grnvae.load_recipe(RECIPES / "quickstart.yaml", overrides=["train.monitor=val_loss"])
