@@ -11,7 +11,6 @@ memory are O(E * hidden) and over a complete graph the result equals the dense u
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Optional, Tuple
 
 import torch
