@@ -45,8 +45,10 @@ from __future__ import annotations
 
 import bz2
 import csv
+import functools
 import gzip
 import hashlib
+import inspect
 import io
 import logging
 import lzma
@@ -933,8 +935,8 @@ def _load_edgelist(
 
 
 def _load_trrust(path: pd.DataFrame | PathLike, strict: bool = True, case: str = "upper",
-                 name: str | None = None, sep: str | None = "\t", comment: str | None = "#",
-                 repair_dates: bool = True) -> tuple[GRN, PriorReport]:
+                 name: str | None = None, repair_dates: bool = True, sep: str | None = "\t",
+                 comment: str | None = "#") -> tuple[GRN, PriorReport]:
     table = _Table(path, sep=sep, comment=comment)
 
     def is_header(fields: list[str]) -> bool:
@@ -962,8 +964,8 @@ def _levels(levels: str | Iterable[str]) -> set[str]:
 
 def _load_dorothea(path: pd.DataFrame | PathLike, levels: str | Iterable[str] = "ABC",
                    strict: bool = True, case: str = "upper", name: str | None = None,
-                   sep: str | None = None, comment: str | None = "#",
-                   repair_dates: bool = True) -> tuple[GRN, PriorReport]:
+                   repair_dates: bool = True, sep: str | None = None,
+                   comment: str | None = "#") -> tuple[GRN, PriorReport]:
     chosen = _levels(levels)
     table = _Table(path, sep=sep, comment=comment)
     names, _, rows = _header_and_rows(table, True)
@@ -1010,8 +1012,8 @@ def _flag_sign_parser(names: Sequence[str]) -> Parser | None:
 
 
 def _load_collectri(path: pd.DataFrame | PathLike, strict: bool = True, case: str = "upper",
-                    name: str | None = None, sep: str | None = None,
-                    comment: str | None = "#", repair_dates: bool = True
+                    name: str | None = None, repair_dates: bool = True,
+                    sep: str | None = None, comment: str | None = "#"
                     ) -> tuple[GRN, PriorReport]:
     table = _Table(path, sep=sep, comment=comment)
     names, _, rows = _header_and_rows(table, True)
@@ -1046,8 +1048,8 @@ def _load_collectri(path: pd.DataFrame | PathLike, strict: bool = True, case: st
 
 
 def _load_regnetwork(path: pd.DataFrame | PathLike, strict: bool = True, case: str = "upper",
-                     name: str | None = None, sep: str | None = None,
-                     comment: str | None = "#", repair_dates: bool = True
+                     name: str | None = None, repair_dates: bool = True,
+                     sep: str | None = None, comment: str | None = "#"
                      ) -> tuple[GRN, PriorReport]:
     table = _Table(path, sep=sep, comment=comment)
 
@@ -1359,84 +1361,65 @@ _LOADERS: dict[str, Callable[..., tuple[GRN, PriorReport]]] = {
 # --------------------------------------------------------------------------------------------
 
 
-def read_edgelist(
-    path_or_df: pd.DataFrame | PathLike,
-    source: str | int = "source",
-    target: str | int = "target",
-    sign: str | int | None = None,
-    weight: str | int | None = None,
-    confidence: str | int | None = None,
-    sep: str | None = None,
-    header: bool = True,
-    comment: str | None = "#",
-    strict: bool = True,
-    case: str = "upper",
-    name: str | None = None,
-    repair_dates: bool = True,
-) -> GRN:
-    """A GRN from a delimited edge list (TSV/CSV/whitespace, optionally .gz/.bz2/.xz) or a
-    DataFrame.
+def _grn_only(loader: Callable[..., tuple[GRN, PriorReport]], name: str, doc: str) -> Callable[..., GRN]:
+    """A public reader: ``loader`` (same arguments) returning the GRN without its report."""
 
-    ``source``/``target``/``sign``/``weight``/``confidence`` name columns (matched exactly,
-    else case-insensitively) or give 0-based positions; with ``header=False`` only positions
-    work. ``sign`` accepts numbers (their sign) and words (activation/repression/unknown,
-    +/-, up/down...); ``confidence`` numbers in [0, 1], DoRothEA levels A-E or
-    High/Medium/Low; ``weight`` any finite number. ``sep``: default by extension (.tsv/.tab
-    tab, .csv comma), else sniffed from the first line (tab, comma, else whitespace).
-    Lines starting with ``comment`` are skipped. See the module docstring for ``strict`` and
-    ``case``; :func:`load_prior` returns the :class:`PriorReport` too.
-    """
-    return _load_edgelist(path_or_df, source=source, target=target, sign=sign, weight=weight,
-                          confidence=confidence, sep=sep, header=header, comment=comment,
-                          strict=strict, case=case, name=name, repair_dates=repair_dates)[0]
+    @functools.wraps(loader)
+    def reader(*args: Any, **kwargs: Any) -> GRN:
+        return loader(*args, **kwargs)[0]
+
+    reader.__name__ = reader.__qualname__ = name
+    reader.__doc__ = doc
+    reader.__signature__ = inspect.signature(loader).replace(return_annotation="GRN")  # type: ignore[attr-defined]
+    return reader
 
 
-def read_trrust(path: pd.DataFrame | PathLike, strict: bool = True, case: str = "upper",
-                name: str | None = None, repair_dates: bool = True) -> GRN:
-    """TRRUST v2 (``TF, Target, Regulation, PMIDs``, tab-separated). The upstream file has no
-    header; a first row that is not data (``TF Target Regulation Reference``) is taken as one.
-    Regulation Activation / Repression / Unknown -> sign +1 / -1 / 0; TRRUST lists a pair once
-    per regulation type, so a pair with Activation and Repression rows gets sign 0."""
-    return _load_trrust(path, strict=strict, case=case, name=name, repair_dates=repair_dates)[0]
+read_edgelist = _grn_only(_load_edgelist, "read_edgelist", """\
+A GRN from a delimited edge list (TSV/CSV/whitespace, optionally .gz/.bz2/.xz) or a
+DataFrame.
 
+``source``/``target``/``sign``/``weight``/``confidence`` name columns (matched exactly,
+else case-insensitively) or give 0-based positions; with ``header=False`` only positions
+work. ``sign`` accepts numbers (their sign) and words (activation/repression/unknown,
++/-, up/down...); ``confidence`` numbers in [0, 1], DoRothEA levels A-E or
+High/Medium/Low; ``weight`` any finite number. ``sep``: default by extension (.tsv/.tab
+tab, .csv comma), else sniffed from the first line (tab, comma, else whitespace).
+Lines starting with ``comment`` are skipped. See the module docstring for ``strict`` and
+``case``; :func:`load_prior` returns the :class:`PriorReport` too.
+""")
 
-def read_dorothea(path: pd.DataFrame | PathLike, levels: str | Iterable[str] = "ABC",
-                  strict: bool = True, case: str = "upper", name: str | None = None,
-                  repair_dates: bool = True) -> GRN:
-    """DoRothEA (``tf, confidence, target, mor``; also OmniPath's ``source_genesymbol,
-    target_genesymbol, dorothea_level, is_stimulation, is_inhibition``). Keeps rows whose
-    level is in ``levels`` (e.g. ``"ABC"``); ``confidence`` A=1.0, B=0.8, C=0.6, D=0.4,
-    E=0.2; ``sign`` = sign(mor)."""
-    return _load_dorothea(path, levels=levels, strict=strict, case=case, name=name,
-                          repair_dates=repair_dates)[0]
+read_trrust = _grn_only(_load_trrust, "read_trrust", """\
+TRRUST v2 (``TF, Target, Regulation, PMIDs``, tab-separated). The upstream file has no
+header; a first row that is not data (``TF Target Regulation Reference``) is taken as one.
+Regulation Activation / Repression / Unknown -> sign +1 / -1 / 0; TRRUST lists a pair once
+per regulation type, so a pair with Activation and Repression rows gets sign 0.
+""")
 
+read_dorothea = _grn_only(_load_dorothea, "read_dorothea", """\
+DoRothEA (``tf, confidence, target, mor``; also OmniPath's ``source_genesymbol,
+target_genesymbol, dorothea_level, is_stimulation, is_inhibition``). Keeps rows whose
+level is in ``levels`` (e.g. ``"ABC"``); ``confidence`` A=1.0, B=0.8, C=0.6, D=0.4,
+E=0.2; ``sign`` = sign(mor).
+""")
 
-def read_collectri(path: pd.DataFrame | PathLike, strict: bool = True, case: str = "upper",
-                   name: str | None = None, repair_dates: bool = True) -> GRN:
-    """CollecTRI (``source, target, weight`` as written by decoupler; ``mor`` or ``sign``
-    instead of ``weight``; or OmniPath's ``source_genesymbol, target_genesymbol,
-    consensus_stimulation, consensus_inhibition``). ``weight`` is kept, ``sign`` = its
-    sign."""
-    return _load_collectri(path, strict=strict, case=case, name=name, repair_dates=repair_dates)[0]
+read_collectri = _grn_only(_load_collectri, "read_collectri", """\
+CollecTRI (``source, target, weight`` as written by decoupler; ``mor`` or ``sign``
+instead of ``weight``; or OmniPath's ``source_genesymbol, target_genesymbol,
+consensus_stimulation, consensus_inhibition``). ``weight`` is kept, ``sign`` = its
+sign.
+""")
 
+read_regnetwork = _grn_only(_load_regnetwork, "read_regnetwork", """\
+RegNetwork (``Source, Target, Interaction, Citation``). Interaction 1 -> sign +1
+(activation), 2 -> -1 (repression), 0 / Unknown -> 0; the upstream direction files'
+``-->`` / ``--|`` / ``-/-`` are read the same way. Header-less upstream files work too:
+``human.source`` (symbol, id, symbol, id; no sign) and the direction files
+(symbol, id, symbol, id, direction).
+""")
 
-def read_regnetwork(path: pd.DataFrame | PathLike, strict: bool = True, case: str = "upper",
-                    name: str | None = None, repair_dates: bool = True) -> GRN:
-    """RegNetwork (``Source, Target, Interaction, Citation``). Interaction 1 -> sign +1
-    (activation), 2 -> -1 (repression), 0 / Unknown -> 0; the upstream direction files'
-    ``-->`` / ``--|`` / ``-/-`` are read the same way. Header-less upstream files work too:
-    ``human.source`` (symbol, id, symbol, id; no sign) and the direction files
-    (symbol, id, symbol, id, direction)."""
-    return _load_regnetwork(path, strict=strict, case=case, name=name,
-                            repair_dates=repair_dates)[0]
-
-
-def read_graphml(path: PathLike, sign: str | None = None, confidence: str | None = None,
-                 weight: str | None = None, node_attr: str | None = None, strict: bool = True,
-                 case: str = "upper", name: str | None = None) -> GRN:
-    """A GraphML file (e.g. :meth:`GRN.to_graphml`); see :func:`from_networkx`."""
-    return _load_graphml(path, sign=sign, confidence=confidence, weight=weight,
-                         node_attr=node_attr, strict=strict, case=case, name=name)[0]
+read_graphml = _grn_only(_load_graphml, "read_graphml", """\
+A GraphML file (e.g. :meth:`GRN.to_graphml`); see :func:`from_networkx`.
+""")
 
 
 def from_networkx(graph: nx.Graph, sign: str | None = None, confidence: str | None = None,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .mlp import ResidualMLP
-from .spmm import edge_scores, sparse_matmul
+from .spmm import edge_scores, sparse_matmul, stacked_rows
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -154,8 +154,7 @@ class EdgePosterior(nn.Module):
             nodes, pos = torch.unique_consecutive(src, return_inverse=True)
             R = nodes.numel()
         # h_i = W_m @ mask_row_i + W_o[:, i] + b : one sparse product over i's out-edges, all particles
-        part = torch.arange(P, device=src.device).unsqueeze(1) * R
-        h = sparse_matmul((part + pos).reshape(-1), tgt.repeat(P), mask.reshape(-1), self.in_mask, P * R)
+        h = sparse_matmul(stacked_rows(pos, P, R), tgt.repeat(P), mask.reshape(-1), self.in_mask, P * R)
         h = h.view(P, R, -1) + (self.in_node.weight if nodes is None else self.in_node.weight[nodes])
         h = self.body(self.act(h))  # [P, R, H]
         loc = self._edge_scores(h, pos, tgt, self.out_loc.weight)
@@ -178,8 +177,7 @@ class EdgePosterior(nn.Module):
         if 4 * E >= R * V:
             scores = torch.matmul(h, weight[:, :H].t())  # [P, R, V]
             return scores.reshape(P, R * V)[:, pos * V + tgt] + bias
-        rows = (torch.arange(P, device=pos.device).unsqueeze(1) * R + pos).reshape(-1)
-        out = edge_scores(rows, tgt.repeat(P), h.reshape(P * R, H), weight[:, :H])
+        out = edge_scores(stacked_rows(pos, P, R), tgt.repeat(P), h.reshape(P * R, H), weight[:, :H])
         return out.view(P, E) + bias
 
     def sample(self, n: int, rows: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from .registry import LAYERS
-from .spmm import edge_matmul
+from .spmm import edge_matmul, row_pointer
 
 
 class SparseEffects(NamedTuple):
@@ -84,8 +84,7 @@ class _OutEdges:
         self.num_nodes = num_nodes
         self.order = torch.argsort(src, stable=True)  # edge ids grouped by source
         self.targets = edge_index[1][self.order]
-        self.ptr = torch.zeros(num_nodes + 1, dtype=torch.long, device=src.device)
-        self.ptr[1:] = torch.cumsum(torch.bincount(src, minlength=num_nodes), 0)
+        self.ptr = row_pointer(src, num_nodes)
 
     def count(self, keys: Tensor) -> int:
         """How many (pair, edge) combinations :meth:`expand` would produce."""

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from .effect import SparseEffects
-from .spmm import sparse_matmul
+from .spmm import sparse_matmul, stacked_rows
 
 
 class Projected(NamedTuple):
@@ -93,6 +93,6 @@ class SplitInputMLP(nn.Module):
             return Projected(lin(t))
         P, C = t.values.shape[0], t.num_conditions
         c, v = t.support
-        rows = (torch.arange(P, device=c.device).unsqueeze(1) * C + c).reshape(-1)
-        out = sparse_matmul(rows, v.repeat(P), t.values.reshape(-1), lin.weight.t(), P * C).view(P, C, -1)
+        out = sparse_matmul(stacked_rows(c, P, C), v.repeat(P), t.values.reshape(-1), lin.weight.t(), P * C)
+        out = out.view(P, C, -1)
         return Projected(out if lin.bias is None else out + lin.bias)

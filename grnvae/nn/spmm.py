@@ -77,10 +77,23 @@ def edge_matmul(edge_index: Tensor, values: Tensor, x: Tensor, num_nodes: int) -
     return sparse_matmul(tgt, src, values, x, num_nodes)
 
 
+def stacked_rows(index: Tensor, copies: int, n_rows: int) -> Tensor:
+    """Rows ``c * n_rows + index`` of ``index`` in ``copies`` stacked ``n_rows``-row blocks (one
+    per particle), copy-major and flattened: ``[copies * len(index)]``, sorted if ``index`` is."""
+    return (torch.arange(copies, device=index.device).unsqueeze(1) * n_rows + index).reshape(-1)
+
+
+def row_pointer(rows: Tensor, n_rows: int) -> Tensor:
+    """CSR row pointer ``[n_rows + 1]`` of row indices: row r's entries are ``ptr[r]:ptr[r + 1]``
+    once the entries are sorted by row."""
+    ptr = torch.zeros(n_rows + 1, dtype=torch.long, device=rows.device)
+    ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n_rows), 0)
+    return ptr
+
+
 def _csr(rows: Tensor, cols: Tensor, values: Tensor, shape) -> Tensor:
     """CSR matrix from (row-sorted) coordinates."""
-    crow = torch.zeros(shape[0] + 1, dtype=torch.long, device=rows.device)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
+    crow = row_pointer(rows, shape[0])
     with warnings.catch_warnings():  # CSR is flagged beta by torch
         warnings.simplefilter("ignore")
         return torch.sparse_csr_tensor(crow, cols, values, shape, check_invariants=False)
