@@ -62,6 +62,13 @@ def test_by_perturbation_split_never_leaks_held_out_cells(doubles):
     assert len(test_conds) == round(0.2 * n_pert)
     for c in test_conds:
         assert np.all(frac.split[frac.cell_condition == frac.conditions.index(c)] == 2)
+    # validation watches held-out cells of seen perturbations, never unseen ones
+    val_conds = {frac.conditions[c] for c in np.unique(frac.cell_condition[frac.split == 1])} - {"control"}
+    assert val_conds and not val_conds & test_conds
+    assert all((frac.split[frac.cell_condition == frac.conditions.index(c)] == 0).any() for c in val_conds)
+    whole = PerturbationData.from_anndata(doubles, cfg("data.split.by=perturbation", "data.split.val=perturbations"))
+    for c in {whole.conditions[c] for c in np.unique(whole.cell_condition[whole.split == 1])} - {"control"}:
+        assert np.all(whole.split[whole.cell_condition == whole.conditions.index(c)] == 1)
     with pytest.raises(DataError, match="not in the data"):
         PerturbationData.from_anndata(doubles, cfg("data.split.by=perturbation", "data.split.test=[NOPE]"))
 
@@ -76,12 +83,20 @@ def test_combination_split_seen_categories(doubles):
     cats = d.categories
     assert set(cats.values()) == {"seen0", "seen1", "seen2"}
     assert cats[combos[0]] == "seen0"
-    train_genes = {t for c in np.unique(d.cell_condition[d.split == 0]) for t in d.conditions[c].split("+") if c}
+    # seen = the gene's single perturbation has training cells
+    trained = {d.conditions[c] for c in np.unique(d.cell_condition[d.split == 0])}
     for combo, cat in cats.items():
         c = d.conditions.index(combo)
         assert np.all(d.split[d.cell_condition == c] == 2)  # test combinations are fully held out
-        seen = sum(g in train_genes for g in combo.split("+"))
+        seen = sum(g in trained for g in combo.split("+"))
         assert cat == f"seen{seen}"
+    # a double of two genes whose singles have no training cells is seen0, even if no gene was drawn unseen
+    a = doubles[~doubles.obs["perturbation"].isin(first)].copy()
+    d2 = PerturbationData.from_anndata(a, cfg("data.split.by=combination", "data.split.fractions=[0.6,0.1,0.3]",
+                                              f"data.split.test=[{other}]"))
+    if combos[0] in d2.categories:
+        assert d2.categories[combos[0]] == "seen0"
+    assert (d2.split == 1).any() and not set(d2.categories) & {d2.conditions[c] for c in np.unique(d2.cell_condition[d2.split == 1])}
 
 
 def test_split_from_column(doubles):

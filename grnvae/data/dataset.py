@@ -301,7 +301,8 @@ class PerturbationData:
         if by == "cells":
             split = S.by_cells(cell_condition, fractions, seed)
         elif by == "perturbation":
-            split = S.by_perturbation(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed)
+            split = S.by_perturbation(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed,
+                                      val=dcfg.split.val)
         elif by == "combination":
             split, categories = S.by_combination(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed)
         else:

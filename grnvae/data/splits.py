@@ -1,12 +1,14 @@
 """Train/val/test splits of a perturbation screen (all seeded).
 
 - ``cells``: per cell, stratified by condition (upstream GPO-VAE: 64/16/20).
-- ``perturbation``: whole perturbations held out (``test`` list, or a fraction of the
-  perturbations); every cell of a held-out perturbation is in val/test, so unseen perturbations
-  never leak into training. Controls are split per cell.
-- ``combination``: single targets are held out as unseen genes; each combination is then
-  ``seen0``/``seen1``/``seen2`` by how many of its genes are seen in training. Combinations with
-  an unseen gene go to test; a fraction of the ``seen2`` combinations is held out to test too.
+- ``perturbation``: whole perturbations held out for test (``test`` list, or a fraction of the
+  perturbations), so unseen perturbations never leak into training; validation is made of
+  held-out cells of the seen perturbations (or of further whole perturbations with
+  ``data.split.val=perturbations``). Controls are split per cell.
+- ``combination``: targeted genes are held out as unseen (every condition containing one goes
+  to test) and a fraction of the other combinations is held out too; each test combination is
+  ``seen0``/``seen1``/``seen2`` by how many of its genes have single-perturbation training cells.
+  Validation is made of held-out cells of the training conditions.
 - ``column``: an obs column with values train/val/test.
 """
 
@@ -56,29 +58,58 @@ def _held_out(names: List[str], explicit: Optional[Sequence[str]], fraction: flo
 
 def by_perturbation(conditions: List[str], condition_targets: List[Tuple[str, ...]],
                     cell_condition: np.ndarray, fractions: Sequence[float],
-                    test: Optional[Sequence[str]], seed: int) -> np.ndarray:
-    """Hold out whole perturbations (conditions) for val and test."""
+                    test: Optional[Sequence[str]], seed: int, val: str = "cells") -> np.ndarray:
+    """Hold out whole perturbations (conditions) for test.
+
+    The held-out perturbations (``test``, or a fraction ``f_test`` of them) put every cell in
+    test. Validation, by default (``val="cells"``), is a per-cell fraction of the perturbations
+    seen in training, so early stopping watches cells a model can predict;
+    ``val="perturbations"`` holds out a further ``f_val`` of the perturbations whole for val.
+    Controls are split per cell.
+    """
     rng = np.random.default_rng(seed)
     perts = [c for c, ts in zip(conditions, condition_targets) if ts]
     _, f_val, f_test = fractions
     test_set = set(_held_out(perts, test, f_test, rng, "perturbations"))
     rest = [p for p in perts if p not in test_set]
-    n_val = int(round(len(perts) * f_val))
-    val_set = set(rng.choice(rest, size=min(n_val, max(len(rest) - 1, 0)), replace=False).tolist()) if rest else set()
+    val_set: set = set()
+    if val == "perturbations":
+        n_val = int(round(len(perts) * f_val))
+        val_set = set(rng.choice(rest, size=min(n_val, max(len(rest) - 1, 0)), replace=False).tolist()) if rest else set()
     if not [p for p in rest if p not in val_set]:
         raise DataError("data.split: no perturbation left for training; hold out fewer perturbations")
     split = by_cells(cell_condition, fractions, seed)  # controls: per cell
+    if val == "cells":  # seen perturbations: train/val per cell
+        seen = by_cells(cell_condition, _train_val(fractions), seed + 1)
+    else:
+        seen = np.zeros_like(split)
     is_ctrl_cond = np.array([not ts for ts in condition_targets])
     pert_cell = ~is_ctrl_cond[cell_condition]
-    cond_split = np.array([2 if c in test_set else 1 if c in val_set else 0 for c in conditions], dtype=np.int8)
-    split[pert_cell] = cond_split[cell_condition[pert_cell]]
+    split[pert_cell] = seen[pert_cell]
+    cond_split = np.array([2 if c in test_set else 1 if c in val_set else -1 for c in conditions], dtype=np.int8)
+    held = pert_cell & (cond_split[cell_condition] >= 0)
+    split[held] = cond_split[cell_condition[held]]
     return split
+
+
+def _train_val(fractions: Sequence[float]) -> List[float]:
+    """The train/val fractions renormalised with no test share (cells of seen perturbations when
+    test is made of whole held-out perturbations)."""
+    f_train, f_val, _ = fractions
+    return [f_train / (f_train + f_val), f_val / (f_train + f_val), 0.0]
 
 
 def by_combination(conditions: List[str], condition_targets: List[Tuple[str, ...]],
                    cell_condition: np.ndarray, fractions: Sequence[float],
                    test: Optional[Sequence[str]], seed: int) -> Tuple[np.ndarray, Dict[str, str]]:
-    """GEARS-style combination split; returns the split and each combination's category."""
+    """GEARS-style combination split; returns the split and each test combination's category.
+
+    Genes drawn as unseen (``test``, or a fraction ``f_test`` of the targeted genes) have every
+    condition that contains them held out for test, and a fraction ``f_test`` of the remaining
+    combinations is held out too. Every other condition is split per cell into train and val.
+    A held-out combination is ``seen0``/``seen1``/``seen2`` by how many of its genes are *seen*:
+    perturbed alone in training cells (what an additive prediction needs).
+    """
     rng = np.random.default_rng(seed)
     genes = sorted({t for ts in condition_targets for t in ts})
     combos = [(c, ts) for c, ts in zip(conditions, condition_targets) if len(ts) > 1]
@@ -86,21 +117,22 @@ def by_combination(conditions: List[str], condition_targets: List[Tuple[str, ...
         raise DataError("data.split.by=combination needs combinations (labels joined by data.separator); none found")
     _, f_val, f_test = fractions
     unseen = set(_held_out(genes, test, f_test, rng, "genes"))
-    categories = {c: f"seen{sum(t not in unseen for t in ts)}" for c, ts in combos}
-    seen2 = [c for c, _ in combos if categories[c] == "seen2"]
-    k = int(round(len(seen2) * f_test))
-    held2 = set(rng.choice(seen2, size=k, replace=False).tolist()) if k else set()
-    split = by_cells(cell_condition, fractions, seed)
-    cond_split = np.full(len(conditions), -1, dtype=np.int8)
+    rest = [c for c, ts in combos if not any(t in unseen for t in ts)]
+    k = int(round(len(rest) * f_test))
+    held_combos = set(rng.choice(rest, size=k, replace=False).tolist()) if k else set()
+    split = by_cells(cell_condition, _train_val(fractions), seed)
+    controls = by_cells(cell_condition, fractions, seed)
+    test_cond = np.zeros(len(conditions), dtype=bool)
     for i, (c, ts) in enumerate(zip(conditions, condition_targets)):
         if not ts:
-            continue
-        if any(t in unseen for t in ts) or c in held2:
-            cond_split[i] = 2
-    moved = cond_split[cell_condition] >= 0
-    split[moved] = cond_split[cell_condition[moved]]
-    # seen2 combinations that stay in training are not test categories
-    categories = {c: cat for c, cat in categories.items() if cat != "seen2" or c in held2}
+            split[cell_condition == i] = controls[cell_condition == i]
+        elif any(t in unseen for t in ts) or c in held_combos:
+            test_cond[i] = True
+    split[test_cond[cell_condition]] = 2
+    trained = np.bincount(cell_condition[split == 0], minlength=len(conditions)) > 0
+    seen = {ts[0] for i, ts in enumerate(condition_targets) if len(ts) == 1 and trained[i]}
+    categories = {c: f"seen{sum(t in seen for t in ts)}" for i, (c, ts) in enumerate(zip(conditions, condition_targets))
+                  if len(ts) > 1 and test_cond[i]}
     return split, categories
 
 
