@@ -40,14 +40,21 @@ def _cmd_evaluate(args) -> int:
     res = evaluate(args.run, split=args.split, reference=args.reference, plots=not args.no_plots)
     m = res["metrics"]
     out = Path(args.run) / "evaluation"
-    keys = ("pearson_delta", "pearson_delta_top20", "mse", "direction_acc_top20")
+    keys = ("pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse")
+
+    def table(section) -> None:
+        print(f"{'':<12}" + "".join(f"{k:>22}" for k in keys))
+        rows = [("model", section["model"]), *section["baselines"].items(), ("ceiling", section["ceiling"])]
+        for name, vals in rows:
+            cells = [vals.get(k) for k in keys]
+            print(f"{name:<12}" + "".join(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}"
+                                          for v in cells))
+
     print(f"{m['n_perturbations']} perturbations in the '{args.split}' split (reference: held-out cells only)")
-    print(f"{'':<12}" + "".join(f"{k:>22}" for k in keys))
-    rows = [("model", m["model"])] + list(m["baselines"].items()) + [("ceiling", m["ceiling"])]
-    for name, vals in rows:
-        cells = [vals.get(k) for k in keys]
-        print(f"{name:<12}" + "".join(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}"
-                                      for v in cells))
+    table(m)
+    for cat, section in (m.get("by_category") or {}).items():
+        print(f"\ncategory {cat}: {section['n_perturbations']} perturbations")
+        table(section)
     print(f"written to {out}: metrics.json, per_perturbation.csv, grn_metrics.json and plots")
     return 0
 

@@ -14,8 +14,16 @@ import pytest
 import scipy.sparse as sp
 
 from grnvae.errors import DataError
-from grnvae.evaluation.baselines import additive, linear, no_change, train_mean
-from grnvae.evaluation.metrics import METRICS, effect_metrics, score_effects, split_half_ceiling, top_k
+from grnvae.evaluation.baselines import additive, linear, mean_effect, no_change, train_mean
+from grnvae.evaluation.metrics import (
+    EFFECT_METRICS,
+    METRICS,
+    discrimination,
+    effect_metrics,
+    score_effects,
+    split_half_ceiling,
+    top_k,
+)
 
 # --------------------------------------------------------------------------------------------
 # effect_metrics on a hand-computed case
@@ -28,7 +36,8 @@ PRED = np.array([3.0, -1.0, -1.0, -2.0, 1.0, 0.0])
 
 def test_effect_metrics_hand_computed():
     m = effect_metrics(PRED, OBS, top=3)
-    assert set(m) == set(METRICS)
+    assert set(m) == set(EFFECT_METRICS) == set(METRICS) - {"discrimination"}
+    assert math.isnan(m["pearson_systema"])  # no ref given
     # cross = 4*3 + (-3)(-1) + 2(-1) + (-1)(-2) + (-2)(1) + 0 = 12 + 3 - 2 + 2 - 2 = 13
     # SS_obs = 16 + 9 + 4 + 1 + 4 = 34, SS_pred = 9 + 1 + 1 + 4 + 1 = 16
     # r = 13 / sqrt(34 * 16) = 13 / (4 sqrt 34)
@@ -48,6 +57,22 @@ def test_effect_metrics_hand_computed():
     assert m["jaccard_top20"] == pytest.approx(0.5)
     # only 6 genes: top-50 is every gene for both
     assert m["jaccard_top50"] == 1.0
+
+
+def test_pearson_systema_hand_computed():
+    ref = np.array([1.0, -1.0, 1.0, -1.0, 0.0, 0.0])
+    m = effect_metrics(PRED, OBS, top=3, ref=ref)
+    # pred - ref = [2, 0, -2, -1, 1, 0], obs - ref = [3, -2, 1, 0, -2, 0]: both sum to 0
+    # cross = 6 + 0 - 2 + 0 - 2 + 0 = 2; SS = 4 + 4 + 1 + 1 = 10 and 9 + 4 + 1 + 4 = 18
+    assert m["pearson_systema"] == pytest.approx(2 / math.sqrt(10 * 18))
+    # the other metrics do not depend on ref
+    plain = effect_metrics(PRED, OBS, top=3)
+    assert all(m[k] == plain[k] for k in EFFECT_METRICS if k != "pearson_systema")
+    # a prediction equal to ref is constant once centred: undefined
+    assert math.isnan(effect_metrics(ref, OBS, ref=ref)["pearson_systema"])
+    assert math.isnan(effect_metrics(PRED, OBS, ref=np.full(6, np.nan))["pearson_systema"])
+    with pytest.raises(DataError, match="ref has 5 genes"):
+        effect_metrics(PRED, OBS, ref=ref[:5])
 
 
 def test_effect_metrics_default_top_uses_20():
@@ -137,6 +162,89 @@ def test_score_effects_alignment_and_pooling():
     assert summary["pearson_delta_pooled"] == pytest.approx(0.9)
     for m in METRICS:
         assert m in summary
+    # discrimination among p1 and p2 (p3 undefined): p1's pred [1, -1, 0] is at squared distance
+    # 0 + 1 + 1 = 2 from obs p1 and 1 + 1 + 4 = 6 from obs p2; p2's pred equals obs p2 -> both 1
+    assert frame.loc["p1", "discrimination"] == 1.0 and frame.loc["p2", "discrimination"] == 1.0
+    assert math.isnan(frame.loc["p3", "discrimination"])
+    assert summary["discrimination"] == 1.0
+    assert math.isnan(summary["pearson_systema"])  # no ref
+
+
+def test_score_effects_pearson_systema_with_ref():
+    obs, pred = _frames()
+    # a Series is aligned on obs' genes whatever its order
+    ref = pd.Series({"g2": 1.0, "g0": 0.0, "g1": -1.0})
+    frame, summary = score_effects(pred, obs, ref=ref)
+    # p1: pred - ref = [1, 0, -1], obs - ref = [1, 1, -2]: means 0 and 0
+    # cross = 1 + 0 + 2 = 3; SS = 2 and 6 -> 3 / sqrt(12)
+    assert frame.loc["p1", "pearson_systema"] == pytest.approx(3 / math.sqrt(12))
+    # p2: pred == obs -> 1
+    assert frame.loc["p2", "pearson_systema"] == pytest.approx(1.0)
+    assert summary["pearson_systema"] == pytest.approx((3 / math.sqrt(12) + 1) / 2)
+    # a vector is taken in obs' gene order; a one-column frame like a Series
+    vec, _ = score_effects(pred, obs, ref=np.array([0.0, -1.0, 1.0]))
+    one, _ = score_effects(pred, obs, ref=ref.to_frame("mean"))
+    pd.testing.assert_frame_equal(vec, frame)
+    pd.testing.assert_frame_equal(one, frame)
+    with pytest.raises(DataError, match=r"ref lacks 1 genes of obs: \[g1\]"):
+        score_effects(pred, obs, ref=ref.drop("g1"))
+    with pytest.raises(DataError, match="ref has 2 genes but obs has 3"):
+        score_effects(pred, obs, ref=np.zeros(2))
+
+
+# --------------------------------------------------------------------------------------------
+# discrimination
+# --------------------------------------------------------------------------------------------
+
+
+def test_discrimination_perfect_swapped_and_constant():
+    rng = np.random.default_rng(0)
+    obs = rng.standard_normal((100, 8))  # distinct perturbations
+    assert discrimination(obs, obs).tolist() == [1.0] * 8
+    # orthogonal effects of equal size, each predicted as the opposite of itself: its own
+    # observation is at squared distance 4, every other at 2 -> the farthest, score 0
+    eye = np.eye(10, 5)
+    assert discrimination(-eye, eye).tolist() == [0.0] * 5
+    # predictions swapped for other perturbations' observations: effects x = 0, 1, ..., 5 along one
+    # direction; p = 0, 1, 2 are predicted as x = 5 and p = 3, 4, 5 as x = 0, so the end points
+    # get the observation farthest from their own
+    line = np.outer(np.ones(4), np.arange(6.0))
+    far = line[:, [5, 5, 5, 0, 0, 0]]
+    # p = 0: pred x=5, distances to x = 0..5 are 5, 4, 3, 2, 1, 0 -> own (5) farthest: 0
+    # p = 2: pred x=5, own at 3; closer: x = 3, 4, 5 (2, 1, 0) -> 1 - 3/5
+    d = discrimination(far, line)
+    assert d[0] == 0.0 and d[5] == 0.0 and d[2] == pytest.approx(1 - 3 / 5)
+    # a constant prediction: all observations equidistant -> all ties -> 0.5 each
+    assert discrimination(np.zeros((10, 5)), eye).tolist() == [0.5] * 5
+    # and whatever the observations, its mean over perturbations is 0.5
+    assert np.mean(discrimination(np.zeros((100, 8)), obs)) == pytest.approx(0.5)
+    # a prediction opposite to each effect is about the worst, in high dimension
+    assert np.mean(discrimination(-obs, obs)) < 0.1
+
+
+def test_discrimination_hand_computed_ties_and_undefined():
+    # one gene; observations x = 0, 1, 3; predictions 2, 2, 3 and a NaN one
+    obs = np.array([[0.0, 1.0, 3.0, 7.0]])
+    pred = np.array([[2.0, 2.0, 3.0, np.nan]])
+    d = discrimination(pred, obs)
+    # p0: distances to obs 2, 1, 1 -> own 2, two closer -> 1 - 2/2 = 0
+    # p1: 2, 1, 1 -> own 1, one tie -> 1 - 0.5/2 = 0.75
+    # p2: 3, 2, 0 -> own 0 -> 1 (the NaN perturbation does not take part: n = 3)
+    assert d[:3].tolist() == [0.0, 0.75, 1.0] and math.isnan(d[3])
+    # fewer than two perturbations with finite pred and obs: undefined
+    assert np.isnan(discrimination(pred[:, [0, 3]], obs[:, [0, 3]])).all()
+    with pytest.raises(DataError, match="one shape"):
+        discrimination(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+def test_score_effects_constant_prediction_discriminates_at_chance():
+    rng = np.random.default_rng(2)
+    genes, perts = [f"g{i}" for i in range(40)], [f"p{j}" for j in range(7)]
+    obs = pd.DataFrame(rng.standard_normal((40, 7)), index=genes, columns=perts)
+    _, summary = score_effects(no_change(genes, perts), obs)
+    assert summary["discrimination"] == pytest.approx(0.5)
+    _, good = score_effects(obs + 0.1 * rng.standard_normal(obs.shape), obs)
+    assert good["discrimination"] == 1.0
 
 
 def test_score_effects_gene_mismatch_names_the_genes():
@@ -221,6 +329,44 @@ def test_ceiling_matches_independent_replicates(sim):
         assert summary[k] < np.mean([m[k] for m in truth_m])
 
 
+def test_ceiling_systema_and_discrimination_match_replicates(sim):
+    truth, sigma, reps = sim
+    cells, controls = reps[0]
+    ref = truth.mean(axis=0)  # the mean perturbed effect (here: the true one)
+    frame, summary = split_half_ceiling(cells, controls, seed=0, n_splits=5, ref=ref)
+    assert np.isfinite(frame["pearson_systema"]).all() and np.isfinite(frame["discrimination"]).all()
+    # the other metrics do not depend on ref
+    plain, _ = split_half_ceiling(cells, controls, seed=0, n_splits=5)
+    assert plain["pearson_systema"].isna().all()
+    pd.testing.assert_frame_equal(frame.drop(columns="pearson_systema"), plain.drop(columns="pearson_systema"))
+    # a noise-free prediction of the centred effect reaches about sqrt(reliability) against the
+    # centred reference
+    deltas = [_full_delta(c, k) for c, k in reps]
+    truth_r = [np.corrcoef(truth[j] - ref, deltas[a][f"p{j}"] - ref)[0, 1] for a in range(6) for j in range(P_SIM)]
+    assert summary["pearson_systema"] == pytest.approx(np.mean(truth_r), abs=0.05)
+    # discrimination between halves is a lower bound on what the truth gets against the reference
+    truth_d = [discrimination(truth.T, np.stack([deltas[a][f"p{j}"] for j in range(P_SIM)], axis=1))
+               for a in range(6)]
+    assert 0.5 < summary["discrimination"] <= np.mean(truth_d) + 1e-12
+    with pytest.raises(DataError, match="ref has 3 genes"):
+        split_half_ceiling(cells, controls, ref=np.zeros(3))
+
+
+def test_ceiling_strong_distinct_effects():
+    # six perturbations, each shifting its own block of 10 genes by +2 over unit noise
+    rng = np.random.default_rng(5)
+    G = 60
+    effects = np.zeros((6, G))
+    for j in range(6):
+        effects[j, 10 * j: 10 * j + 10] = 2.0
+    cells = {f"p{j}": effects[j] + rng.standard_normal((30, G)) for j in range(6)}
+    controls = rng.standard_normal((40, G))
+    frame, summary = split_half_ceiling(cells, controls, seed=0, n_splits=4, ref=effects.mean(axis=0))
+    assert np.isfinite(summary["pearson_systema"]) and summary["pearson_systema"] > 0.9
+    assert summary["discrimination"] == 1.0  # each half-delta is closest to its own other half
+    assert np.isfinite(frame[list(METRICS)].to_numpy()).all()
+
+
 def test_ceiling_mse_is_unbiased_for_odd_sizes():
     # with many random splits, the estimator's mean is mean_g(s_p^2 / n + s_c^2 / m), s^2 with
     # ddof 1 (simple random sampling without replacement: E(mean_A - mean_B)^2 = s^2 n/(n_A n_B))
@@ -237,17 +383,21 @@ def test_ceiling_small_perturbations_sparse_and_determinism():
     controls = rng.normal(1.0, 1.0, (30, 12))
     cells = {"b": rng.normal(1.5, 1.0, (10, 12)), "tiny": rng.normal(1.0, 1.0, (3, 12)),
              "a": rng.normal(0.5, 1.0, (9, 12))}
-    frame, summary = split_half_ceiling(cells, controls, seed=7, n_splits=3)
+    frame, summary = split_half_ceiling(cells, controls, seed=7, n_splits=3, ref=np.full(12, 0.25))
     assert frame.loc["tiny"].isna().all()
     assert summary["n_undefined"] == 1 and summary["n_perturbations"] == 3
     assert np.isfinite(frame.loc[["a", "b"]].to_numpy()).all()
+    # with a single perturbation of >= 4 cells, discrimination has nothing to compare against
+    alone, _ = split_half_ceiling({"a": cells["a"]}, controls, seed=7, n_splits=3)
+    assert math.isnan(alone.loc["a", "discrimination"]) and np.isfinite(alone.loc["a", "pearson_delta"])
     # same seed -> same result, whatever the dict order; sparse input -> same result
-    again, _ = split_half_ceiling(dict(reversed(list(cells.items()))), controls, seed=7, n_splits=3)
+    again, _ = split_half_ceiling(dict(reversed(list(cells.items()))), controls, seed=7, n_splits=3,
+                                  ref=np.full(12, 0.25))
     pd.testing.assert_frame_equal(frame, again.loc[frame.index])
     sparse, _ = split_half_ceiling({k: sp.csr_matrix(v) for k, v in cells.items()}, sp.csr_matrix(controls),
-                                   seed=7, n_splits=3)
+                                   seed=7, n_splits=3, ref=pd.Series(np.full(12, 0.25)))
     pd.testing.assert_frame_equal(frame, sparse)
-    other, _ = split_half_ceiling(cells, controls, seed=8, n_splits=3)
+    other, _ = split_half_ceiling(cells, controls, seed=8, n_splits=3, ref=np.full(12, 0.25))
     assert not np.allclose(frame.loc["a"].to_numpy(), other.loc["a"].to_numpy())
 
 
@@ -277,6 +427,29 @@ def test_no_change_and_train_mean():
     assert list(tm.index) == ["g0", "g1", "g2"]
 
 
+def test_mean_effect_is_the_mean_training_delta():
+    train = pd.DataFrame({"A": [1.0, 0.0, 2.0], "B": [0.0, 1.0, -1.0], "C": [2.0, -4.0, 5.0]},
+                         index=["g0", "g1", "g2"])
+    pred = mean_effect(train, ["A", "Z", "A+Z"])  # seen, unseen, combination: all the same
+    assert list(pred.columns) == ["A", "Z", "A+Z"] and list(pred.index) == ["g0", "g1", "g2"]
+    # g0: (1 + 0 + 2) / 3 = 1; g1: (0 + 1 - 4) / 3 = -1; g2: (2 - 1 + 5) / 3 = 2
+    for p in pred.columns:
+        assert pred[p].tolist() == pytest.approx([1.0, -1.0, 2.0])
+        np.testing.assert_allclose(pred[p].to_numpy(), train.mean(axis=1).to_numpy())
+    # a NaN training value is skipped: g1 over A and C only
+    gap = train.copy()
+    gap.loc["g1", "B"] = np.nan
+    assert mean_effect(gap, ["A"])["A"].tolist() == pytest.approx([1.0, -2.0, 2.0])
+    # centred on itself as ref, its pearson_systema is undefined; its discrimination is chance
+    obs = pd.DataFrame({"A": [3.0, 0.0, 1.0], "B": [0.0, 2.0, -1.0], "C": [1.0, -1.0, 4.0]},
+                       index=["g0", "g1", "g2"])
+    pred = mean_effect(train, list(obs.columns))
+    frame, summary = score_effects(pred, obs, ref=pred["A"])
+    assert frame["pearson_systema"].isna().all()
+    assert np.isfinite(frame["pearson_delta"]).all()
+    assert summary["discrimination"] == pytest.approx(0.5)
+
+
 def test_additive_sums_singles():
     pred = additive(TRAIN, ["A+B", "A+Z", "A", "Z", "B+A+A"])
     assert pred["A+B"].tolist() == [1.0, 1.0, 1.0]  # [1,0,2] + [0,1,-1]; the seen combo is ignored
@@ -292,7 +465,7 @@ def test_baselines_reject_empty_inputs():
         no_change([], ["A"])
     with pytest.raises(DataError):
         no_change(["g0"], [])
-    for fn in (train_mean, additive, linear):
+    for fn in (train_mean, mean_effect, additive, linear):
         with pytest.raises(DataError, match="empty"):
             fn(TRAIN.iloc[:, :0], ["A"])
         with pytest.raises(DataError, match="empty"):

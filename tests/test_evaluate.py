@@ -12,11 +12,13 @@ import pytest
 import grnvae
 from grnvae.cli import main
 from grnvae.errors import RunError
-from grnvae.evaluation.evaluate import observed_effects
+from grnvae.evaluation.evaluate import category_summaries, observed_effects, summarise_seeds
+from grnvae.evaluation.metrics import METRICS
 
 from .conftest import FAST, RECIPES, shared_file
 
-KEYS = ("pearson_delta", "pearson_delta_top20", "mse", "direction_acc_top20")
+KEYS = ("pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse", "direction_acc_top20")
+METHODS = ("model", "no_change", "train_mean", "mean_effect", "additive", "linear")
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +30,25 @@ def run(tmp_path_factory):
 def test_evaluate_writes_full_table(run, capsys):
     assert main(["evaluate", str(run.path)]) == 0
     out = capsys.readouterr().out
-    assert "ceiling" in out and "train_mean" in out
+    assert "ceiling" in out and "train_mean" in out and "mean_effect" in out
+    assert "pearson_systema" in out and "discrimination" in out
     ev = run.path / "evaluation"
     m = json.loads((ev / "metrics.json").read_text())
     for section in [m["model"], m["ceiling"], *m["baselines"].values()]:
         if section.get("n_perturbations", 1):
             assert set(KEYS) <= set(section)
-    assert set(m["baselines"]) == {"no_change", "train_mean", "additive", "linear"}
+    assert list(m["baselines"]) == list(METHODS[1:])
+    assert "by_category" not in m  # a cell split has no combination categories
+    # pearson_systema centres on the mean training delta, i.e. the mean_effect prediction itself
+    assert m["baselines"]["mean_effect"]["pearson_systema"] is None  # NaN: constant once centred
+    assert m["baselines"]["mean_effect"]["pearson_delta"] is not None
+    for section in (m["model"], m["baselines"]["train_mean"], m["ceiling"]):
+        assert np.isfinite(section["pearson_systema"]) and 0 <= section["discrimination"] <= 1
+    assert m["baselines"]["no_change"]["discrimination"] == pytest.approx(0.5)  # same for all: chance
     per = pd.read_csv(ev / "per_perturbation.csv")
-    assert set(per["method"]) == {"model", "no_change", "train_mean", "additive", "linear", "ceiling"}
+    assert set(per["method"]) == {*METHODS, "ceiling"}
+    assert set(METRICS) <= set(per.columns)
+    assert per.loc[per["method"] == "mean_effect", "pearson_systema"].isna().all()
     grn = json.loads((ev / "grn_metrics.json").read_text())
     assert grn["truth"]["model"]["auprc"] is not None and "correlation" in grn["truth"]
     assert {"fraction_significant", "false_omission_rate", "mean_wasserstein"} <= set(grn["causal"]["model"])
@@ -47,6 +59,102 @@ def test_evaluate_writes_full_table(run, capsys):
     for png in pngs:
         img = mpimg.imread(png)
         assert img.shape[0] > 200 and img.shape[1] > 200
+
+
+def _per_table():
+    """A per_perturbation table: perturbations a, b (seen1), c (seen2), d (single)."""
+    cats = {"a": "seen1", "b": "seen1", "c": "seen2", "d": "single"}
+    rows = []
+    for i, (p, cat) in enumerate(cats.items()):
+        for j, method in enumerate(("model", "no_change", "additive", "ceiling")):
+            if method == "additive" and p == "d":
+                continue  # not defined for d
+            row = {"perturbation": p, "category": cat, "method": method}
+            row.update({k: float(10 * i + j) for k in METRICS})
+            row["pearson_systema"] = np.nan if method == "no_change" else row["pearson_systema"]
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_category_summaries():
+    per = _per_table()
+    out = category_summaries(per, methods=["model", "no_change", "additive", "linear"])
+    assert list(out) == ["seen1", "seen2", "single"]
+    s1 = out["seen1"]
+    assert s1["n_perturbations"] == 2
+    assert list(s1["baselines"]) == ["no_change", "additive", "linear"]
+    # model rows of a (0) and b (10): mean 5, every metric
+    assert all(s1["model"][k] == pytest.approx(5.0) for k in METRICS)
+    assert s1["model"]["n_perturbations"] == 2 and s1["model"]["n_undefined"] == 0
+    assert s1["ceiling"]["mse"] == pytest.approx((3 + 13) / 2)
+    assert s1["baselines"]["no_change"]["mse"] == pytest.approx((1 + 11) / 2)
+    assert np.isnan(s1["baselines"]["no_change"]["pearson_systema"])  # NaN in every row
+    assert s1["baselines"]["linear"] == {"n_perturbations": 0}  # no row at all
+    assert out["single"]["baselines"]["additive"] == {"n_perturbations": 0}
+    assert out["seen2"]["model"]["pearson_delta"] == pytest.approx(20.0)
+    assert category_summaries(per.drop(columns="category")) == {}
+
+
+def test_cli_prints_a_block_per_category(monkeypatch, capsys, tmp_path):
+    per = _per_table()
+    cats = category_summaries(per, methods=["model", "no_change", "additive"])
+    summary = {"pearson_delta": 0.5, "pearson_delta_top20": 0.25, "pearson_systema": None,
+               "discrimination": 0.75, "mse": 0.125, "n_perturbations": 4}
+    metrics = {"split": "test", "n_perturbations": 4, "model": summary, "ceiling": summary,
+               "baselines": {"no_change": summary, "additive": {"n_perturbations": 0}}, "by_category": cats}
+    monkeypatch.setattr("grnvae.evaluation.evaluate.evaluate", lambda *a, **k: {"metrics": metrics})
+    assert main(["evaluate", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for cat in ("seen1", "seen2", "single"):
+        assert f"category {cat}: {cats[cat]['n_perturbations']} perturbations" in out
+    header = [ln for ln in out.splitlines() if "pearson_delta_top20" in ln]
+    assert len(header) == 4  # the main table and three categories
+    assert header[0].split() == ["pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse"]
+    model = [ln.split() for ln in out.splitlines() if ln.startswith("model")]
+    assert model[0] == ["model", "0.500", "0.250", "-", "0.750", "0.125"]
+    assert model[1] == ["model"] + ["5.000"] * 5  # seen1: mean of 0 and 10
+
+
+def test_summarise_seeds():
+    a = {"split": "test", "model": {"pearson_delta": 0.5, "mse": 1.0, "pearson_systema": None, "n_perturbations": 4},
+         "baselines": {"linear": {"pearson_delta": 0.25, "n_perturbations": 4}, "train_mean": {"n_perturbations": 0}},
+         "ceiling": {"pearson_delta": 0.9},
+         "by_category": {"seen1": {"n_perturbations": 2, "model": {"pearson_delta": 0.0}}}}
+    b = {"split": "test", "model": {"pearson_delta": 0.75, "mse": 2.0, "pearson_systema": 0.5, "n_perturbations": 4},
+         "baselines": {"linear": {"pearson_delta": float("nan"), "n_perturbations": 4},
+                       "train_mean": {"n_perturbations": 0}},
+         "ceiling": {"pearson_delta": 0.8},
+         "by_category": {"seen1": {"n_perturbations": 2, "model": {"pearson_delta": 1.0}}}}
+    out = summarise_seeds([a, b])
+    assert out["split"] == "test"
+    assert out["model"]["pearson_delta"]["mean"] == pytest.approx(0.625)
+    assert out["model"]["pearson_delta"]["sd"] == pytest.approx(np.std([0.5, 0.75], ddof=1))
+    assert out["model"]["pearson_delta"]["n"] == 2
+    assert out["model"]["mse"] == {"mean": pytest.approx(1.5), "sd": pytest.approx(np.sqrt(0.5)), "n": 2}
+    # None (NaN in metrics.json) and NaN are ignored
+    assert out["model"]["pearson_systema"] == {"mean": 0.5, "sd": 0.0, "n": 1}
+    assert out["baselines"]["linear"]["pearson_delta"] == {"mean": 0.25, "sd": 0.0, "n": 1}
+    assert out["model"]["n_perturbations"] == {"mean": 4.0, "sd": 0.0, "n": 2}
+    assert out["ceiling"]["pearson_delta"]["mean"] == pytest.approx(0.85)
+    assert out["by_category"]["seen1"]["model"]["pearson_delta"]["sd"] == pytest.approx(np.sqrt(0.5))
+    assert out["baselines"]["train_mean"] == {"n_perturbations": {"mean": 0.0, "sd": 0.0, "n": 2}}
+    # a metric missing in one seed counts the others; one seed alone has sd 0
+    one = summarise_seeds([a])
+    assert one["model"]["mse"] == {"mean": 1.0, "sd": 0.0, "n": 1}
+    assert np.isnan(one["model"]["pearson_systema"]["mean"]) and one["model"]["pearson_systema"]["n"] == 0
+    with pytest.raises(RunError):
+        summarise_seeds([])
+
+
+def test_summarise_seeds_reads_metrics_files(run, tmp_path):
+    ev = run.path / "evaluation" / "metrics.json"
+    if not ev.exists():
+        grnvae.evaluation.evaluate.evaluate(run.path, plots=False)
+    m = json.loads(ev.read_text())
+    out = summarise_seeds([ev, m])
+    assert out["model"]["pearson_delta"]["mean"] == pytest.approx(m["model"]["pearson_delta"])
+    assert out["model"]["pearson_delta"]["sd"] == 0.0 and out["model"]["pearson_delta"]["n"] == 2
+    assert set(out["baselines"]) == set(METHODS[1:])
 
 
 def test_reference_uses_held_out_cells_only(run):
@@ -91,6 +199,8 @@ def test_evaluate_unseen_perturbations_on_papalexi(tmp_path):
     m = res["metrics"]
     assert m["n_perturbations"] == 3
     assert m["baselines"]["train_mean"]["n_perturbations"] == 0  # unseen: no training mean exists
+    assert m["baselines"]["mean_effect"]["n_perturbations"] == 3  # defined for unseen ones too
+    assert np.isfinite(m["model"]["pearson_systema"]) and np.isfinite(m["ceiling"]["pearson_systema"])
     assert np.isfinite(m["model"]["pearson_delta"]) and np.isfinite(m["baselines"]["linear"]["pearson_delta"])
     pred = grnvae.evaluation.evaluate.predict_perturbations(r.path, ["STAT1", "IRF1+STAT1"])
     assert np.isfinite(pred.X).all() and "STAT1" in pred.obs_names

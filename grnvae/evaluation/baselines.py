@@ -80,6 +80,28 @@ def train_mean(train_delta: pd.DataFrame, perturbations: Sequence) -> pd.DataFra
     return out
 
 
+def mean_effect(train_delta: pd.DataFrame, perturbations: Sequence) -> pd.DataFrame:
+    """Predict, for every perturbation, the mean training delta (the mean over the columns of
+    ``train_delta``, i.e. over all training perturbations, each weighted equally).
+
+    The strong baseline for unseen perturbations (Systema, Vinas Torne et al. 2025): much of what
+    a perturbation changes is shared by all perturbations (a generic response to being perturbed,
+    plus any systematic difference between perturbed and control cells), and this predicts exactly
+    that shared part. Seen or unseen, single or combination, every requested perturbation gets the
+    same column. A gene's mean skips training perturbations where it is NaN (NaN only if it is
+    NaN in all of them).
+
+    This vector is also the ``ref`` of :func:`.score_effects`' ``pearson_systema``, which centres
+    predictions and observations on it: this baseline's centred prediction is then zero (constant),
+    so its ``pearson_systema`` is NaN (undefined) by construction, and as its prediction is the
+    same for every perturbation its ``discrimination`` is 0.5 on average (chance).
+    """
+    _check_train(train_delta, "mean_effect")
+    perts = _perturbation_list(perturbations, "mean_effect")
+    mean = train_delta.astype(np.float64).mean(axis=1).to_numpy()
+    return _frame(np.repeat(mean[:, None], len(perts), axis=1), train_delta.index, perts)
+
+
 def additive(train_delta: pd.DataFrame, perturbations: Sequence, separator: str = "+") -> pd.DataFrame:
     """Predict a combination as the sum of its singles' training deltas.
 

@@ -6,9 +6,11 @@ The model and every baseline are scored the same way against it, beside the reli
 ceiling of the reference itself (split-half, Spearman-Brown corrected; see
 :func:`grnvae.evaluation.metrics.split_half_ceiling`).
 
-Outputs, in ``RUN/evaluation/``: ``metrics.json`` (``model``, ``baselines``, ``ceiling``),
-``per_perturbation.csv`` (one row per perturbation and method), ``grn_metrics.json`` and PNG
-plots.
+Outputs, in ``RUN/evaluation/``: ``metrics.json`` (``model``, ``baselines``, ``ceiling`` and,
+for a combination split, ``by_category``: the same summaries per combination category, see
+:func:`category_summaries`), ``per_perturbation.csv`` (one row per perturbation and method),
+``grn_metrics.json`` and PNG plots. :func:`summarise_seeds` pools several runs' ``metrics.json``
+(e.g. one per seed) into mean, sd and count per metric.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -28,13 +30,6 @@ from ..utils import atomic_write_text
 log = logging.getLogger(__name__)
 
 
-def _mean_lognorm(data, cells: np.ndarray) -> np.ndarray:
-    total = np.zeros(len(data.genes))
-    for a in range(0, len(cells), 20000):
-        total += np.asarray(data.lognorm_rows(cells[a:a + 20000], None).sum(axis=0)).ravel()
-    return total / max(len(cells), 1)
-
-
 def observed_effects(data, split: str) -> pd.DataFrame:
     """Mean change from control (log-normalised) per perturbation, from one split's cells only:
     genes x perturbations."""
@@ -42,14 +37,14 @@ def observed_effects(data, split: str) -> pd.DataFrame:
     ctrl = idx[data.pair[idx] == -1]
     if len(ctrl) == 0:
         raise RunError(f"split '{split}' has no control cells: no reference effects can be computed")
-    base = _mean_lognorm(data, ctrl)
+    base = data.mean_lognorm(ctrl)
     cols = {}
     for c, name in enumerate(data.conditions):
         if not data.condition_nodes[c]:
             continue
         cells = idx[data.cell_condition[idx] == c]
         if len(cells):
-            cols[name] = _mean_lognorm(data, cells) - base
+            cols[name] = data.mean_lognorm(cells) - base
     return pd.DataFrame(cols, index=list(data.genes))
 
 
@@ -91,10 +86,17 @@ def training_effects(data) -> pd.DataFrame:
 
 def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optional[str] = None,
              plots: bool = True, max_controls: int = 500, genes_to_plot: int = 6) -> Dict:
-    """Evaluate a run directory on a held-out split; returns the metrics written to disk."""
+    """Evaluate a run directory on a held-out split; returns the metrics written to disk.
+
+    Methods: the model and the baselines ``no_change``, ``train_mean``, ``mean_effect``,
+    ``additive`` and ``linear`` (:mod:`.baselines`, all from training cells), each scored on the
+    perturbations it is defined for, beside the split-half ceiling of the reference. The ``ref``
+    of ``pearson_systema`` is the mean training delta (the ``mean_effect`` prediction), so that
+    baseline's ``pearson_systema`` is NaN by construction (its centred prediction is zero).
+    """
     from ..training import Run, load_data
     from . import baselines as B
-    from .metrics import METRICS, score_effects, split_half_ceiling
+    from .metrics import score_effects, split_half_ceiling
 
     run = Run.load(run_path)
     cfg = run.recipe
@@ -114,11 +116,14 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
         "model": pred,
         "no_change": B.no_change(list(data.genes), perts),
         "train_mean": B.train_mean(train, perts),
+        "mean_effect": B.mean_effect(train, perts),
         "additive": B.additive(train, perts, separator=sep),
         "linear": B.linear(train, perts, separator=sep),
     }
+    # the mean perturbed effect that pearson_systema centres on: from training cells only
+    ref = predictions["mean_effect"].iloc[:, 0].reindex(list(data.genes))
     cells, controls = _cells_by_perturbation(data, split, perts)
-    ceiling_table, ceiling = split_half_ceiling(cells, controls, seed=int(cfg.seed))
+    ceiling_table, ceiling = split_half_ceiling(cells, controls, seed=int(cfg.seed), ref=ref.to_numpy())
 
     rows, summary = [], {}
     for method, frame in predictions.items():
@@ -126,7 +131,7 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
         if not defined:
             summary[method] = {"n_perturbations": 0}
             continue
-        table, pooled = score_effects(frame[defined], obs[defined])
+        table, pooled = score_effects(frame[defined], obs[defined], ref=ref)
         summary[method] = pooled
         t = table.copy()
         t.insert(0, "method", method)
@@ -148,6 +153,8 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
         "baselines": summary,
         "ceiling": ceiling,
     }
+    if categories:
+        metrics["by_category"] = category_summaries(per, methods=list(predictions))
     atomic_write_text(out_dir / "metrics.json", json.dumps(_jsonable(metrics), indent=2))
 
     grn_metrics = evaluate_grn(run, data, split, cells, controls, reference)
@@ -156,6 +163,85 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
     if plots:
         _plots(out_dir, run, predictions, obs, per, ceiling_table, genes_to_plot)
     return {"metrics": metrics, "grn": grn_metrics}
+
+
+def category_summaries(per: pd.DataFrame, methods: Optional[Sequence[str]] = None) -> Dict:
+    """Pooled summaries per combination category, from the per-perturbation table.
+
+    ``per`` is ``per_perturbation.csv``'s table: columns ``perturbation``, ``method``,
+    ``category`` and the metrics (:data:`.metrics.METRICS`). For each category (sorted: e.g.
+    ``seen0``, ``seen1``, ``seen2``, ``single``), the result holds ``n_perturbations`` (distinct
+    perturbations of the category) and, as the top level of ``metrics.json``, ``model``,
+    ``baselines`` ({name: summary}) and ``ceiling``: each the nan-aware mean over that
+    category's perturbations of every metric, with its ``n_perturbations`` and ``n_undefined``
+    (the per-perturbation values are those of the whole split: ``discrimination`` ranks against
+    every scored perturbation, not only the category's). ``methods`` lists the methods in order
+    (``model`` first); one with no row in a category gets ``{"n_perturbations": 0}``. Without a
+    ``category`` column the result is empty.
+    """
+    from .metrics import _summary
+
+    if "category" not in per.columns:
+        return {}
+    names = list(methods) if methods is not None else [m for m in pd.unique(per["method"]) if m != "ceiling"]
+    out: Dict = {}
+    for cat in sorted(pd.unique(per["category"]), key=str):
+        sub = per[per["category"] == cat]
+        summ = {}
+        for method in names + ["ceiling"]:
+            rows = sub[sub["method"] == method].set_index("perturbation")
+            summ[method] = _summary(rows) if len(rows) else {"n_perturbations": 0}
+        out[str(cat)] = {
+            "n_perturbations": int(sub["perturbation"].nunique()),
+            "model": summ.pop("model", {"n_perturbations": 0}),
+            "ceiling": summ.pop("ceiling"),
+            "baselines": summ,
+        }
+    return out
+
+
+def _is_number(v) -> bool:
+    # None is how metrics.json stores NaN
+    return v is None or (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)))
+
+
+def _pool(values: List) -> object:
+    if all(isinstance(v, Mapping) for v in values):
+        keys = list(dict.fromkeys(k for v in values for k in v))
+        return {k: _pool([v[k] for v in values if k in v]) for k in keys}
+    if all(_is_number(v) for v in values):
+        x = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+        x = x[np.isfinite(x)]
+        k = int(x.size)
+        sd = float(np.std(x, ddof=1)) if k > 1 else (0.0 if k == 1 else float("nan"))
+        return {"mean": float(x.mean()) if k else float("nan"), "sd": sd, "n": k}
+    if all(v == values[0] for v in values[1:]):
+        return values[0]
+    return list(values)
+
+
+def summarise_seeds(metrics_list: Iterable[Union[Mapping, str, Path]]) -> Dict:
+    """Pool several runs' ``metrics.json`` (e.g. one per seed) into mean and sd per metric.
+
+    Each item is a ``metrics.json`` dict (or a path to one) of the same structure: ``model``,
+    ``baselines`` ({name: summary}), ``ceiling``, optionally ``by_category``. The result has
+    that structure, with every numeric value (metrics and counts alike) replaced by
+    ``{"mean": m, "sd": s, "n": k}`` over the runs where it is finite: NaN (``null`` in the
+    JSON) and missing values are ignored, ``n`` counts the others, ``sd`` is the sample standard
+    deviation (ddof 1) when k > 1, 0 when k == 1, and mean and sd are NaN when k == 0. Keys
+    present in only some runs are kept (their ``n`` says in how many). A non-numeric value
+    (e.g. ``split``) is kept when every run agrees, else the list of the runs' values.
+    """
+    items = []
+    for m in metrics_list:
+        if isinstance(m, (str, Path)):
+            m = json.loads(Path(m).read_text())
+        if not isinstance(m, Mapping):
+            raise RunError(f"summarise_seeds: expected metrics.json dicts (or paths), got {type(m).__name__}")
+        items.append(m)
+    if not items:
+        raise RunError("summarise_seeds: no metrics given")
+    return _pool(items)
 
 
 def evaluate_grn(run, data, split: str, cells, controls, reference: Optional[str]) -> Dict:

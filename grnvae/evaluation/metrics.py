@@ -8,7 +8,9 @@ a vector over G genes. Predictions (a model's or a baseline's, see :mod:`.baseli
 vectors too. Everything here is plain numpy/pandas.
 
 * :func:`effect_metrics` scores one predicted delta against one observed delta;
-* :func:`score_effects` scores genes x perturbations frames and pools over perturbations;
+* :func:`score_effects` scores genes x perturbations frames, adds ``discrimination`` (which
+  compares each prediction with every scored perturbation's observation) and pools over
+  perturbations;
 * :func:`split_half_ceiling` estimates how well the held-out reference agrees with itself, i.e.
   what an ideal predictor could score against it given its finite number of cells.
 """
@@ -16,7 +18,7 @@ vectors too. Everything here is plain numpy/pandas.
 from __future__ import annotations
 
 import zlib
-from typing import Dict, Mapping, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -28,14 +30,21 @@ from ..errors import DataError
 METRICS = (
     "pearson_delta",
     "pearson_delta_top20",
+    "pearson_systema",
     "r2_delta",
     "mse",
     "direction_acc_top20",
     "jaccard_top20",
     "jaccard_top50",
+    "discrimination",
 )
 
-_CORRELATIONS = ("pearson_delta", "pearson_delta_top20")
+#: the metrics of one prediction against one observation (:func:`effect_metrics`): all of
+#: :data:`METRICS` but ``discrimination``, which compares a prediction with the observations of
+#: the other scored perturbations too (:func:`score_effects`)
+EFFECT_METRICS = tuple(m for m in METRICS if m != "discrimination")
+
+_CORRELATIONS = ("pearson_delta", "pearson_delta_top20", "pearson_systema")
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,20 +79,20 @@ def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(len(sa & sb) / len(union)) if union else float("nan")
 
 
-def _as_vector(x, name: str) -> np.ndarray:
+def _as_vector(x, name: str, where: str = "effect_metrics") -> np.ndarray:
     if sp.issparse(x):
         x = x.toarray()
     v = np.asarray(x, dtype=np.float64)
     if v.ndim == 2 and 1 in v.shape:
         v = v.ravel()
     if v.ndim != 1:
-        raise DataError(f"effect_metrics: {name} must be a vector over genes, got shape {v.shape}")
+        raise DataError(f"{where}: {name} must be a vector over genes, got shape {v.shape}")
     if v.size == 0:
-        raise DataError(f"effect_metrics: {name} is empty (no genes)")
+        raise DataError(f"{where}: {name} is empty (no genes)")
     return v
 
 
-def effect_metrics(pred, obs, top: int = 20) -> Dict[str, float]:
+def effect_metrics(pred, obs, top: int = 20, ref=None) -> Dict[str, float]:
     """Score one predicted delta (vector over genes) against one observed delta.
 
     With ``T`` the ``top`` genes of largest ``|obs|`` (ties: lower gene index first, see
@@ -91,6 +100,14 @@ def effect_metrics(pred, obs, top: int = 20) -> Dict[str, float]:
 
     * ``pearson_delta``: Pearson r of pred vs obs over all genes;
     * ``pearson_delta_top20``: Pearson r of pred vs obs over the genes in ``T``;
+    * ``pearson_systema``: Pearson r of ``pred - ref`` vs ``obs - ref`` over all genes, where
+      ``ref`` (a vector over the same genes) is the mean perturbed effect, e.g. the mean of the
+      training perturbations' deltas (:func:`.baselines.mean_effect`; never from the cells scored
+      against). Centring on it removes the response shared by all perturbations, which
+      ``pearson_delta`` rewards (Systema, Vinas Torne et al. 2025), so this asks whether the
+      prediction gets what is *specific* to the perturbation. NaN when ``ref`` is None, holds a
+      non-finite value, or either centred vector is constant (e.g. the mean-effect baseline
+      itself, whose centred prediction is zero);
     * ``r2_delta``: coefficient of determination of pred *as a prediction of* obs (no refitting),
       ``1 - sum((obs - pred)^2) / sum((obs - mean(obs))^2)`` over all genes; can be negative;
     * ``mse``: ``mean((pred - obs)^2)`` over all genes;
@@ -100,7 +117,8 @@ def effect_metrics(pred, obs, top: int = 20) -> Dict[str, float]:
     * ``jaccard_top20`` / ``jaccard_top50``: Jaccard index ``|A & B| / |A | B|`` between the sets
       of the ``top`` (resp. 50) genes of largest ``|pred|`` and of largest ``|obs|``.
 
-    The key names are fixed (they are :data:`METRICS`); ``top`` changes the ``*_top20`` metrics
+    The key names are fixed (they are :data:`EFFECT_METRICS`: :data:`METRICS` but
+    ``discrimination``, which needs the other perturbations, see :func:`score_effects`); ``top`` changes the ``*_top20`` metrics
     and ``jaccard_top20`` (``jaccard_top50`` always uses 50). With fewer genes than ``k``, the
     top-k set is all genes (so its Jaccard is 1).
 
@@ -113,8 +131,14 @@ def effect_metrics(pred, obs, top: int = 20) -> Dict[str, float]:
     o = _as_vector(obs, "obs")
     if p.shape != o.shape:
         raise DataError(f"effect_metrics: pred has {p.size} genes but obs has {o.size}")
+    r = None
+    if ref is not None:
+        r = _as_vector(ref, "ref")
+        if r.shape != o.shape:
+            raise DataError(f"effect_metrics: ref has {r.size} genes but obs has {o.size}")
     if not (np.isfinite(p).all() and np.isfinite(o).all()):
-        return {m: float("nan") for m in METRICS}
+        return {m: float("nan") for m in EFFECT_METRICS}
+    systema = _pearson(p - r, o - r) if (r is not None and np.isfinite(r).all()) else float("nan")
     t_obs = top_k(o, top)
     resid = o - p
     ss_res = float(np.dot(resid, resid))
@@ -123,12 +147,56 @@ def effect_metrics(pred, obs, top: int = 20) -> Dict[str, float]:
     return {
         "pearson_delta": _pearson(p, o),
         "pearson_delta_top20": _pearson(p[t_obs], o[t_obs]),
+        "pearson_systema": systema,
         "r2_delta": (1.0 - ss_res / ss_tot) if (ss_tot > 0 and np.ptp(o) > 0) else float("nan"),
         "mse": ss_res / o.size,
         "direction_acc_top20": float(np.mean(np.sign(p[t_obs]) == np.sign(o[t_obs]))),
         "jaccard_top20": _jaccard(top_k(p, top), t_obs),
         "jaccard_top50": _jaccard(top_k(p, 50), top_k(o, 50)),
     }
+
+
+def discrimination(pred, obs) -> np.ndarray:
+    """Per-perturbation discrimination score: is a prediction closest to its own observation?
+
+    ``pred`` and ``obs`` are genes x perturbations arrays (or frames, taken as arrays: columns
+    aligned, the same perturbation in column j of both). With ``d(p, q)`` the Euclidean distance
+    over all genes between ``pred[:, p]`` and ``obs[:, q]``, and n the number of perturbations
+    taking part, perturbation p scores::
+
+        1 - (#{q != p : d(p, q) < d(p, p)} + 0.5 #{q != p : d(p, q) == d(p, p)}) / (n - 1)
+
+    i.e. one minus the fraction of the other perturbations' observations that are closer to p's
+    prediction than p's own observation (ties count half): 1 = its own observed effect is the
+    closest, 0 = the farthest, 0.5 = chance. This is the rank-based discrimination score of
+    cell-eval and PerturBench (Wu et al. 2024), as 1 - normalised rank. A prediction that is the
+    same for every perturbation (no-change, mean-effect baselines) scores 0.5 on average over the
+    perturbations, whatever the observations.
+
+    Only perturbations whose pred and obs columns are all finite take part (n counts them; the
+    others get NaN); with fewer than 2 taking part every score is NaN. The score depends on
+    which perturbations are compared (more, or more similar, perturbations make it harder), so
+    compare methods over the same perturbations.
+    """
+    P = np.asarray(pred, dtype=np.float64)
+    O = np.asarray(obs, dtype=np.float64)
+    if P.ndim != 2 or P.shape != O.shape:
+        raise DataError(
+            f"discrimination: pred and obs must be genes x perturbations of one shape, got {P.shape} and {O.shape}"
+        )
+    out = np.full(P.shape[1], np.nan)
+    idx = np.flatnonzero(np.isfinite(P).all(axis=0) & np.isfinite(O).all(axis=0))
+    n = idx.size
+    if n < 2:
+        return out
+    Pf, Of = P[:, idx], O[:, idx]
+    for a, j in enumerate(idx):
+        d = np.sum((Of - Pf[:, a : a + 1]) ** 2, axis=0)  # squared: same order as the distances
+        others = np.delete(d, a)
+        closer = np.count_nonzero(others < d[a])
+        ties = np.count_nonzero(others == d[a])
+        out[j] = 1.0 - (closer + 0.5 * ties) / (n - 1)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -165,7 +233,31 @@ def _summary(frame: pd.DataFrame) -> Dict[str, float]:
     return out
 
 
-def score_effects(pred: pd.DataFrame, obs: pd.DataFrame) -> Tuple[pd.DataFrame, Dict[str, float]]:
+def _ref_vector(ref, genes: pd.Index, where: str) -> Optional[np.ndarray]:
+    """``ref`` as a float vector in the order of ``genes``: a Series (or one-column frame) is
+    aligned on its gene index, anything else must already be a vector over ``genes``."""
+    if ref is None:
+        return None
+    if isinstance(ref, pd.DataFrame):
+        if ref.shape[1] != 1:
+            raise DataError(f"{where}: ref must be one vector over genes, got a frame with {ref.shape[1]} columns")
+        ref = ref.iloc[:, 0]
+    if isinstance(ref, pd.Series):
+        if ref.index.has_duplicates:
+            raise DataError(f"{where}: ref has duplicate genes: {_names(ref.index[ref.index.duplicated()].unique())}")
+        missing = genes.difference(ref.index)
+        if len(missing):
+            raise DataError(f"{where}: ref lacks {len(missing)} genes of obs: [{_names(missing)}]")
+        return ref.reindex(genes).to_numpy(dtype=np.float64)
+    v = _as_vector(ref, "ref", where)
+    if v.size != len(genes):
+        raise DataError(f"{where}: ref has {v.size} genes but obs has {len(genes)}")
+    return v
+
+
+def score_effects(
+    pred: pd.DataFrame, obs: pd.DataFrame, ref=None
+) -> Tuple[pd.DataFrame, Dict[str, float]]:
     """Score predicted against observed deltas, per perturbation and pooled.
 
     ``pred`` and ``obs`` are genes x perturbations frames (index genes, columns perturbations).
@@ -174,9 +266,17 @@ def score_effects(pred: pd.DataFrame, obs: pd.DataFrame) -> Tuple[pd.DataFrame, 
     perturbations present in both are scored, in obs' column order (so compare methods on the
     same columns; ``n_perturbations`` says how many were scored).
 
+    ``ref`` is the mean perturbed effect that ``pearson_systema`` centres on (see
+    :func:`effect_metrics`): a pandas Series indexed by gene (aligned on obs' genes; it must
+    cover them all), or a vector in obs' gene order. In :func:`.evaluate.evaluate` it is the mean
+    of the training perturbations' deltas (:func:`.baselines.mean_effect`), never computed from
+    the cells scored against. Without ``ref``, ``pearson_systema`` is NaN.
+
     Returns ``(frame, summary)``:
 
-    * ``frame``: rows perturbations, columns :data:`METRICS`, from :func:`effect_metrics`;
+    * ``frame``: rows perturbations, columns :data:`METRICS`: :func:`effect_metrics` and
+      ``discrimination`` from :func:`discrimination`, computed across the scored perturbations
+      whose pred and obs are finite (NaN for the others, and for all with fewer than 2 of them);
     * ``summary``: for each metric, the mean over perturbations ignoring NaN (a perturbation whose
       metric is undefined does not count for that metric); ``n_perturbations`` (scored);
       ``n_undefined`` (perturbations whose metrics are all NaN because pred or obs held a
@@ -184,7 +284,8 @@ def score_effects(pred: pd.DataFrame, obs: pd.DataFrame) -> Tuple[pd.DataFrame, 
       them together with this count); and ``pearson_delta_pooled``: one Pearson r over all
       (gene, perturbation) entries of the perturbations with finite pred and obs, concatenated.
       The pooled r also rewards getting the relative *size* of effects across perturbations right
-      (strong perturbations dominate it), unlike the per-perturbation mean.
+      (strong perturbations dominate it), unlike the per-perturbation mean. The mean
+      ``discrimination`` of a prediction that is the same for every perturbation is 0.5.
     """
     _check_frame(pred, "pred")
     _check_frame(obs, "obs")
@@ -203,10 +304,12 @@ def score_effects(pred: pd.DataFrame, obs: pd.DataFrame) -> Tuple[pd.DataFrame, 
             "score_effects: pred and obs share no perturbation; "
             f"obs has [{_names(obs.columns)}], pred has [{_names(pred.columns)}]"
         )
+    r = _ref_vector(ref, genes_obs, "score_effects")
     o = obs.loc[:, perts].to_numpy(dtype=np.float64)
     p = pred.reindex(index=genes_obs).loc[:, perts].to_numpy(dtype=np.float64)
-    rows = [effect_metrics(p[:, j], o[:, j]) for j in range(len(perts))]
+    rows = [effect_metrics(p[:, j], o[:, j], ref=r) for j in range(len(perts))]
     frame = pd.DataFrame(rows, index=pd.Index(perts, name="perturbation"), columns=list(METRICS))
+    frame["discrimination"] = discrimination(p, o)
     summary = _summary(frame)
     finite = np.isfinite(p).all(axis=0) & np.isfinite(o).all(axis=0)
     summary["pearson_delta_pooled"] = (
@@ -252,6 +355,7 @@ def split_half_ceiling(
     controls,
     seed: int = 0,
     n_splits: int = 5,
+    ref=None,
 ) -> Tuple[pd.DataFrame, Dict[str, float]]:
     """Reliability ceiling of the held-out reference deltas, by repeated split halves.
 
@@ -266,10 +370,14 @@ def split_half_ceiling(
     by all perturbations, as all perturbations share one control mean in D) and each
     perturbation's cells into halves ``P_A, P_B`` likewise (seeded by seed, s and the
     perturbation's name, so independent of dict order). Then ``delta_A = mean(P_A) - mean(C_A)``,
-    ``delta_B = mean(P_B) - mean(C_B)`` and ``effect_metrics(delta_A, delta_B)`` (delta_B in the
-    role of obs). Per perturbation, over the splits:
+    ``delta_B = mean(P_B) - mean(C_B)`` and ``effect_metrics(delta_A, delta_B, ref=ref)``
+    (delta_B in the role of obs). ``ref`` is the mean perturbed effect ``pearson_systema`` centres
+    on (as in :func:`score_effects`, from training cells, not from these), a vector over the G
+    genes in the cells' column order (a Series is taken in its order, unaligned); without it
+    ``pearson_systema`` is NaN. Per perturbation, over the splits:
 
-    * ``pearson_delta``, ``pearson_delta_top20``: the half-vs-half r averaged over splits, then
+    * ``pearson_delta``, ``pearson_delta_top20``, ``pearson_systema``: the half-vs-half r
+      (for ``pearson_systema``, of ``delta_A - ref`` vs ``delta_B - ref``) averaged over splits, then
       Spearman-Brown corrected to full size, ``rel = 2 r / (1 + r)`` (clipped to [-1, 1]): the
       *reliability* ``corr(D, D')`` between the reference and an independent replicate of it with
       as many cells. The ceiling reported is ``sqrt(max(rel, 0))``: the correlation a noise-free
@@ -302,6 +410,10 @@ def split_half_ceiling(
       understate what an ideal predictor would get against D: they are lower bounds on the
       ceiling (conservative as "the reference agrees with itself at least this well"; a model
       may exceed them).
+    * ``discrimination``: :func:`discrimination` with the delta_A of every perturbation (with
+      >= 4 cells) as the predictions and their delta_B as the observations, within each split,
+      averaged over splits; uncorrected, so a lower bound like the Jaccard ones (NaN with fewer
+      than 2 such perturbations).
 
     Perturbations with fewer than 4 cells get NaN in every metric. Fewer than 4 control cells, no
     perturbation, or mismatched gene counts raise :class:`~grnvae.errors.DataError`.
@@ -327,6 +439,12 @@ def split_half_ceiling(
         raise DataError(f"split_half_ceiling: need at least 4 control cells to split in halves, got {m}")
     if sp.issparse(controls):
         controls = controls.tocsr()
+    r = None
+    if ref is not None:
+        r = _as_vector(ref.to_numpy() if isinstance(ref, (pd.Series, pd.DataFrame)) else ref, "ref",
+                       "split_half_ceiling")
+        if r.size != G:
+            raise DataError(f"split_half_ceiling: ref has {r.size} genes but the cells have {G}")
 
     names = list(cells_by_pert)
     cells: Dict[str, np.ndarray] = {}
@@ -356,15 +474,18 @@ def split_half_ceiling(
             pa, pb = _halves(_pert_seed(seed, s, nm), n)
             mean_a, mean_b = x[pa].mean(axis=0), x[pb].mean(axis=0)
             delta_a, delta_b = mean_a - ctrl_a, mean_b - ctrl_b
-            met = effect_metrics(delta_a, delta_b)
+            met = effect_metrics(delta_a, delta_b, ref=r)
             w_p = len(pa) * len(pb) / n**2
             met["mse"] = float(np.mean(w_p * (mean_a - mean_b) ** 2 + w_c * (ctrl_a - ctrl_b) ** 2))
-            for k in METRICS:
+            for k in EFFECT_METRICS:
                 acc[nm][k].append(met[k])
             da_all.append(delta_a)
             db_all.append(delta_b)
         if ok:
             pooled_r.append(_pearson(np.concatenate(da_all), np.concatenate(db_all)))
+            disc = discrimination(np.stack(da_all, axis=1), np.stack(db_all, axis=1))
+            for nm, v in zip(ok, disc):
+                acc[nm]["discrimination"].append(float(v))
 
     rows = []
     for nm in names:
