@@ -6,7 +6,10 @@
 - ``prior``: the edges of the prior network (``grn.prior``) only;
 - ``prior+knn``: prior edges plus, for every node, its ``grn.knn`` nearest neighbours;
 - ``prior+complete``: prior edges marked within the complete graph;
-- ``knn``: nearest neighbours only.
+- ``knn``: nearest neighbours only;
+- ``regulators``: every perturbed node to every other node (a regulator's out-edges can carry
+  any response); ``regulators+knn`` adds nearest neighbours among the other nodes for further
+  hops.
 
 Nearest neighbours: for a measured node, the measured nodes whose expression correlates most
 (in absolute value) with it over training cells; for a perturbed node, also the measured nodes
@@ -90,6 +93,17 @@ def knn_edges(data, k: int, max_cells: int = 10000, block: int = 512, seed: int 
     return torch.from_numpy(np.stack([np.concatenate(src), np.concatenate(dst)])).long()
 
 
+def regulator_edges(data) -> torch.Tensor:
+    """Every perturbed node (in any condition, seen in training or not) to every other node:
+    ``[2, R (V - 1)]``. Its out-edges can then carry any response of a regulator."""
+    V = len(data.nodes)
+    regs = sorted({n for nodes in data.condition_nodes for n in nodes})
+    src = np.repeat(np.asarray(regs, dtype=np.int64), V)
+    dst = np.tile(np.arange(V, dtype=np.int64), len(regs))
+    keep = src != dst
+    return torch.from_numpy(np.stack([src[keep], dst[keep]]))
+
+
 def build_model_graph(data, cfg) -> ModelGraph:
     """Assemble the candidate edge set and per-edge priors for ``data`` from a recipe."""
     gcfg, ecfg = cfg.grn, cfg.model.edges
@@ -105,7 +119,9 @@ def build_model_graph(data, cfg) -> ModelGraph:
     parts = []
     if mode in ("complete", "prior+complete"):
         parts.append(GRN.complete(nodes, self_loops=False).edge_index)
-    if mode in ("knn", "prior+knn"):
+    if mode in ("regulators", "regulators+knn"):
+        parts.append(regulator_edges(data))
+    if mode in ("knn", "prior+knn", "regulators+knn"):
         parts.append(knn_edges(data, int(gcfg.knn), seed=int(cfg.seed)))
     if prior is not None:
         parts.append(prior.edge_index)

@@ -13,7 +13,7 @@ penalty on the edge probabilities.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 import torch
 from omegaconf import OmegaConf
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from .grn import GRN
-from .nn.edges import EdgePosterior, normal_kl
+from .nn.edges import EdgePosterior, FeatureEdgePosterior, normal_kl
 from .nn.effect import EffectModule, EffectPlan, SparseEffects, khop_rows
 from .nn.encoders import BasalEncoder
 from .nn.likelihoods import Decoder
@@ -51,6 +51,7 @@ class ModelSpec:
     in_prior: Optional[Tensor] = None  # edge comes from the prior network [E] (bool)
     covariates: Dict[str, List[str]] = field(default_factory=dict)  # covariate -> levels
     n_qc_fail: int = 0  # training cells failing QC (artifact module)
+    node_features: Optional[Tensor] = None  # [V, F] gene features of the amortised edge prior
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -94,16 +95,24 @@ class GRNVAE(nn.Module):
         self.register_buffer("node_counts", spec.node_counts.float().clone())
         node_gene = torch.as_tensor(spec.node_gene, dtype=torch.long)
         self.register_buffer("measured_nodes", torch.nonzero(node_gene >= 0).flatten())
+        self.register_buffer("node_gene", node_gene)
+        self.skip = bool(mcfg.decoder.skip)
         self.n_train = int(spec.n_train)
 
         ecfg = mcfg.edges
-        self.edges = EdgePosterior(
-            self.edge_index, V,
-            mask_prior=spec.mask_prior if spec.mask_prior is not None else ecfg.mask_prior,
-            logit_init=spec.logit_init if spec.logit_init is not None else ecfg.logit_init, weight=ecfg.weight,
-            weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
-            encoder_layers=ecfg.encoder_layers, encoder_hidden=ecfg.encoder_hidden,
-        )
+        if ecfg.weight == "features":
+            self.edges = FeatureEdgePosterior(
+                self.edge_index, spec.node_features, mask_prior=ecfg.mask_prior, logit_init=ecfg.logit_init,
+                weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
+                hidden=ecfg.feature_hidden, mask=ecfg.mask)
+        else:
+            self.edges = EdgePosterior(
+                self.edge_index, V,
+                mask_prior=spec.mask_prior if spec.mask_prior is not None else ecfg.mask_prior,
+                logit_init=spec.logit_init if spec.logit_init is not None else ecfg.logit_init, weight=ecfg.weight,
+                weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
+                encoder_layers=ecfg.encoder_layers, encoder_hidden=ecfg.encoder_hidden,
+            )
         self.effect = EffectModule(mcfg.effect.layer, mcfg.effect.hops, mcfg.effect.combine,
                                    mcfg.effect.hidden, OmegaConf.to_container(mcfg.effect.options))
         L = mcfg.latent_dim
@@ -160,6 +169,23 @@ class GRNVAE(nn.Module):
         edge_weight, edge_kl, _ = self.edges.sample(particles, rows=plan.rows)
         return self.effect.compute(cond_dosage, self.edge_index, edge_weight, plan), edge_kl, plan
 
+    def gene_effects(self, z_p: Union[Tensor, SparseEffects]) -> Optional[Tensor]:
+        """Node effects placed on their own genes' columns, ``[P, C, G]`` (zero for genes that
+        are no node), for the decoder's identity skip; None without ``model.decoder.skip``."""
+        if not self.skip:
+            return None
+        G = self.n_genes
+        if isinstance(z_p, SparseEffects):
+            c, v = z_p.support
+            g = self.node_gene[v]
+            keep = g >= 0
+            P, C = z_p.values.shape[0], z_p.num_conditions
+            out = z_p.values.new_zeros(P, C * G).index_add(1, c[keep] * G + g[keep], z_p.values[:, keep])
+            return out.view(P, C, G)
+        out = z_p.new_zeros(z_p.shape[0], z_p.shape[1], G)
+        out[:, :, self.node_gene[self.measured_nodes]] = z_p[:, :, self.measured_nodes]
+        return out
+
     def plated_kl(self, edge_kl: Tensor, cond_dosage: Tensor, cond_index: Tensor) -> Tensor:
         """Each cell's share of the global KL: ``[N]``.
 
@@ -181,7 +207,8 @@ class GRNVAE(nn.Module):
         has = batch["has_delta"]
         if self.align_weight == 0 or self.measured_nodes.numel() == 0 or not bool(has.any()):
             return self.edges.logits.new_zeros(())
-        rows = khop_rows(batch["cond_dosage"], self.edge_index, self.edges.logits, self.num_nodes, self.align_hops)
+        rows = khop_rows(batch["cond_dosage"].abs(), self.edge_index, self.edges.logits, self.num_nodes,
+                         self.align_hops)
         pred = rows[batch["cond_index"][has]][:, self.measured_nodes]
         target = batch["delta"][has] - self.align_fc
         return self.align_weight * (pred - target).abs().mean()
@@ -194,6 +221,7 @@ class GRNVAE(nn.Module):
         # and of the expression, each computed once and shared by the encoder calls
         z_enc = self.encoder.project_effect(z_p)
         z_dec = self.decoder.project_effect(z_p)
+        gene_effect = self.gene_effects(z_p)
         offset = None
         if self.artifact:
             q = batch["qc"]
@@ -203,7 +231,7 @@ class GRNVAE(nn.Module):
         x_enc = self.encoder.project_input(x_std)
         loc, scale = self.encoder(x_enc, z_enc, idx, particles, offset, cov)
         z_b = loc + scale * torch.randn_like(loc)
-        log_lik = self.decoder.log_prob(x, z_b, z_dec, idx, batch["library"], offset, cov).mean(0)  # [N]
+        log_lik = self.decoder.log_prob(x, z_b, z_dec, idx, batch["library"], offset, cov, gene_effect).mean(0)  # [N]
         kl_local = normal_kl(loc, scale, 1.0).sum(-1).mean(0)  # [N]
         kl_global = self.plated_kl(edge_kl, batch["cond_dosage"], idx)  # [N]
         weight = None
@@ -278,15 +306,17 @@ class GRNVAE(nn.Module):
     @torch.no_grad()
     def predict(self, dosage: Tensor, x_ctrl: Optional[Tensor] = None, library: Optional[Tensor] = None,
                 covariates: Optional[Tensor] = None, particles: int = 5, n_prior: int = 256,
-                chunk: int = 256) -> Tensor:
-        """Predicted mean log-normalised expression of each condition: ``[C, G]``.
+                chunk: int = 128) -> Tensor:
+        """Predicted mean log-normalised expression of each condition: ``[C, G]``, never negative.
 
-        Basal states come from control cells (``x_ctrl`` ``[N, G]`` with their ``library``
-        ``[N]`` and ``covariates``): each is encoded with the control effect, then decoded with
-        each condition's sampled effect, on the artifact-free path. Without control cells,
-        ``n_prior`` basal states are drawn from the prior N(0, I) with the training median
-        library size. Counts are log-normalised as ``log1p(mu / library * 1e4)`` per cell and
-        averaged over cells and particles.
+        The statistic is the one a reference effect is made of: the expectation of
+        ``log1p(x / library * 1e4)`` under the likelihood (for counts, the exact negative-binomial
+        expectation, not the log of the mean), for each control cell with its own library size
+        and covariates, averaged over cells and particles. Control cells (``x_ctrl`` ``[N, G]``,
+        ``library`` ``[N]``, ``covariates``) give basal states drawn from their posterior (encoded
+        with the control effect); without them, ``n_prior`` basal states are drawn from the prior
+        N(0, I) with the training median library size. Each particle samples the GRN once and
+        each cell's basal state once, shared by all conditions, on the artifact-free path.
         """
         self.eval()
         device = self.x_mean.device
@@ -295,6 +325,7 @@ class GRNVAE(nn.Module):
         control_dose = torch.zeros(1, self.num_nodes, device=device)
         z_p, _, _ = self._effects(torch.cat([control_dose, dosage]), particles)  # [P, 1 + C, V]
         z_dec = self.decoder.project_effect(z_p)  # once, not per chunk and condition
+        gene_effect = self.gene_effects(z_p)
         if x_ctrl is None:
             n = n_prior
             lib = torch.full((n,), float(self.spec.extra.get("library_median", 1e4)), device=device)
@@ -311,9 +342,9 @@ class GRNVAE(nn.Module):
             x_ctrl, lib = x_ctrl.to(device), library.to(device)
             cov_all = None if covariates is None else covariates.to(device)
             idx0 = torch.zeros(x_ctrl.shape[0], dtype=torch.long, device=device)
-            loc, _ = self.encoder(self.standardise(x_ctrl), self.encoder.project_effect(z_p), idx0, particles,
-                                  None, cov_all)  # row 0: the control
-            z_b_all = loc  # posterior means of the controls' basal states
+            loc, scale = self.encoder(self.standardise(x_ctrl), self.encoder.project_effect(z_p), idx0, particles,
+                                      None, cov_all)  # row 0: the control
+            z_b_all = loc + scale * torch.randn_like(loc)  # a posterior draw per particle and cell
             n = x_ctrl.shape[0]
         total = torch.zeros(C, self.n_genes, device=device)
         for a in range(0, n, chunk):
@@ -322,10 +353,8 @@ class GRNVAE(nn.Module):
             cov = None if cov_all is None else cov_all[a:b]
             for c in range(C):
                 index = torch.full((b - a,), 1 + c, dtype=torch.long, device=device)
-                mean = self.decoder.mean(z_b, z_dec, index, lib[a:b], None, cov)  # [P, n, G]
-                if self.likelihood == "nb":
-                    mean = torch.log1p(mean / lib[a:b].clamp(min=1e-8)[None, :, None] * 1e4)
-                total[c] += mean.mean(0).sum(0)
+                mean = self.decoder.mean(z_b, z_dec, index, lib[a:b], None, cov, gene_effect)  # [P, n, G]
+                total[c] += self.decoder.expected_lognorm(mean, lib[a:b]).mean(0).sum(0)
         return (total / n).cpu()
 
     # ---------------------------------------------------------------------------------------

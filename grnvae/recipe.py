@@ -53,6 +53,10 @@ class SimulatorConfig:
     library_size: float = 2000.0
     dispersion: float = 8.0
     seed: int = 0
+    basal_grn: float = 0.0
+    saturation: float = 0.0
+    double_targets: str = "random"
+    activation: bool = False
 
 
 @dataclass
@@ -61,6 +65,7 @@ class SplitConfig:
     fractions: List[float] = field(default_factory=lambda: [0.64, 0.16, 0.20])
     test: Optional[List[str]] = None
     column: Optional[str] = None
+    val: str = "cells"  # by=perturbation: validation from held-out cells of seen perturbations, or whole "perturbations"
 
 
 @dataclass
@@ -101,6 +106,7 @@ class DataConfig:
     ot: OTConfig = field(default_factory=OTConfig)
     expression: str = "auto"
     pairing: str = "random"
+    modality: str = "knockdown"  # knockdown (also knock-out, CRISPRi) or activation (CRISPRa): the dosage sign
     simulate: Optional[SimulatorConfig] = None
     split: SplitConfig = field(default_factory=SplitConfig)
 
@@ -109,6 +115,7 @@ class DataConfig:
 class GRNConfig:
     nodes: str = "perturbed"
     deg_per_perturbation: int = 20
+    n_hvg: int = 500  # grn.nodes=perturbed+hvg: how many highly variable genes join the perturbed targets
     edges: str = "complete"
     self_loops: bool = True
     prior: Optional[str] = None
@@ -129,6 +136,12 @@ class EdgeConfig:
     weight_prior_scale: float = 1.0
     encoder_layers: int = 4
     encoder_hidden: int = 400
+    # weight: features (an edge prior amortised over gene features, see grnvae.nn.edges)
+    features: List[str] = field(default_factory=lambda: ["expression", "response"])
+    expression_pcs: int = 20
+    response_pcs: int = 10
+    feature_hidden: int = 32
+    mask: bool = True  # sample edge masks; false: every edge present, weights only
 
 
 @dataclass
@@ -152,6 +165,7 @@ class DecoderConfig:
     layers: int = 2
     hidden: int = 400
     likelihood: str = "auto"
+    skip: bool = False  # node effects shift their own gene's log-rate (identity skip beside the MLP)
 
 
 @dataclass
@@ -222,14 +236,16 @@ class Recipe:
 #: allowed values of string-valued choice keys (checked after composition)
 CHOICES = {
     "data.pairing": ("random", "mean", "ot"),
+    "data.modality": ("knockdown", "activation"),
     "data.on_unassigned": ("drop", "error"),
     "data.ot.features": ("perturbed", "pca"),
     "data.ot.metric": ("euclidean", "sqeuclidean"),
     "data.split.by": ("cells", "perturbation", "combination", "column"),
+    "data.split.val": ("cells", "perturbations"),
     "data.expression": ("auto", "counts", "lognorm"),
-    "grn.nodes": ("perturbed", "perturbed+deg", "measured", "prior"),
-    "grn.edges": ("complete", "prior", "prior+knn", "prior+complete", "knn"),
-    "model.edges.weight": ("amortized", "free"),
+    "grn.nodes": ("perturbed", "perturbed+deg", "perturbed+measured", "perturbed+hvg", "measured", "prior"),
+    "grn.edges": ("complete", "prior", "prior+knn", "prior+complete", "knn", "regulators", "regulators+knn"),
+    "model.edges.weight": ("amortized", "free", "features"),
     "model.effect.combine": ("sum", "last"),
     "model.encoder.kind": ("correlated", "mean_field"),
     "model.decoder.likelihood": ("auto", "nb", "normal"),
@@ -241,7 +257,7 @@ CHOICES = {
 #: numeric keys that must be positive (>0) or non-negative (>=0)
 POSITIVE = (
     "model.latent_dim", "model.edges.temperature", "model.edges.weight_prior_scale",
-    "model.edges.encoder_hidden", "model.effect.hops", "model.effect.hidden", "model.encoder.hidden",
+    "model.edges.encoder_hidden", "model.edges.feature_hidden", "model.effect.hops", "model.effect.hidden", "model.encoder.hidden",
     "model.decoder.hidden", "model.artifact.prior_scale", "data.qc.nmads", "data.ot.reg", "data.ot.n_pcs",
     "data.ot.chunk_size", "train.max_epochs", "train.batch_size", "train.particles", "train.lr",
     "train.eval_cells",
@@ -250,7 +266,7 @@ NON_NEGATIVE = (
     "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity",
     "train.weight_decay", "train.grad_clip", "train.patience", "train.num_workers",
     "model.edges.encoder_layers", "model.encoder.layers", "model.decoder.layers",
-    "model.artifact.cf_weight", "data.min_cells", "grn.knn", "grn.deg_per_perturbation",
+    "model.artifact.cf_weight", "model.edges.expression_pcs", "model.edges.response_pcs", "data.min_cells", "grn.knn", "grn.deg_per_perturbation", "grn.n_hvg",
 )
 
 # --------------------------------------------------------------------------------------------
@@ -418,6 +434,11 @@ def _check(cfg: DictConfig, where: str) -> None:
         value = OmegaConf.select(cfg, key)
         if value < 0:
             raise RecipeError(f"{where}: '{key}' must be >= 0, got {value!r}")
+    from .data.features import FEATURES
+
+    bad = [f for f in cfg.model.edges.features if f not in FEATURES]
+    if bad:
+        raise RecipeError(f"{where}: 'model.edges.features' has {bad}, expected a list of {', '.join(FEATURES)}")
     if not 0.0 < cfg.model.edges.mask_prior < 1.0:
         raise RecipeError(f"{where}: 'model.edges.mask_prior' must lie in (0, 1), got {cfg.model.edges.mask_prior}")
     if cfg.data.path is None and cfg.data.simulate is None:

@@ -71,6 +71,13 @@ def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
     graph = build_model_graph(data, cfg)
     grn = graph.grn
     mean, std = data.standardisation("train")
+    features = None
+    ecfg = cfg.model.edges
+    if ecfg.weight == "features":
+        from .data.features import node_features
+
+        features = torch.from_numpy(node_features(data, list(ecfg.features), int(ecfg.expression_pcs),
+                                                  int(ecfg.response_pcs), seed=int(cfg.seed)))
     return ModelSpec(
         genes=list(data.genes), nodes=list(grn.genes), edge_index=grn.edge_index.clone(),
         mask_prior=graph.mask_prior, logit_init=graph.logit_init, in_prior=graph.in_prior,
@@ -78,8 +85,9 @@ def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
         x_std=torch.from_numpy(std), node_counts=torch.from_numpy(data.node_counts("train")),
         n_train=int(len(data.split_index("train"))), values=data.values,
         covariates=data.covariate_levels(),
-        extra={"library_median": float(np.median(data.library[data.split == 0]))},
+        extra={"library_median": float(np.median(data.library[data.split == 0])), "dose": data.dose},
         n_qc_fail=int(data.qc[data.split == 0].sum()) if data.qc is not None else 0,
+        node_features=features,
     )
 
 

@@ -177,8 +177,11 @@ def _scan(X, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, str]:
 
 def _node_set(cfg, genes: List[str], perturbed: List[str], cond_targets, gene_pos) -> List[str]:
     nodes = cfg.grn.nodes
-    if nodes in ("perturbed", "perturbed+deg"):
+    if nodes in ("perturbed", "perturbed+deg", "perturbed+hvg"):
         return list(perturbed)
+    if nodes == "perturbed+measured":  # perturbed targets, then every other measured gene
+        known = set(perturbed)
+        return list(perturbed) + [g for g in genes if g not in known]
     if nodes == "measured":  # every measured gene, then perturbed targets that are not measured
         return list(genes) + [t for t in perturbed if t not in gene_pos]
     # prior: perturbed targets, then the prior's genes that are measured
@@ -231,6 +234,7 @@ class PerturbationData:
     qc: Optional[np.ndarray] = None  # True = QC-failing (artifact) cell
     qc_report: Optional[str] = None
     cf_pair: Optional[np.ndarray] = None  # same condition and split, opposite QC status (-1: none)
+    modality: str = "knockdown"  # or "activation" (CRISPRa): the sign of the dosage
     _cache: Dict[str, object] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------------------ building
@@ -333,9 +337,12 @@ class PerturbationData:
             pair=np.where(parsed.is_control, -1, -2).astype(np.int64), library=library,
             values=values, control_labels=control_labels(cfg), source=source, true_grn=true_grn,
             rows=rows, dropped=parsed.dropped, categories=categories, covariates=covariates,
+            modality=dcfg.modality,
         )
         if cfg.grn.nodes == "perturbed+deg":
             data._add_deg_nodes(int(cfg.grn.deg_per_perturbation))
+        elif cfg.grn.nodes == "perturbed+hvg":
+            data._add_hvg_nodes(int(cfg.grn.n_hvg), seed)
         qcfg = dcfg.qc
         if qcfg.column or qcfg.compute:
             data._set_qc(adata, qcfg, keep, seed)
@@ -444,6 +451,23 @@ class PerturbationData:
             out[a:b] = ((block - mean) @ V[:, :k]).numpy()
         return out
 
+    def _add_hvg_nodes(self, k: int, seed: int) -> None:
+        """Add the ``k`` most variable genes (log-normalised, over up to 20,000 training cells)."""
+        train = self.split_index("train")
+        rng = np.random.default_rng(seed)
+        cells = np.sort(rng.choice(train, size=min(len(train), 20000), replace=False))
+        X = self.lognorm_rows(cells, None)
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
+        self._add_nodes([self.genes[g] for g in np.argsort(-var, kind="stable")[:k]])
+
+    def _add_nodes(self, genes) -> None:
+        """Append measured genes that are not yet GRN nodes (in sorted order)."""
+        new = [g for g in sorted(set(genes)) if g not in set(self.nodes)]
+        gene_pos = {g: i for i, g in enumerate(self.genes)}
+        self.nodes = list(self.nodes) + new
+        self.node_gene = np.r_[self.node_gene, [gene_pos[g] for g in new]].astype(np.int64)
+
     def _add_deg_nodes(self, k: int) -> None:
         """Add each perturbation's top-k differentially expressed genes (training cells) as nodes."""
         train = self.split == 0
@@ -456,10 +480,7 @@ class PerturbationData:
                 continue
             diff = np.abs(np.asarray(self.lognorm_rows(cells, None).mean(axis=0)).ravel() - ctrl_mean)
             extra.update(self.genes[g] for g in np.argsort(-diff, kind="stable")[:k])
-        new = [g for g in sorted(extra) if g not in set(self.nodes)]
-        gene_pos = {g: i for i, g in enumerate(self.genes)}
-        self.nodes = list(self.nodes) + new
-        self.node_gene = np.r_[self.node_gene, [gene_pos[g] for g in new]].astype(np.int64)
+        self._add_nodes(extra)
 
     # ------------------------------------------------------------------------------ summaries
     @property
@@ -497,13 +518,20 @@ class PerturbationData:
         return np.nonzero(self.split == SPLITS.index(name))[0]
 
     def dosage(self, conditions: Sequence[int]) -> torch.Tensor:
-        """Dense dosage rows ``[len(conditions), V]`` (1 on each targeted node)."""
+        """Dense dosage rows ``[len(conditions), V]``: :attr:`dose` on each targeted node."""
         out = torch.zeros(len(conditions), len(self.nodes))
         for r, c in enumerate(conditions):
             nodes = self.condition_nodes[c]
             if nodes:
-                out[r, list(nodes)] = 1.0
+                out[r, list(nodes)] = self.dose
         return out
+
+    @property
+    def dose(self) -> float:
+        """Dosage of a targeted node: +1 for knock-out / knock-down (GPO-VAE's one-hot), -1 for
+        activation (``data.modality``), so an edge weight is the change of its target per unit
+        loss of its regulator in either kind of screen."""
+        return -1.0 if self.modality == "activation" else 1.0
 
     def node_counts(self, split: str = "train") -> np.ndarray:
         """Cells of a split with a non-zero dosage on each node ``[V]``."""
@@ -534,16 +562,24 @@ class PerturbationData:
         return mean.astype(np.float32), std.astype(np.float32)
 
     # ------------------------------------------------------------------------------ batches
+    def mean_lognorm(self, cells: np.ndarray, cols: Optional[np.ndarray] = None) -> np.ndarray:
+        """Mean log-normalised expression of ``cells`` on gene columns ``cols`` (all if None),
+        read in chunks: ``[len(cols)]`` float64."""
+        cells = np.asarray(cells, dtype=np.int64)
+        total = np.zeros(len(self.genes) if cols is None else len(cols))
+        for a, b in _chunks(len(cells)):
+            total += np.asarray(self.lognorm_rows(cells[a:b], cols).sum(axis=0)).ravel()
+        return total / max(len(cells), 1)
+
+    def control_mean_genes(self) -> np.ndarray:
+        """Mean log-normalised expression of the training controls on every gene ``[G]``."""
+        if "control_mean_genes" not in self._cache:
+            self._cache["control_mean_genes"] = self.mean_lognorm(np.nonzero((self.pair == -1) & (self.split == 0))[0])
+        return self._cache["control_mean_genes"]  # type: ignore[return-value]
+
     def control_mean(self) -> np.ndarray:
         """Mean log-normalised expression of the training controls on measured nodes ``[Vm]``."""
-        if "control_mean" not in self._cache:
-            cols = self.node_gene[self.node_gene >= 0]
-            ctrl = np.nonzero((self.pair == -1) & (self.split == 0))[0]
-            total = np.zeros(len(cols))
-            for a, b in _chunks(len(ctrl)):
-                total += np.asarray(self.lognorm_rows(ctrl[a:b], cols).sum(axis=0)).ravel()
-            self._cache["control_mean"] = (total / max(len(ctrl), 1)).astype(np.float32)
-        return self._cache["control_mean"]  # type: ignore[return-value]
+        return self.control_mean_genes()[self.node_gene[self.node_gene >= 0]].astype(np.float32)
 
     def batch(self, cells: Sequence[int]) -> Dict[str, torch.Tensor]:
         """Densify a batch of cells into the tensors the model consumes (see ``GRNVAE``)."""

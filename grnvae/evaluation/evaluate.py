@@ -355,7 +355,7 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
                 f"nodes{' (' + hint + ')' if hint else ''}; a GRN node is needed to carry a perturbation"
             )
         row = torch.zeros(len(nodes))
-        row[[pos[t] for t in targets]] = 1.0
+        row[[pos[t] for t in targets]] = float(run.model.spec.extra.get("dose", 1.0))
         dose_rows.append(row)
         labels.append(label)
     dosage = torch.stack([torch.zeros(len(nodes))] + dose_rows)
@@ -371,7 +371,7 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
         source = f"{len(ctrl)} control cells"
     torch.manual_seed(int(cfg.seed))
     pred = run.model.predict(dosage, x, lib, cov, particles=particles).numpy()
-    obs = pd.DataFrame({"perturbation": ["control"] + labels, "n_targets": [0] + [int(r.sum()) for r in dose_rows]})
+    obs = pd.DataFrame({"perturbation": ["control"] + labels, "n_targets": [0] + [int((r != 0).sum()) for r in dose_rows]})
     obs.index = obs["perturbation"].astype(str)
     adata = ad.AnnData(X=pred.astype(np.float32), obs=obs, var=pd.DataFrame(index=list(run.model.spec.genes)))
     adata.layers["delta"] = (pred - pred[:1]).astype(np.float32)

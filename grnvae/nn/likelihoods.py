@@ -25,6 +25,47 @@ def nb_log_prob(x: Tensor, mu: Tensor, log_theta: Tensor, eps: float = 1e-8) -> 
     )
 
 
+def expected_log1p_nb(mu: Tensor, log_theta: Tensor, scale: Tensor, k_max: int = 96,
+                      max_elements: int = 1 << 23) -> Tensor:
+    """``E[log1p(scale * X)]`` for ``X ~ NB(mu, exp(log_theta))``, elementwise: ``[..., G]``.
+
+    ``mu`` is ``[..., G]``, ``log_theta`` ``[G]`` and ``scale`` broadcastable to ``mu`` (e.g.
+    ``1e4 / library`` as ``[..., N, 1]``): the expected log-normalised value of a count. The sum
+    over ``k = 0..k_max`` is exact (low and moderate counts, where ``log1p`` is most curved); the
+    mass beyond ``k_max``, if any, enters through its conditional mean ``m`` and variance ``v``
+    as ``log1p(s m) - s^2 v / (2 (1 + s m)^2)`` (a second-order expansion where ``log1p`` is
+    smooth). The pmf is ``exp(T[g, k] + theta log(theta / (theta + mu)) + k log(mu / (theta + mu)))``
+    with ``T = lgamma(k + theta) - lgamma(theta) - lgamma(k + 1)`` tabulated once per gene.
+    """
+    theta = log_theta.exp()
+    dtype = torch.float64  # the tail moments are differences of sums
+    mu64 = mu.to(dtype)
+    th = theta.to(dtype)
+    scale = torch.as_tensor(scale, device=mu.device).to(dtype).expand_as(mu64)
+    k = torch.arange(k_max + 1, dtype=dtype, device=mu.device)
+    table = torch.lgamma(k + th[:, None]) - torch.lgamma(th)[:, None] - torch.lgamma(k + 1)  # [G, K]
+    G = mu.shape[-1]
+    flat_mu = mu64.reshape(-1, G)
+    flat_s = scale.reshape(-1, G)
+    rows = max(1, max_elements // (G * (k_max + 1)))
+    out = []
+    for a in range(0, flat_mu.shape[0], rows):
+        m = flat_mu[a:a + rows].clamp(min=1e-12)
+        c = flat_s[a:a + rows]
+        log_denom = torch.log(th + m)
+        p = (table + (th * (torch.log(th) - log_denom))[..., None] + k * (torch.log(m) - log_denom)[..., None]).exp()
+        head = (p * torch.log1p(c[..., None] * k)).sum(-1)
+        tail_p = (1.0 - p.sum(-1)).clamp(min=0.0)
+        tail = tail_p > 1e-9
+        pt = tail_p.clamp(min=1e-300)
+        mean_t = ((m - (p * k).sum(-1)) / pt).clamp(min=float(k_max + 1))
+        second = m + m ** 2 / th + m ** 2 - (p * k ** 2).sum(-1)
+        var_t = (second / pt - mean_t ** 2).clamp(min=0.0)
+        tail_val = torch.log1p(c * mean_t) - c ** 2 * var_t / (2 * (1 + c * mean_t) ** 2)
+        out.append(torch.where(tail, head + tail_p * tail_val, head))
+    return torch.cat(out).view_as(mu).to(mu.dtype)
+
+
 class Decoder(nn.Module):
     """Residual LeakyReLU MLP on ``[z_b ; z_p ; q e_qc ; covariates]`` with a count or Gaussian head.
 
@@ -51,22 +92,40 @@ class Decoder(nn.Module):
         else:
             raise ValueError(f"unknown likelihood {likelihood!r}")
 
+    def expected_lognorm(self, mean: Tensor, library: Tensor, scale: float = 1e4) -> Tensor:
+        """Expected log-normalised value ``E[log1p(x / library * scale)]`` of each gene under
+        the likelihood with the given ``mean`` ``[P, N, G]`` and ``library`` ``[N]``: exact
+        for nb (see :func:`expected_log1p_nb`); the mean, floored at 0, for normal (values
+        that are already log-normalised)."""
+        if self.likelihood == "nb":
+            factor = (scale / library.clamp(min=1e-8))[None, :, None]
+            return expected_log1p_nb(mean, self.log_theta, factor)
+        return mean.clamp(min=0.0)
+
     def project_effect(self, z_p: Union[Tensor, SparseEffects]) -> Projected:
         """Effects ``[P, C, V]`` through the first layer, to pass as ``z_p`` (see ``SplitInputMLP``)."""
         return self.mlp.project(1, z_p)
 
     def mean(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
-             artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None) -> Tensor:
-        """Expected observation ``[P, N, G]`` (counts for nb, values for normal)."""
+             artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None,
+             gene_effect: Optional[Tensor] = None) -> Tensor:
+        """Expected observation ``[P, N, G]`` (counts for nb, values for normal).
+
+        ``gene_effect`` ``[P, C, G]`` (rows gathered by ``index``) is added to the MLP's output
+        (the log-rate for nb, the value for normal): the identity skip from node effects to
+        their own genes."""
         out = self.head(self.mlp([z_b, (z_p, index), artifact, covariates]))
+        if gene_effect is not None:
+            out = out + gene_effect[:, index]
         if self.likelihood == "nb":
             return library.unsqueeze(-1) * F.softmax(out, dim=-1)
         return out
 
     def log_prob(self, x: Tensor, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
-                 artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None) -> Tensor:
+                 artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None,
+                 gene_effect: Optional[Tensor] = None) -> Tensor:
         """log p(x | z) summed over genes: ``[P, N]``."""
-        mean = self.mean(z_b, z_p, index, library, artifact, covariates)
+        mean = self.mean(z_b, z_p, index, library, artifact, covariates, gene_effect)
         if self.likelihood == "nb":
             return nb_log_prob(x, mean, self.log_theta).sum(-1)
         scale = self.log_scale.exp() + 1e-4

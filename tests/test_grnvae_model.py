@@ -1,0 +1,183 @@
+"""The default model for real data (recipe ``grnvae``): the prediction statistic, the identity
+skip from node effects to genes, the edge prior amortised over gene features, and the data
+pieces it relies on (measured nodes, regulator edges, dosage sign)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import grnvae
+from grnvae.data import PerturbationData
+from grnvae.data.features import node_features
+from grnvae.nn.edges import FeatureEdgePosterior
+from grnvae.nn.likelihoods import expected_log1p_nb
+from grnvae.training import build_spec
+from grnvae.model import GRNVAE
+
+from .conftest import RECIPES
+
+
+def _nb_samples(rng, mu, theta, n):
+    return rng.poisson(rng.gamma(theta, mu / theta, size=(n,) + np.shape(mu)))
+
+
+def test_expected_log1p_nb_matches_monte_carlo():
+    rng = np.random.default_rng(0)
+    # low means (exact sum) and high means (tail by its conditional moments), three dispersions;
+    # the expansion of the tail is least accurate for very overdispersed, highly expressed genes
+    mu = np.array([0.02, 0.3, 1.5, 6.0, 40.0, 150.0, 400.0])
+    for theta, tol in ((0.5, 0.08), (2.0, 0.025), (8.0, 0.01)):
+        scale = 1e4 / 186.0
+        got = expected_log1p_nb(torch.tensor(mu, dtype=torch.float64), torch.full((7,), np.log(theta), dtype=torch.float64),
+                                torch.tensor(scale, dtype=torch.float64)).numpy()
+        mc = np.log1p(scale * _nb_samples(rng, mu, theta, 400_000)).mean(0)
+        assert np.allclose(got[:5], mc[:5], atol=0.01), (theta, got, mc)  # the exact sum
+        assert np.allclose(got, mc, atol=tol), (theta, got, mc)
+        # the log of the mean is not the mean of the log: the gap is large at low counts
+        assert np.abs(np.log1p(scale * mu) - mc)[:3].min() > 0.1
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return grnvae.simulate(n_genes=40, n_regulators=8, n_cells=900, n_doubles=3, seed=2, basal_grn=0.5)
+
+
+def _cfg(*overrides):
+    return grnvae.load_recipe(RECIPES / "grnvae.yaml", ["data.path=unused.h5ad", "model.latent_dim=4",
+                                                        "model.encoder.hidden=16", "model.decoder.hidden=16",
+                                                        *overrides])
+
+
+def _model(sim, *overrides):
+    cfg = _cfg(*overrides)
+    data = PerturbationData.from_anndata(sim, cfg)
+    torch.manual_seed(0)
+    return data, GRNVAE(build_spec(data, cfg), cfg)
+
+
+def test_measured_nodes_and_regulator_edges(sim):
+    data, model = _model(sim)
+    regs = {n for nodes in data.condition_nodes for n in nodes}
+    assert set(data.nodes) == set(data.genes)  # every measured gene is a node (targets are measured here)
+    assert data.nodes[:len(regs)] == sorted(data.nodes[n] for n in regs)  # perturbed targets first
+    src, dst = model.edge_index
+    for r in regs:  # a regulator reaches every node (itself through its self loop)
+        assert set(dst[src == r].tolist()) == set(range(len(data.nodes)))
+    assert set(src.tolist()) - regs == set(src[src == dst].tolist()) - regs  # others: self loops only
+    hvg = PerturbationData.from_anndata(sim, _cfg("grn.nodes=perturbed+hvg", "grn.n_hvg=5"))
+    assert len(hvg.nodes) <= len(regs) + 5 and set(data.nodes[:len(regs)]) <= set(hvg.nodes)
+
+
+def test_node_effects_land_on_their_own_genes(sim):
+    data, model = _model(sim)
+    dosage = data.dosage(range(len(data.conditions)))
+    plan = model.plan_effects(dosage)
+    weight, _, _ = model.edges.sample(2)
+    sparse = model.effect.compute(dosage, model.edge_index, weight, plan)
+    dense = model.effect.forward(dosage, model.edge_index, weight)
+    g_sparse = model.gene_effects(sparse)
+    g_dense = model.gene_effects(dense)
+    assert torch.allclose(g_sparse, g_dense, atol=1e-6)
+    v = int(model.measured_nodes[3])
+    assert torch.allclose(g_dense[:, :, data.node_gene[v]], dense[:, :, v])
+    # the skip is the decoder's log-rate offset: a large effect on one gene moves that gene's mean
+    z_b = torch.zeros(1, 2, model.latent_dim)
+    z = torch.zeros(1, 2, model.num_nodes)
+    z[0, 1, v] = 1.0
+    mean = model.decoder.mean(z_b, model.decoder.project_effect(z), torch.tensor([0, 1]), torch.tensor([1e3, 1e3]),
+                              gene_effect=model.gene_effects(z))
+    ratio = (mean[0, 1] / mean[0, 0]).log()
+    g = data.node_gene[v]
+    others = torch.ones(len(data.genes), dtype=torch.bool)
+    others[g] = False
+    assert ratio[g] - ratio[others].mean() > 0.9  # log-fold change of ~1 on its own gene, relative to the rest
+
+
+def test_feature_prior_carries_unseen_regulators():
+    # two regulators with identical features get identical prior edges; residuals are what the KL
+    # penalises, so an edge left at its prior (residual 0, scale s) costs no KL
+    feats = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.5, 0.5, 1.0]])
+    ei = torch.tensor([[0, 0, 1, 1], [2, 3, 2, 3]])
+    post = FeatureEdgePosterior(ei, feats, weight_prior_scale=0.4)
+    for p in post.source_net.parameters():
+        torch.nn.init.normal_(p)
+    a, b = post.prior()
+    assert torch.allclose(b[:2], b[2:]) and torch.allclose(a[:2], a[2:])
+    with torch.no_grad():
+        post.log_scale.fill_(np.log(0.4 - 1e-4))
+    _, kl, _ = post.sample(3)
+    assert kl.abs().max() < 1e-4
+    with torch.no_grad():
+        post.loc_residual[0] = 1.0
+    _, kl, _ = post.sample(3)
+    assert kl[0] > 1.0 and kl[1:].abs().max() < 1e-4
+    assert torch.allclose(post.mean_weight(), b + post.loc_residual.detach())
+
+
+def test_node_features_come_from_training_cells(sim):
+    cfg = _cfg()
+    data = PerturbationData.from_anndata(sim, cfg)
+    F = node_features(data)
+    assert F.shape[0] == len(data.nodes) and np.isfinite(F).all()
+    assert np.all(F[data.node_gene >= 0, -1] == 1.0)
+    # changing test cells leaves the features unchanged
+    other = sim.copy()
+    test = np.nonzero(data.split == 2)[0]
+    X = other.X.tolil()
+    X[test] = 0
+    other.X = X.tocsr()
+    other.X.eliminate_zeros()
+    data2 = PerturbationData.from_anndata(other, cfg)
+    assert np.array_equal(data2.split, data.split)
+    assert np.allclose(node_features(data2), F)
+
+
+def test_prediction_is_the_expected_log_normalised_value(sim):
+    """With a decoder whose means are known (no dependence on the basal state or the effects),
+    predict equals a Monte-Carlo average of log1p(x / library * 1e4) over control cells."""
+    data, model = _model(sim)
+    torch.manual_seed(1)
+    logits = torch.randn(len(data.genes)) * 1.5
+    with torch.no_grad():
+        model.decoder.head.weight.zero_()
+        model.decoder.head.bias.copy_(logits)
+        model.edges.loc_residual.zero_()
+        for p in model.edges.target_net[2].parameters():
+            p.zero_()
+        model.edges.self_terms.zero_()
+        model.decoder.log_theta.fill_(np.log(3.0))
+    ctrl = np.nonzero(data.pair == -1)[0][:60]
+    batch = data.batch(ctrl)
+    pred = model.predict(torch.zeros(1, len(data.nodes)), batch["x"], batch["library"], particles=2)[0].numpy()
+    rng = np.random.default_rng(0)
+    lib = batch["library"].numpy().astype(np.float64)
+    mu = lib[:, None] * torch.softmax(logits.double(), 0).numpy()[None]
+    mc = np.log1p(_nb_samples(rng, mu, 3.0, 4000) / lib[None, :, None] * 1e4).mean((0, 1))
+    assert (pred >= 0).all()
+    assert np.allclose(pred, mc, atol=0.01)
+    naive = np.log1p(mu / lib[:, None] * 1e4).mean(0)  # the log of the mean: biased upwards
+    assert (naive - mc).max() > 0.1
+
+
+def test_activation_flips_the_dosage(sim):
+    act = grnvae.simulate(n_genes=40, n_regulators=8, n_cells=900, seed=2, activation=True)
+    data = PerturbationData.from_anndata(act, _cfg("data.modality=activation"))
+    c = next(i for i, n in enumerate(data.condition_nodes) if n)
+    assert data.dosage([c])[0, data.condition_nodes[c][0]] == -1.0
+    with pytest.raises(grnvae.errors.RecipeError, match="data.modality"):
+        _cfg("data.modality=activate")
+
+
+def test_grnvae_recipe_trains_and_predicts(sim, tmp_path):
+    run = grnvae.train(RECIPES / "grnvae.yaml", overrides=["data.path=null", "data.simulate.n_genes=40",
+                                                           "data.simulate.n_regulators=8", "data.simulate.n_cells=900",
+                                                           "train.max_epochs=3", "train.progress_bar=false",
+                                                           "model.latent_dim=4"],
+                       out=tmp_path / "run")
+    assert run.metrics["epochs"] >= 1
+    from grnvae.evaluation.evaluate import predict_perturbations
+
+    pred = predict_perturbations(run.path, ["G0001", "G0001+G0002"])
+    assert (pred.X >= 0).all() and np.isfinite(pred.layers["delta"]).all()
