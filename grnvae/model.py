@@ -102,9 +102,11 @@ class GRNVAE(nn.Module):
         ecfg = mcfg.edges
         if ecfg.weight == "features":
             self.edges = FeatureEdgePosterior(
-                self.edge_index, spec.node_features, mask_prior=ecfg.mask_prior, logit_init=ecfg.logit_init,
+                self.edge_index, spec.node_features, seen=spec.node_counts > 0, mask_prior=ecfg.mask_prior,
+                logit_init=ecfg.logit_init,
                 weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
-                hidden=ecfg.feature_hidden, mask=ecfg.mask)
+                hidden=ecfg.feature_hidden, mask=ecfg.mask, prior_dropout=ecfg.prior_dropout,
+                learn_scale=ecfg.learn_prior_scale)
         else:
             self.edges = EdgePosterior(
                 self.edge_index, V,
@@ -123,7 +125,12 @@ class GRNVAE(nn.Module):
         self.encoder = BasalEncoder(G, V, L, mcfg.encoder.hidden, mcfg.encoder.layers, mcfg.encoder.kind,
                                     artifact=self.artifact, n_covariates=K)
         self.decoder = Decoder(L, V, G, mcfg.decoder.hidden, mcfg.decoder.layers, likelihood,
-                               artifact=self.artifact, n_covariates=K)
+                               artifact=self.artifact, n_covariates=K, mlp_effects=mcfg.decoder.mlp_effects)
+        if self.skip:
+            # effects on nodes that no training perturbation reaches (an unseen regulator's own
+            # node) must not move the encoder or decoder through untrained weights
+            self.encoder.mlp.zero_input(1)
+            self.decoder.mlp.zero_input(1)
         if self.artifact:
             # global artifact embedding e_qc ~ N(0, s^2 I), Normal posterior
             self.qc_loc = nn.Parameter(torch.zeros(L))
@@ -164,8 +171,14 @@ class GRNVAE(nn.Module):
             plan.rows = plan.rows | (cond_dosage != 0).any(0) | (self.node_counts == 0)
         return plan
 
-    def _effects(self, cond_dosage: Tensor, particles: int):
+    def _effects(self, cond_dosage: Tensor, particles: int, mean: bool = False):
+        """Effects of sampled GRNs (``particles`` of them), or with ``mean`` of the posterior mean
+        edge weights ``E[m w]`` (one "particle"; for linear layers the exact posterior mean
+        effect). Returns (effects, per-edge KL or None, plan)."""
         plan = self.plan_effects(cond_dosage)
+        if mean:
+            edge_weight = self.edges.expected_weight().unsqueeze(0)
+            return self.effect.compute(cond_dosage, self.edge_index, edge_weight, plan), None, plan
         edge_weight, edge_kl, _ = self.edges.sample(particles, rows=plan.rows)
         return self.effect.compute(cond_dosage, self.edge_index, edge_weight, plan), edge_kl, plan
 
@@ -306,7 +319,7 @@ class GRNVAE(nn.Module):
     @torch.no_grad()
     def predict(self, dosage: Tensor, x_ctrl: Optional[Tensor] = None, library: Optional[Tensor] = None,
                 covariates: Optional[Tensor] = None, particles: int = 5, n_prior: int = 256,
-                chunk: int = 128) -> Tensor:
+                chunk: int = 128, effects: str = "mean") -> Tensor:
         """Predicted mean log-normalised expression of each condition: ``[C, G]``, never negative.
 
         The statistic is the one a reference effect is made of: the expectation of
@@ -315,15 +328,21 @@ class GRNVAE(nn.Module):
         and covariates, averaged over cells and particles. Control cells (``x_ctrl`` ``[N, G]``,
         ``library`` ``[N]``, ``covariates``) give basal states drawn from their posterior (encoded
         with the control effect); without them, ``n_prior`` basal states are drawn from the prior
-        N(0, I) with the training median library size. Each particle samples the GRN once and
-        each cell's basal state once, shared by all conditions, on the artifact-free path.
+        N(0, I) with the training median library size. Each particle draws each cell's basal
+        state once, shared by all conditions, on the artifact-free path. ``effects="mean"``
+        (default) propagates the posterior mean edge weights ``E[m w]`` (the exact posterior mean
+        effect for linear effect layers, free of Monte-Carlo noise); ``"sample"`` draws a GRN per
+        particle (the full posterior predictive, noisier with few particles).
         """
+        if effects not in ("mean", "sample"):
+            raise ValueError(f"effects must be 'mean' or 'sample', got {effects!r}")
         self.eval()
         device = self.x_mean.device
         dosage = dosage.to(device)
         C = dosage.shape[0]
         control_dose = torch.zeros(1, self.num_nodes, device=device)
-        z_p, _, _ = self._effects(torch.cat([control_dose, dosage]), particles)  # [P, 1 + C, V]
+        z_p, _, _ = self._effects(torch.cat([control_dose, dosage]), particles,
+                                  mean=effects == "mean")  # [P or 1, 1 + C, V]
         z_dec = self.decoder.project_effect(z_p)  # once, not per chunk and condition
         gene_effect = self.gene_effects(z_p)
         if x_ctrl is None:
@@ -344,6 +363,7 @@ class GRNVAE(nn.Module):
             idx0 = torch.zeros(x_ctrl.shape[0], dtype=torch.long, device=device)
             loc, scale = self.encoder(self.standardise(x_ctrl), self.encoder.project_effect(z_p), idx0, particles,
                                       None, cov_all)  # row 0: the control
+            loc, scale = loc.expand(particles, -1, -1), scale.expand(particles, -1, -1)
             z_b_all = loc + scale * torch.randn_like(loc)  # a posterior draw per particle and cell
             n = x_ctrl.shape[0]
         total = torch.zeros(C, self.n_genes, device=device)
@@ -360,8 +380,9 @@ class GRNVAE(nn.Module):
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def edge_table(self) -> Dict[str, Tensor]:
-        """Learned edge probabilities ``sigmoid(phi)`` and posterior mean weights (mask = mode)."""
-        return {"probability": self.edges.probabilities().detach().cpu(),
+        """Learned edge probabilities (see ``edge_probability`` of the edge posterior) and
+        posterior mean weights given the edge is present."""
+        return {"probability": self.edges.edge_probability().cpu(),
                 "weight": self.edges.mean_weight().detach().cpu()}
 
     def learned_grn(self) -> GRN:

@@ -142,6 +142,8 @@ class EdgeConfig:
     response_pcs: int = 10
     feature_hidden: int = 32
     mask: bool = True  # sample edge masks; false: every edge present, weights only
+    prior_dropout: float = 0.0  # training: chance a seen regulator is drawn from the feature prior for a step
+    learn_prior_scale: bool = False  # weight: features: learn each target's prior scale (empirical Bayes)
 
 
 @dataclass
@@ -166,6 +168,7 @@ class DecoderConfig:
     hidden: int = 400
     likelihood: str = "auto"
     skip: bool = False  # node effects shift their own gene's log-rate (identity skip beside the MLP)
+    mlp_effects: bool = True  # the MLP reads the node effects too; false: they act through the skip only
 
 
 @dataclass
@@ -439,6 +442,11 @@ def _check(cfg: DictConfig, where: str) -> None:
     bad = [f for f in cfg.model.edges.features if f not in FEATURES]
     if bad:
         raise RecipeError(f"{where}: 'model.edges.features' has {bad}, expected a list of {', '.join(FEATURES)}")
+    if not 0.0 <= cfg.model.edges.prior_dropout < 1.0:
+        raise RecipeError(f"{where}: 'model.edges.prior_dropout' must lie in [0, 1), got {cfg.model.edges.prior_dropout}")
+    if not cfg.model.decoder.mlp_effects and not cfg.model.decoder.skip:
+        raise RecipeError(f"{where}: model.decoder.mlp_effects=false needs model.decoder.skip=true, "
+                          f"or the perturbation effects reach no gene")
     if not 0.0 < cfg.model.edges.mask_prior < 1.0:
         raise RecipeError(f"{where}: 'model.edges.mask_prior' must lie in (0, 1), got {cfg.model.edges.mask_prior}")
     if cfg.data.path is None and cfg.data.simulate is None:

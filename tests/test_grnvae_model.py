@@ -96,24 +96,29 @@ def test_node_effects_land_on_their_own_genes(sim):
 
 
 def test_feature_prior_carries_unseen_regulators():
-    # two regulators with identical features get identical prior edges; residuals are what the KL
-    # penalises, so an edge left at its prior (residual 0, scale s) costs no KL
-    feats = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.5, 0.5, 1.0]])
-    ei = torch.tensor([[0, 0, 1, 1], [2, 3, 2, 3]])
-    post = FeatureEdgePosterior(ei, feats, weight_prior_scale=0.4)
-    for p in post.source_net.parameters():
+    # regulators 0 and 1 have identical features, so identical prior edges; 1 and 4 have no training
+    # cell, so their posterior is their prior (KL exactly 0); 4 is not a measured gene (zero
+    # features) and gets each target's mean seen weight, the mean_effect baseline's analogue
+    feats = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.5, 0.5, 1.0], [0.0, 0.0, 0.0],
+                          [0.3, 0.1, 1.0]])
+    ei = torch.tensor([[0, 0, 1, 1, 4, 4, 5, 5], [2, 3, 2, 3, 2, 3, 2, 3]])
+    seen = torch.tensor([True, False, False, False, False, True])
+    post = FeatureEdgePosterior(ei, feats, seen=seen, weight_prior_scale=0.4, mask=False, learn_scale=True)
+    for p in list(post.source_net.parameters()) + list(post.target_net.parameters()):
         torch.nn.init.normal_(p)
+    with torch.no_grad():
+        post.q_loc.copy_(torch.tensor([1.0, -2.0, 0.0, 0.0, 0.0, 0.0, 3.0, 0.5]))
+        post.q_log_scale.fill_(np.log(0.4 - 1e-4))
     a, b = post.prior()
-    assert torch.allclose(b[:2], b[2:]) and torch.allclose(a[:2], a[2:])
-    with torch.no_grad():
-        post.log_scale.fill_(np.log(0.4 - 1e-4))
+    assert torch.allclose(b[:2], b[2:4]) and torch.allclose(a[:2], a[2:4])
+    assert torch.allclose(b[4:6], torch.tensor([2.0, -0.75]))  # means over regulators 0 and 5
     _, kl, _ = post.sample(3)
-    assert kl.abs().max() < 1e-4
-    with torch.no_grad():
-        post.loc_residual[0] = 1.0
-    _, kl, _ = post.sample(3)
-    assert kl[0] > 1.0 and kl[1:].abs().max() < 1e-4
-    assert torch.allclose(post.mean_weight(), b + post.loc_residual.detach())
+    assert torch.all(kl[2:6] == 0) and torch.all(kl[[0, 1, 6, 7]] > 0)
+    assert torch.allclose(post.mean_weight()[2:6], b[2:6].detach())  # unseen: the prior's mean
+    assert torch.allclose(post.mean_weight()[[0, 1, 6, 7]], post.q_loc.detach()[[0, 1, 6, 7]])
+    # the KL fits the prior to the seen posteriors: its gradient reaches the feature networks
+    kl.sum().backward()
+    assert post.source_net[2].weight.grad.abs().sum() > 0 and post.log_prior_scale.grad[2:4].abs().sum() > 0
 
 
 def test_node_features_come_from_training_cells(sim):
@@ -143,10 +148,6 @@ def test_prediction_is_the_expected_log_normalised_value(sim):
     with torch.no_grad():
         model.decoder.head.weight.zero_()
         model.decoder.head.bias.copy_(logits)
-        model.edges.loc_residual.zero_()
-        for p in model.edges.target_net[2].parameters():
-            p.zero_()
-        model.edges.self_terms.zero_()
         model.decoder.log_theta.fill_(np.log(3.0))
     ctrl = np.nonzero(data.pair == -1)[0][:60]
     batch = data.batch(ctrl)

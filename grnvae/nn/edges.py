@@ -210,6 +210,15 @@ class EdgePosterior(nn.Module):
         kl = kl.index_add(0, edges, normal_kl(loc, scale, self.weight_prior_scale).mean(0))
         return mask * weight, kl, mask
 
+    def expected_weight(self) -> Tensor:
+        """Posterior mean of ``m * w`` per edge, ``p * mean_weight()``: ``[E]`` (the amortised
+        weights depend on the whole mask row; they are taken at its mode)."""
+        return self.probabilities() * self.mean_weight()
+
+    def edge_probability(self) -> Tensor:
+        """The posterior probability that each edge is present, ``sigmoid(phi)``: ``[E]``."""
+        return self.probabilities().detach()
+
     def mean_weight(self) -> Tensor:
         """Posterior mean weight of each edge given that it is present (mask = 1): ``[E]``."""
         with torch.no_grad():
@@ -224,74 +233,128 @@ class FeatureEdgePosterior(nn.Module):
     Every edge i -> j gets its prior from the features ``f`` of its two genes (see
     :mod:`grnvae.data.features`), through small networks shared by all edges::
 
-        m_ij ~ Bernoulli(sigmoid(a_ij)),   a_ij = a_0 + a_self [i = j] + c(f_j) + <A_s(f_i), A_t(f_j)>
-        w_ij ~ Normal(b_ij, s^2),          b_ij =       b_self [i = j] + d(f_j) + <B_s(f_i), B_t(f_j)>
+        m_ij ~ Bernoulli(sigmoid(a_ij)),   a_ij = c_j + a_self [i = j] + <A_s(f_i), A_j>
+        w_ij ~ Normal(b_ij, s_j^2),        b_ij = d_j + b_self [i = j] + <B_s(f_i), B_j>
 
-    and the posterior adds a free per-edge residual to each:
-    ``q(m_ij) = Bernoulli(sigmoid(a_ij + delta_ij))``, ``q(w_ij) = Normal(b_ij + r_ij, sigma_ij^2)``.
-    The KL only penalises the residuals, so what is common to many regulators moves into the
-    amortised prior, and a regulator never perturbed in training (whose residuals stay at zero)
-    gets the edges the prior predicts from its features: with constant features that is the
-    average response of the seen regulators (the ``mean_effect`` baseline), with informative
-    ones a bilinear map of gene embeddings (the linear baseline of Ahlmann-Eltze et al. 2025).
-    A weight reads as the log-fold change of j per unit perturbation of i when node effects
-    shift their own gene's log-rate (``model.decoder.skip``).
+    where ``c_j``, ``d_j`` are each target's mean posterior logit and weight over the seen
+    regulators (moment estimates), the regulator side ``A_s``, ``B_s`` is a function of the
+    regulator's features only (it must carry regulators without training cells), the target side
+    ``(A_j, B_j)`` a function of the target's features plus a free per-target part (every target
+    is reached by the seen regulators), and the scale ``s_j`` is learned per target (targets
+    differ in how strongly and how variably they respond; fixed unless ``learn_scale``). The regulator side has no bias, so a regulator
+    whose features are zero (not a measured gene) gets ``b_ij = d_j``: the typical response of
+    each target over the seen regulators, i.e. the ``mean_effect`` baseline. The posterior of an edge whose regulator is perturbed in training is free,
+    ``q(m_ij) = Bernoulli(sigmoid(phi_ij))``, ``q(w_ij) = Normal(mu_ij, sigma_ij^2)``; the KL to
+    the prior is what fits the prior networks (to the posteriors of the seen regulators). The
+    posterior of an edge whose regulator has no training cell *is* its prior (the optimum of the
+    ELBO for parameters no data touch, so its KL is zero): an unseen regulator gets the edges the
+    prior predicts from its features. With uninformative features that is the average response
+    of the seen regulators (the ``mean_effect`` baseline), with informative ones a bilinear map of
+    gene embeddings (the linear baseline of Ahlmann-Eltze et al. 2025). A weight reads as the
+    log-fold change of j per unit perturbation of i when node effects shift their own gene's
+    log-rate (``model.decoder.skip``).
 
     Args:
         edge_index (LongTensor): ``[2, E]`` regulator -> target, coalesced.
         features (Tensor): node features ``[V, F]``.
-        mask_prior (float): prior edge probability at initialisation (sets ``a_0``).
-        logit_init (float): initial posterior residual of the mask logits.
-        weight_prior_scale (float): s.
+        seen (Tensor): bool ``[V]``, nodes perturbed in training cells.
+        mask_prior (float): initial edge probability.
+        logit_init (float): added to the initial posterior mask logit ``logit(mask_prior)``.
+        weight_prior_scale (float): initial s_j.
         temperature (float): Gumbel-sigmoid temperature.
         hidden (int): width of the feature networks and of the bilinear forms.
         mask (bool): sample masks; with False every edge is present (m = 1) and only the
             weights are learned.
+        prior_dropout (float): in training, the probability that a seen regulator's edges are
+            drawn from the prior for a step (see :meth:`sample`).
+        learn_scale (bool): learn ``s_j`` by empirical Bayes; by default it stays at
+            ``weight_prior_scale`` (a Gaussian scale fitted to mostly-null effects shrinks the
+            few large ones hard).
     """
 
-    def __init__(self, edge_index: Tensor, features: Tensor, mask_prior: float = 0.5, logit_init: float = 0.0,
-                 weight_prior_scale: float = 0.5, temperature: float = 1.0, hidden: int = 32, mask: bool = True):
+    def __init__(self, edge_index: Tensor, features: Tensor, seen: Optional[Tensor] = None, mask_prior: float = 0.5,
+                 logit_init: float = 0.0, weight_prior_scale: float = 0.5, temperature: float = 1.0,
+                 hidden: int = 32, mask: bool = True, prior_dropout: float = 0.0, learn_scale: bool = False):
         super().__init__()
         E = edge_index.shape[1]
-        self.num_nodes = features.shape[0]
+        V = features.shape[0]
+        self.prior_dropout = float(prior_dropout)
+        self.num_nodes = V
         self.weight_mode = "features"
-        self.weight_prior_scale = float(weight_prior_scale)
         self.temperature = float(temperature)
         self.use_mask = bool(mask)
         self.hidden = int(hidden)
+        seen = torch.ones(V, dtype=torch.bool) if seen is None else seen.bool()
         self.register_buffer("edge_index", edge_index.clone())
         self.register_buffer("features", features.float().clone())
         self.register_buffer("is_self", (edge_index[0] == edge_index[1]).float())
+        self.register_buffer("seen", seen[edge_index[0]].clone())
         F, H = features.shape[1], self.hidden
         # source side: [A_s ; B_s]; target side: [A_t ; B_t ; c ; d]
-        self.source_net = nn.Sequential(nn.Linear(F, H), nn.LeakyReLU(), nn.Linear(H, 2 * H))
-        self.target_net = nn.Sequential(nn.Linear(F, H), nn.LeakyReLU(), nn.Linear(H, 2 * H + 2))
-        self.logit_base = nn.Parameter(torch.tensor(float(torch.logit(torch.tensor(float(mask_prior))))))
+        # no biases on the regulator side: a regulator without features (not a measured gene)
+        # adds nothing to the target terms, so it gets d_j, the targets' typical response
+        self.source_net = nn.Sequential(nn.Linear(F, H, bias=False), nn.LeakyReLU(), nn.Linear(H, 2 * H, bias=False))
+        self.target_net = nn.Sequential(nn.Linear(F, H), nn.LeakyReLU(), nn.Linear(H, 2 * H))
+        # targets are shared by seen and unseen regulators, so each may also keep a free part
+        self.target_free = nn.Parameter(torch.zeros(V, 2 * H))
+        self.logit_base = float(torch.logit(torch.tensor(float(mask_prior))))
         self.self_terms = nn.Parameter(torch.zeros(2))  # a_self, b_self
-        self.logit_residual = nn.Parameter(torch.full((E,), float(logit_init)))
-        self.loc_residual = nn.Parameter(torch.zeros(E))
-        self.log_scale = nn.Parameter(torch.full((E,), math.log(0.05)))
+        # s_j per target: how much regulators' effects on target j spread around its prior mean
+        self.log_prior_scale = nn.Parameter(torch.full((V,), math.log(float(weight_prior_scale))),
+                                            requires_grad=bool(learn_scale))
+        self.logit_offset = float(logit_init)
+        self.q_logits = nn.Parameter(torch.zeros(E))  # posterior mask logits (seen edges)
+        self.q_loc = nn.Parameter(torch.zeros(E))
+        self.q_log_scale = nn.Parameter(torch.full((E,), math.log(0.05)))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         for net in (self.source_net, self.target_net):
             net[0].reset_parameters()
             nn.init.normal_(net[2].weight, std=0.01)
-            nn.init.zeros_(net[2].bias)
+            if net[2].bias is not None:
+                nn.init.zeros_(net[2].bias)
+        with torch.no_grad():
+            self.q_logits.fill_(self.logit_base + self.logit_offset)
 
     @property
     def num_edges(self) -> int:
         return self.edge_index.shape[1]
+
+    def target_means(self) -> Tuple[Tensor, Tensor]:
+        """``c_j`` and ``d_j``: the mean posterior mask logit and weight over the seen regulators'
+        edges into each target (self loops aside), ``[V]`` each, as constants (moment estimates
+        of the prior's per-target means)."""
+        with torch.no_grad():
+            use = (self.seen & (self.is_self == 0)).to(self.q_loc.dtype)
+            tgt = self.edge_index[1]
+            n = torch.zeros(self.num_nodes, device=use.device).index_add(0, tgt, use).clamp(min=1.0)
+            c = torch.zeros_like(n).index_add(0, tgt, use * self.q_logits) / n
+            d = torch.zeros_like(n).index_add(0, tgt, use * self.q_loc) / n
+        return c, d
 
     def prior(self) -> Tuple[Tensor, Tensor]:
         """Amortised prior mask logits ``a`` and weight means ``b``: ``[E]`` each."""
         H = self.hidden
         src, tgt = self.edge_index
         s = self.source_net(self.features)
-        t = self.target_net(self.features)
-        a = (s[src, :H] * t[tgt, :H]).sum(-1) + t[tgt, 2 * H] + self.logit_base + self.self_terms[0] * self.is_self
-        b = (s[src, H:] * t[tgt, H:2 * H]).sum(-1) + t[tgt, 2 * H + 1] + self.self_terms[1] * self.is_self
+        t = self.target_net(self.features) + self.target_free
+        c, d = self.target_means()
+        a = (s[src, :H] * t[tgt, :H]).sum(-1) + c[tgt] + self.self_terms[0] * self.is_self
+        b = (s[src, H:] * t[tgt, H:]).sum(-1) + d[tgt] + self.self_terms[1] * self.is_self
         return a, b
+
+    def posterior(self, use_prior: Optional[Tensor] = None):
+        """Posterior parameters ``(logits, loc, scale)`` ``[E]`` each, the prior's ``(a, b, s)``,
+        with the prior in place for edges of regulators unseen in training (and for the edges
+        flagged in ``use_prior``, bool ``[E]``)."""
+        a, b = self.prior()
+        s = self.log_prior_scale.exp()[self.edge_index[1]]
+        free = self.seen if use_prior is None else self.seen & ~use_prior
+        logits = torch.where(free, self.q_logits, a)
+        loc = torch.where(free, self.q_loc, b)
+        scale = torch.where(free, self.q_log_scale.exp() + 1e-4, s)
+        return logits, loc, scale, (a, b, s)
 
     @property
     def prior_logits(self) -> Tensor:
@@ -300,29 +363,56 @@ class FeatureEdgePosterior(nn.Module):
     @property
     def logits(self) -> Tensor:
         """Posterior mask logits ``[E]``."""
-        return self.prior()[0] + self.logit_residual
+        return self.posterior()[0]
 
     def probabilities(self) -> Tensor:
         if not self.use_mask:
-            return torch.ones_like(self.logit_residual)
+            return torch.ones_like(self.q_logits)
         return torch.sigmoid(self.logits)
 
     def sample(self, n: int, rows: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """``n`` particles: (mask * weight ``[n, E]``, per-edge KL ``[E]``, mask ``[n, E]``).
-        ``rows`` is accepted for interface parity and ignored (every edge is cheap here)."""
-        a, b = self.prior()
-        loc = b + self.loc_residual
-        scale = self.log_scale.exp() + 1e-4
+        ``rows`` is accepted for interface parity and ignored (every edge is cheap here).
+
+        In training, each seen regulator is, with probability ``prior_dropout``, drawn from the
+        prior for this step (as if unseen), so that the likelihood also teaches the prior to
+        predict a regulator's edges from its features; the KL is always that of the free
+        posterior."""
+        use_prior = None
+        if self.training and self.prior_dropout > 0:
+            drop = torch.rand(self.num_nodes, device=self.q_loc.device) < self.prior_dropout
+            use_prior = drop[self.edge_index[0]]
+        logits, loc, scale, (a, b, s) = self.posterior(use_prior)
         weight = loc + scale * torch.randn(n, self.num_edges, device=loc.device, dtype=loc.dtype)
-        s = self.weight_prior_scale
-        kl = 0.5 * ((scale / s) ** 2 + (self.loc_residual / s) ** 2 - 1.0) - torch.log(scale / s)
+        q_scale = self.q_log_scale.exp() + 1e-4
+        kl = normal_kl(self.q_loc - b, q_scale, s)
+        if self.use_mask:
+            mask = gumbel_sigmoid_st(logits, self.temperature, n)
+            kl = kl + bernoulli_kl(self.q_logits, a)
+        kl = torch.where(self.seen, kl, torch.zeros_like(kl))  # posterior = prior: exactly 0
         if not self.use_mask:
             return weight, kl, torch.ones_like(weight)
-        q = a + self.logit_residual
-        mask = gumbel_sigmoid_st(q, self.temperature, n)
-        return mask * weight, kl + bernoulli_kl(q, a), mask
+        return mask * weight, kl, mask
 
     def mean_weight(self) -> Tensor:
         """Posterior mean weight of each edge given that it is present: ``[E]``."""
         with torch.no_grad():
-            return self.prior()[1] + self.loc_residual
+            return self.posterior()[1]
+
+    def expected_weight(self) -> Tensor:
+        """Posterior mean of ``m * w`` per edge: ``[E]`` (``p * loc``, or ``loc`` without masks)."""
+        logits, loc, _, _ = self.posterior()
+        return torch.sigmoid(logits) * loc if self.use_mask else loc
+
+    def edge_probability(self) -> Tensor:
+        """What the learned GRN reports as each edge's ``probability``: ``[E]``.
+
+        With masks, the posterior probability that the edge is present. Without (``mask=False``,
+        every edge present), the posterior probability that the weight has the sign of its mean,
+        ``Phi(|loc| / scale)`` in [0.5, 1]: 0.5 for an edge the data say nothing about, near 1
+        for an effect far from zero relative to its uncertainty."""
+        with torch.no_grad():
+            logits, loc, scale, _ = self.posterior()
+            if self.use_mask:
+                return torch.sigmoid(logits)
+            return torch.special.ndtr(loc.abs() / scale)

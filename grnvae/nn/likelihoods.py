@@ -79,10 +79,11 @@ class Decoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, n_nodes: int, n_genes: int, hidden: int, layers: int,
-                 likelihood: str = "nb", artifact: bool = False, n_covariates: int = 0):
+                 likelihood: str = "nb", artifact: bool = False, n_covariates: int = 0,
+                 mlp_effects: bool = True):
         super().__init__()
         self.likelihood = likelihood
-        dims = [latent_dim, n_nodes, latent_dim if artifact else 0, n_covariates]
+        dims = [latent_dim, n_nodes if mlp_effects else 0, latent_dim if artifact else 0, n_covariates]
         self.mlp = SplitInputMLP(dims, hidden, max(layers, 1))
         self.head = nn.Linear(hidden, n_genes)
         if likelihood == "nb":
@@ -102,9 +103,10 @@ class Decoder(nn.Module):
             return expected_log1p_nb(mean, self.log_theta, factor)
         return mean.clamp(min=0.0)
 
-    def project_effect(self, z_p: Union[Tensor, SparseEffects]) -> Projected:
-        """Effects ``[P, C, V]`` through the first layer, to pass as ``z_p`` (see ``SplitInputMLP``)."""
-        return self.mlp.project(1, z_p)
+    def project_effect(self, z_p: Union[Tensor, SparseEffects]) -> Optional[Projected]:
+        """Effects ``[P, C, V]`` through the first layer, to pass as ``z_p`` (see ``SplitInputMLP``);
+        None when the MLP does not read effects (``mlp_effects=False``: they act through the skip only)."""
+        return self.mlp.project(1, z_p) if self.mlp.has_input(1) else None
 
     def mean(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
              artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None,
@@ -114,7 +116,7 @@ class Decoder(nn.Module):
         ``gene_effect`` ``[P, C, G]`` (rows gathered by ``index``) is added to the MLP's output
         (the log-rate for nb, the value for normal): the identity skip from node effects to
         their own genes."""
-        out = self.head(self.mlp([z_b, (z_p, index), artifact, covariates]))
+        out = self.head(self.mlp([z_b, None if z_p is None else (z_p, index), artifact, covariates]))
         if gene_effect is not None:
             out = out + gene_effect[:, index]
         if self.likelihood == "nb":

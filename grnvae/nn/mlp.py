@@ -78,6 +78,13 @@ class SplitInputMLP(nn.Module):
             h = out if h is None else h + out
         return self.body(self.act(h))
 
+    def zero_input(self, i: int) -> None:
+        """Start input ``i``'s first-layer weights at zero: a unit of that input that is never
+        non-zero in training then never moves the output (e.g. the effect on a node no seen
+        perturbation reaches)."""
+        if self.has_input(i):
+            nn.init.zeros_(self.lins[str(i)].weight)
+
     def has_input(self, i: int) -> bool:
         return str(i) in self.lins
 
