@@ -106,7 +106,7 @@ class GRNVAE(nn.Module):
                 logit_init=ecfg.logit_init,
                 weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
                 hidden=ecfg.feature_hidden, mask=ecfg.mask, prior_dropout=ecfg.prior_dropout,
-                learn_scale=ecfg.learn_prior_scale)
+                learn_scale=ecfg.learn_prior_scale, min_scale=ecfg.min_prior_scale)
         else:
             self.edges = EdgePosterior(
                 self.edge_index, V,

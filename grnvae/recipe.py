@@ -144,6 +144,7 @@ class EdgeConfig:
     mask: bool = True  # sample edge masks; false: every edge present, weights only
     prior_dropout: float = 0.0  # training: chance a seen regulator is drawn from the feature prior for a step
     learn_prior_scale: bool = False  # weight: features: learn each target's prior scale (empirical Bayes)
+    min_prior_scale: float = 0.0  # a floor under the learned prior scales
 
 
 @dataclass
@@ -269,7 +270,7 @@ NON_NEGATIVE = (
     "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity",
     "train.weight_decay", "train.grad_clip", "train.patience", "train.num_workers",
     "model.edges.encoder_layers", "model.encoder.layers", "model.decoder.layers",
-    "model.artifact.cf_weight", "model.edges.expression_pcs", "model.edges.response_pcs", "data.min_cells", "grn.knn", "grn.deg_per_perturbation", "grn.n_hvg",
+    "model.artifact.cf_weight", "model.edges.min_prior_scale", "model.edges.expression_pcs", "model.edges.response_pcs", "data.min_cells", "grn.knn", "grn.deg_per_perturbation", "grn.n_hvg",
 )
 
 # --------------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_feature_prior_carries_unseen_regulators():
         post.q_log_scale.fill_(np.log(0.4 - 1e-4))
     a, b = post.prior()
     assert torch.allclose(b[:2], b[2:4]) and torch.allclose(a[:2], a[2:4])
-    assert torch.allclose(b[4:6], torch.tensor([2.0, -0.75]))  # means over regulators 0 and 5
+    assert torch.allclose(b[4:6], torch.tensor([2.0, -0.75]))  # means over regulators 0 and 5 (no self loops here)
     _, kl, _ = post.sample(3)
     assert torch.all(kl[2:6] == 0) and torch.all(kl[[0, 1, 6, 7]] > 0)
     assert torch.allclose(post.mean_weight()[2:6], b[2:6].detach())  # unseen: the prior's mean

@@ -270,15 +270,18 @@ class FeatureEdgePosterior(nn.Module):
         learn_scale (bool): learn ``s_j`` by empirical Bayes; by default it stays at
             ``weight_prior_scale`` (a Gaussian scale fitted to mostly-null effects shrinks the
             few large ones hard).
+        min_scale (float): a floor under the learned ``s_j``.
     """
 
     def __init__(self, edge_index: Tensor, features: Tensor, seen: Optional[Tensor] = None, mask_prior: float = 0.5,
                  logit_init: float = 0.0, weight_prior_scale: float = 0.5, temperature: float = 1.0,
-                 hidden: int = 32, mask: bool = True, prior_dropout: float = 0.0, learn_scale: bool = False):
+                 hidden: int = 32, mask: bool = True, prior_dropout: float = 0.0, learn_scale: bool = False,
+                 min_scale: float = 0.0):
         super().__init__()
         E = edge_index.shape[1]
         V = features.shape[0]
         self.prior_dropout = float(prior_dropout)
+        self.min_scale = float(min_scale)
         self.num_nodes = V
         self.weight_mode = "features"
         self.temperature = float(temperature)
@@ -323,10 +326,11 @@ class FeatureEdgePosterior(nn.Module):
 
     def target_means(self) -> Tuple[Tensor, Tensor]:
         """``c_j`` and ``d_j``: the mean posterior mask logit and weight over the seen regulators'
-        edges into each target (self loops aside), ``[V]`` each, as constants (moment estimates
-        of the prior's per-target means)."""
+        edges into each target, ``[V]`` each, as constants (moment estimates of the prior's
+        per-target means; like the ``mean_effect`` baseline, a target's own knock-down counts
+        among the responses it averages)."""
         with torch.no_grad():
-            use = (self.seen & (self.is_self == 0)).to(self.q_loc.dtype)
+            use = self.seen.to(self.q_loc.dtype)
             tgt = self.edge_index[1]
             n = torch.zeros(self.num_nodes, device=use.device).index_add(0, tgt, use).clamp(min=1.0)
             c = torch.zeros_like(n).index_add(0, tgt, use * self.q_logits) / n
@@ -349,7 +353,7 @@ class FeatureEdgePosterior(nn.Module):
         with the prior in place for edges of regulators unseen in training (and for the edges
         flagged in ``use_prior``, bool ``[E]``)."""
         a, b = self.prior()
-        s = self.log_prior_scale.exp()[self.edge_index[1]]
+        s = self.log_prior_scale.exp()[self.edge_index[1]].clamp(min=self.min_scale)
         free = self.seen if use_prior is None else self.seen & ~use_prior
         logits = torch.where(free, self.q_logits, a)
         loc = torch.where(free, self.q_loc, b)
