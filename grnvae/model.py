@@ -1,13 +1,15 @@
-"""GRNVAE: the GPO-VAE generative model and guide with the GRN as a sparse edge set.
+"""GRNVAE: the generative model and guide with the GRN as a sparse edge set.
 
 Per cell: counts x (G genes), dosage d over the GRN's V nodes, basal latent z_b ~ N(0, I_L).
-Global (perturbation-plated) latents: an edge mask m_e ~ Bernoulli(p_e) and weight
-w_e ~ N(0, s^2) for each GRN edge. The latent perturbation effect z_p (one value per GRN node) is
-computed by the effect module from d over the edges weighted by m * w, once per unique condition
-of a batch; the decoder maps [z_b ; z_p] to a negative-binomial (counts) or Normal
-(log-normalised) likelihood. The loss is the negative plated ELBO plus the GRN alignment loss
-(K-hop accumulated edge logits against |Delta x| - fc, by sparse propagation) and a sparsity
-penalty on the edge probabilities.
+Global (perturbation-plated) latents: an edge mask m_e and weight w_e for each GRN edge, with the
+GPO-VAE posterior (:class:`~grnvae.nn.edges.EdgePosterior`, prior w ~ N(0, s^2)) or the ``grnvae``
+one (:class:`~grnvae.nn.edges.FeatureEdgePosterior`, a prior amortised over gene features). The
+latent perturbation effect z_p (one value per GRN node) is computed by the effect module from d
+over the edges weighted by m * w, once per unique condition of a batch; the decoder maps
+[z_b ; z_p] to a negative-binomial (counts) or Normal (log-normalised) likelihood, and with
+``model.decoder.skip`` each measured node's effect is also added to its own gene's log-rate. The
+loss is the negative plated ELBO plus, optionally, the GRN alignment loss (K-hop accumulated edge
+logits against |Delta x| - fc, by sparse propagation) and a sparsity penalty.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class GRNVAE(nn.Module):
         self.register_buffer("node_counts", spec.node_counts.float().clone())
         node_gene = torch.as_tensor(spec.node_gene, dtype=torch.long)
         self.register_buffer("measured_nodes", torch.nonzero(node_gene >= 0).flatten())
-        self.register_buffer("node_gene", node_gene)
+        self.register_buffer("node_gene", node_gene, persistent=False)  # rebuilt from the spec
         self.skip = bool(mcfg.decoder.skip)
         self.n_train = int(spec.n_train)
 
@@ -173,8 +175,8 @@ class GRNVAE(nn.Module):
 
     def _effects(self, cond_dosage: Tensor, particles: int, mean: bool = False):
         """Effects of sampled GRNs (``particles`` of them), or with ``mean`` of the posterior mean
-        edge weights ``E[m w]`` (one "particle"; for linear layers the exact posterior mean
-        effect). Returns (effects, per-edge KL or None, plan)."""
+        edge weights ``E[m w]`` (one "particle"; for one linear hop over edges with independent
+        posteriors, the posterior mean effect). Returns (effects, per-edge KL or None, plan)."""
         plan = self.plan_effects(cond_dosage)
         if mean:
             edge_weight = self.edges.expected_weight().unsqueeze(0)
@@ -219,7 +221,7 @@ class GRNVAE(nn.Module):
         """GRN alignment: L1 between K-hop accumulated edge logits and |Delta x| - fc."""
         has = batch["has_delta"]
         if self.align_weight == 0 or self.measured_nodes.numel() == 0 or not bool(has.any()):
-            return self.edges.logits.new_zeros(())
+            return self.x_mean.new_zeros(())
         rows = khop_rows(batch["cond_dosage"].abs(), self.edge_index, self.edges.logits, self.num_nodes,
                          self.align_hops)
         pred = rows[batch["cond_index"][has]][:, self.measured_nodes]
@@ -261,7 +263,8 @@ class GRNVAE(nn.Module):
             "kl_local": kl_local.mean(),
             "kl_global": kl_global.mean(),
             "align": self.alignment(batch),
-            "sparsity": self.sparsity * self.edges.probabilities().mean(),
+            "sparsity": (self.sparsity * self.edges.probabilities().mean() if self.sparsity
+                         else self.x_mean.new_zeros(())),
         })
         terms["elbo"] = -(terms["reconstruction"] + terms["kl_local"] + terms["kl_global"])
         terms["loss"] = (
@@ -330,9 +333,10 @@ class GRNVAE(nn.Module):
         with the control effect); without them, ``n_prior`` basal states are drawn from the prior
         N(0, I) with the training median library size. Each particle draws each cell's basal
         state once, shared by all conditions, on the artifact-free path. ``effects="mean"``
-        (default) propagates the posterior mean edge weights ``E[m w]`` (the exact posterior mean
-        effect for linear effect layers, free of Monte-Carlo noise); ``"sample"`` draws a GRN per
-        particle (the full posterior predictive, noisier with few particles).
+        (default) propagates the posterior mean edge weights ``E[m w]`` (for one linear hop over
+        edges with independent posteriors, the posterior mean effect, free of Monte-Carlo noise);
+        ``"sample"`` draws a GRN per particle (the full posterior predictive, noisier with few
+        particles).
         """
         if effects not in ("mean", "sample"):
             raise ValueError(f"effects must be 'mean' or 'sample', got {effects!r}")

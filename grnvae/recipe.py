@@ -445,6 +445,14 @@ def _check(cfg: DictConfig, where: str) -> None:
         raise RecipeError(f"{where}: 'model.edges.features' has {bad}, expected a list of {', '.join(FEATURES)}")
     if not 0.0 <= cfg.model.edges.prior_dropout < 1.0:
         raise RecipeError(f"{where}: 'model.edges.prior_dropout' must lie in [0, 1), got {cfg.model.edges.prior_dropout}")
+    e = cfg.model.edges
+    if e.weight == "features" and not e.mask and (cfg.loss.sparsity > 0 or cfg.loss.align.weight > 0):
+        raise RecipeError(f"{where}: model.edges.mask=false has no edge probabilities for loss.sparsity or "
+                          f"loss.align to act on; set them to 0 or model.edges.mask=true")
+    if e.weight == "features" and cfg.grn.prior:
+        raise RecipeError(f"{where}: model.edges.weight=features learns its edge priors from gene features and "
+                          f"does not read grn.prior's edge probabilities; use grn.edges=prior... with "
+                          f"model.edges.weight=amortized or free, or drop grn.prior")
     if not cfg.model.decoder.mlp_effects and not cfg.model.decoder.skip:
         raise RecipeError(f"{where}: model.decoder.mlp_effects=false needs model.decoder.skip=true, "
                           f"or the perturbation effects reach no gene")

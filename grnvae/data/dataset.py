@@ -77,7 +77,11 @@ def _as_csr(X) -> sp.csr_matrix:
     return X
 
 
-def lognormalise(X: sp.csr_matrix, library: np.ndarray, scale: float = 1e4) -> sp.csr_matrix:
+#: the counts per cell that log-normalisation scales to: ``log1p(x / library * LOGNORM_SCALE)``
+LOGNORM_SCALE = 1e4
+
+
+def lognormalise(X: sp.csr_matrix, library: np.ndarray, scale: float = LOGNORM_SCALE) -> sp.csr_matrix:
     """log1p(x / library * scale) row-wise, keeping sparsity."""
     inv = np.where(library > 0, scale / np.maximum(library, 1e-12), 0.0).astype(np.float32)
     out = sp.diags(inv) @ X
@@ -571,6 +575,26 @@ class PerturbationData:
             total += np.asarray(self.lognorm_rows(cells[a:b], cols).sum(axis=0)).ravel()
         return total / max(len(cells), 1)
 
+    def condition_effects(self, split: str, max_cells: Optional[int] = None, seed: int = 0) -> Dict[int, np.ndarray]:
+        """Mean log-normalised change from the split's controls of each perturbed condition with
+        cells in the split (at most ``max_cells`` each, a seeded subset): condition -> ``[G]``.
+        Only the split's cells enter (the honest reference for held-out splits)."""
+        idx = self.split_index(split)
+        ctrl = idx[self.pair[idx] == -1]
+        if len(ctrl) == 0:
+            raise DataError(f"split '{split}' has no control cells: no effects can be computed")
+        base = self.control_mean_genes() if split == "train" else self.mean_lognorm(ctrl)
+        rng = np.random.default_rng(seed)
+        out = {}
+        for c, nodes in enumerate(self.condition_nodes):
+            cells = idx[self.cell_condition[idx] == c]
+            if not nodes or len(cells) == 0:
+                continue
+            if max_cells is not None and len(cells) > max_cells:
+                cells = np.sort(rng.choice(cells, size=max_cells, replace=False))
+            out[c] = self.mean_lognorm(cells) - base
+        return out
+
     def control_mean_genes(self) -> np.ndarray:
         """Mean log-normalised expression of the training controls on every gene ``[G]``."""
         if "control_mean_genes" not in self._cache:
@@ -594,7 +618,7 @@ class PerturbationData:
             lib = self.library[cells[has]]
             own = x.numpy()[has][:, cols]
             if self.values == "counts":
-                own = np.log1p(own / np.maximum(lib, 1e-12)[:, None] * 1e4)
+                own = np.log1p(own / np.maximum(lib, 1e-12)[:, None] * LOGNORM_SCALE)
             ref = np.empty_like(own)
             by_cell = pair[has] >= 0
             if by_cell.any():

@@ -17,7 +17,7 @@ zeros everywhere, so an edge encoder gives it the average of what it learned.
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -39,25 +39,6 @@ def _unit(block: np.ndarray) -> np.ndarray:
     return block / norm if norm > 0 else block
 
 
-def training_responses(data, max_cells: int = 2000, seed: int = 0) -> Dict[int, np.ndarray]:
-    """Mean log-normalised change from training controls of each perturbed condition with
-    training cells (at most ``max_cells`` each, a seeded subset): condition -> ``[G]``."""
-    rng = np.random.default_rng(seed)
-    base = data.control_mean_genes()
-    train = data.split_index("train")
-    out = {}
-    for c, nodes in enumerate(data.condition_nodes):
-        if not nodes:
-            continue
-        cells = train[data.cell_condition[train] == c]
-        if len(cells) == 0:
-            continue
-        if len(cells) > max_cells:
-            cells = np.sort(rng.choice(cells, size=max_cells, replace=False))
-        out[c] = np.asarray(data.lognorm_rows(cells, None).mean(axis=0)).ravel() - base
-    return out
-
-
 def node_features(data, kinds: Sequence[str] = FEATURES, expression_pcs: int = 20, response_pcs: int = 10,
                   max_cells: int = 10000, seed: int = 0) -> np.ndarray:
     """Features of every GRN node ``[V, F]`` (see the module docstring), from training cells."""
@@ -77,7 +58,7 @@ def node_features(data, kinds: Sequence[str] = FEATURES, expression_pcs: int = 2
         # gene loadings: rows of the genes x cells matrix projected on its top components
         blocks.append(_unit(_top_components(Z.T, expression_pcs)))
     if "response" in kinds:
-        responses = training_responses(data, seed=seed)
+        responses = data.condition_effects("train", max_cells=2000, seed=seed)
         if responses:
             Y = np.stack([r[cols] for r in responses.values()], axis=1)  # genes x perturbations
             blocks.append(_unit(_top_components(Y, response_pcs)))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import RunError
+from ..errors import DataError, RunError
 from ..utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -33,19 +33,11 @@ log = logging.getLogger(__name__)
 def observed_effects(data, split: str) -> pd.DataFrame:
     """Mean change from control (log-normalised) per perturbation, from one split's cells only:
     genes x perturbations."""
-    idx = data.split_index(split)
-    ctrl = idx[data.pair[idx] == -1]
-    if len(ctrl) == 0:
-        raise RunError(f"split '{split}' has no control cells: no reference effects can be computed")
-    base = data.mean_lognorm(ctrl)
-    cols = {}
-    for c, name in enumerate(data.conditions):
-        if not data.condition_nodes[c]:
-            continue
-        cells = idx[data.cell_condition[idx] == c]
-        if len(cells):
-            cols[name] = data.mean_lognorm(cells) - base
-    return pd.DataFrame(cols, index=list(data.genes))
+    try:
+        effects = data.condition_effects(split)
+    except DataError as exc:
+        raise RunError(f"{exc}: no reference effects can be computed") from None
+    return pd.DataFrame({data.conditions[c]: e for c, e in effects.items()}, index=list(data.genes))
 
 
 def _cells_by_perturbation(data, split: str, perturbations: Sequence[str]):

@@ -1,11 +1,15 @@
-"""Variational posterior over the GRN's edges: a Bernoulli mask and a Normal weight per edge.
+"""Variational posteriors over the GRN's edges: a Bernoulli mask and a Normal weight per edge.
 
-q(m_e) = Bernoulli(sigmoid(phi_e)), sampled with a straight-through Gumbel-sigmoid (hard 0/1
-forward, soft gradient). q(w_e | m) is Normal, either free per edge or amortised as in GPO-VAE,
-where regulator i's row of weights is predicted by an MLP from ``[mask row of i ; one-hot(i)]``.
-The amortised encoder is evaluated sparsely: the first layer's product with a mask row is a
-sum over i's out-edges, and the output layer is evaluated only at i's targets, so cost and
-memory are O(E * hidden) and over a complete graph the result equals the dense upstream MLP.
+:class:`EdgePosterior` (GPO-VAE): q(m_e) = Bernoulli(sigmoid(phi_e)), sampled with a
+straight-through Gumbel-sigmoid (hard 0/1 forward, soft gradient); q(w_e | m) Normal, either free
+per edge or amortised as in GPO-VAE, where regulator i's row of weights is predicted by an MLP
+from ``[mask row of i ; one-hot(i)]``. The amortised encoder is evaluated sparsely: the first
+layer's product with a mask row is a sum over i's out-edges, and the output layer is evaluated
+only at i's targets, so cost and memory are O(E * hidden) and over a complete graph the result
+equals the dense upstream MLP.
+
+:class:`FeatureEdgePosterior` (the ``grnvae`` model): free per-edge posteriors under a prior
+amortised over gene features, which alone carries regulators without training cells.
 """
 
 from __future__ import annotations
@@ -240,8 +244,8 @@ class FeatureEdgePosterior(nn.Module):
     regulators (moment estimates), the regulator side ``A_s``, ``B_s`` is a function of the
     regulator's features only (it must carry regulators without training cells), the target side
     ``(A_j, B_j)`` a function of the target's features plus a free per-target part (every target
-    is reached by the seen regulators), and the scale ``s_j`` is learned per target (targets
-    differ in how strongly and how variably they respond; fixed unless ``learn_scale``). The regulator side has no bias, so a regulator
+    is reached by the seen regulators), and the scale ``s_j`` is per target (fixed at
+    ``weight_prior_scale`` unless ``learn_scale``). The regulator side has no bias, so a regulator
     whose features are zero (not a measured gene) gets ``b_ij = d_j``: the typical response of
     each target over the seen regulators, i.e. the ``mean_effect`` baseline. The posterior of an edge whose regulator is perturbed in training is free,
     ``q(m_ij) = Bernoulli(sigmoid(phi_ij))``, ``q(w_ij) = Normal(mu_ij, sigma_ij^2)``; the KL to
@@ -258,7 +262,7 @@ class FeatureEdgePosterior(nn.Module):
         edge_index (LongTensor): ``[2, E]`` regulator -> target, coalesced.
         features (Tensor): node features ``[V, F]``.
         seen (Tensor): bool ``[V]``, nodes perturbed in training cells.
-        mask_prior (float): initial edge probability.
+        mask_prior (float): initial posterior edge probability of the seen edges.
         logit_init (float): added to the initial posterior mask logit ``logit(mask_prior)``.
         weight_prior_scale (float): initial s_j.
         temperature (float): Gumbel-sigmoid temperature.
@@ -306,7 +310,8 @@ class FeatureEdgePosterior(nn.Module):
         self.log_prior_scale = nn.Parameter(torch.full((V,), math.log(float(weight_prior_scale))),
                                             requires_grad=bool(learn_scale))
         self.logit_offset = float(logit_init)
-        self.q_logits = nn.Parameter(torch.zeros(E))  # posterior mask logits (seen edges)
+        # posterior mask logits (seen edges); without masks they are unused and not trained
+        self.q_logits = nn.Parameter(torch.zeros(E), requires_grad=self.use_mask)
         self.q_loc = nn.Parameter(torch.zeros(E))
         self.q_log_scale = nn.Parameter(torch.full((E,), math.log(0.05)))
         self.reset_parameters()
@@ -332,7 +337,7 @@ class FeatureEdgePosterior(nn.Module):
         with torch.no_grad():
             use = self.seen.to(self.q_loc.dtype)
             tgt = self.edge_index[1]
-            n = torch.zeros(self.num_nodes, device=use.device).index_add(0, tgt, use).clamp(min=1.0)
+            n = use.new_zeros(self.num_nodes).index_add(0, tgt, use).clamp(min=1.0)
             c = torch.zeros_like(n).index_add(0, tgt, use * self.q_logits) / n
             d = torch.zeros_like(n).index_add(0, tgt, use * self.q_loc) / n
         return c, d

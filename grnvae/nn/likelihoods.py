@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.dataset import LOGNORM_SCALE
 from .effect import SparseEffects
 from .mlp import Projected, SplitInputMLP
 
@@ -73,6 +74,9 @@ class Decoder(nn.Module):
     (GPO-VAE's library NB). ``likelihood="normal"``: per-gene mean and a learned per-gene scale,
     for log-normalised input.
 
+    With ``mlp_effects=False`` the MLP does not read z_p; effects then reach the genes only
+    through ``gene_effect``, the identity skip the model builds from them (see ``mean``).
+
     Shapes: z_b ``[P, N, L]``, z_p ``[P, C, V]``, index ``[N]``, library ``[N]``, artifact
     ``[P, N, L]`` or None (the artifact-free path), covariates ``[N, K]`` or None. z_p may be
     given as :class:`~grnvae.nn.mlp.Projected` (``project_effect``).
@@ -93,7 +97,7 @@ class Decoder(nn.Module):
         else:
             raise ValueError(f"unknown likelihood {likelihood!r}")
 
-    def expected_lognorm(self, mean: Tensor, library: Tensor, scale: float = 1e4) -> Tensor:
+    def expected_lognorm(self, mean: Tensor, library: Tensor, scale: float = LOGNORM_SCALE) -> Tensor:
         """Expected log-normalised value ``E[log1p(x / library * scale)]`` of each gene under
         the likelihood with the given ``mean`` ``[P, N, G]`` and ``library`` ``[N]``: exact
         for nb (see :func:`expected_log1p_nb`); the mean, floored at 0, for normal (values
