@@ -669,6 +669,17 @@ def simulate(n_genes: int = 200, n_regulators: int = 40, n_cells: int = 4000,
     return anndata.AnnData(X=X, obs=obs, var=var, uns=uns)
 
 
+def _truth(adata: anndata.AnnData, key: str, fields, caller: str):
+    """``adata.uns[UNS_KEY][key]``, checked to hold ``fields``; a DataError naming them if not."""
+    uns = getattr(adata, "uns", None)
+    sim = uns.get(UNS_KEY) if uns is not None and hasattr(uns, "get") else None
+    part = sim.get(key) if hasattr(sim, "get") else None
+    if not hasattr(part, "get") or any(k not in part for k in fields):
+        raise DataError(f"{caller}: adata.uns[{UNS_KEY!r}][{key!r}] with {', '.join(fields)} is missing; "
+                        f"this AnnData was not made by (this version of) grnvae.data.simulate.simulate")
+    return part
+
+
 def true_grn_edges(adata: anndata.AnnData) -> pd.DataFrame:
     """Return the true GRN of an AnnData made by :func:`simulate`.
 
@@ -690,13 +701,7 @@ def true_grn_edges(adata: anndata.AnnData) -> pd.DataFrame:
         If ``adata`` does not carry the simulator's ground truth in
         ``adata.uns['grnvae_simulation']['true_grn']``.
     """
-    uns = getattr(adata, "uns", None)
-    sim = uns.get(UNS_KEY) if uns is not None and hasattr(uns, "get") else None
-    grn = sim.get("true_grn") if hasattr(sim, "get") else None
-    if not hasattr(grn, "get") or any(k not in grn for k in ("source", "target", "weight")):
-        raise DataError(f"true_grn_edges: adata.uns[{UNS_KEY!r}]['true_grn'] with source, "
-                        f"target and weight is missing; this AnnData was not made by "
-                        f"grnvae.data.simulate.simulate")
+    grn = _truth(adata, "true_grn", ("source", "target", "weight"), "true_grn_edges")
     source = [str(s) for s in np.asarray(grn["source"], dtype=object).ravel()]
     target = [str(t) for t in np.asarray(grn["target"], dtype=object).ravel()]
     weight = np.asarray(grn["weight"], dtype=np.float64).ravel()
@@ -730,13 +735,7 @@ def true_lfc(adata: anndata.AnnData) -> pd.DataFrame:
         If ``adata`` does not carry ``adata.uns['grnvae_simulation']['true_lfc']`` (made by
         this version of the simulator) or its parts are inconsistent.
     """
-    uns = getattr(adata, "uns", None)
-    sim = uns.get(UNS_KEY) if uns is not None and hasattr(uns, "get") else None
-    lfc = sim.get("true_lfc") if hasattr(sim, "get") else None
-    if not hasattr(lfc, "get") or any(k not in lfc for k in ("values", "genes", "conditions")):
-        raise DataError(f"true_lfc: adata.uns[{UNS_KEY!r}]['true_lfc'] with values, genes and "
-                        f"conditions is missing; this AnnData was not made by (this version "
-                        f"of) grnvae.data.simulate.simulate")
+    lfc = _truth(adata, "true_lfc", ("values", "genes", "conditions"), "true_lfc")
     values = np.asarray(lfc["values"], dtype=np.float64)
     genes = [str(g) for g in np.asarray(lfc["genes"], dtype=object).ravel()]
     conditions = [str(c) for c in np.asarray(lfc["conditions"], dtype=object).ravel()]
