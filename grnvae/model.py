@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from .errors import GRNError
 from .grn import GRN
 from .nn.edges import EdgePosterior, FeatureEdgePosterior, normal_kl
 from .nn.effect import EffectModule, EffectPlan, SparseEffects, khop_rows
@@ -99,6 +100,11 @@ class GRNVAE(nn.Module):
         self.register_buffer("measured_nodes", torch.nonzero(node_gene >= 0).flatten())
         self.register_buffer("node_gene", node_gene, persistent=False)  # rebuilt from the spec
         self.skip = bool(mcfg.decoder.skip)
+        if not mcfg.decoder.mlp_effects and self.measured_nodes.numel() == 0:
+            raise GRNError(
+                f"model.decoder.mlp_effects=false lets perturbation effects reach genes only through GRN "
+                f"nodes that are measured genes, and none of the {V} nodes is one; set grn.nodes="
+                f"perturbed+measured (or perturbed+hvg), or model.decoder.mlp_effects=true")
         self.n_train = int(spec.n_train)
 
         ecfg = mcfg.edges

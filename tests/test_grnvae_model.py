@@ -182,3 +182,13 @@ def test_grnvae_recipe_trains_and_predicts(sim, tmp_path):
 
     pred = predict_perturbations(run.path, ["G0001", "G0001+G0002"])
     assert (pred.X >= 0).all() and np.isfinite(pred.layers["delta"]).all()
+
+
+def test_skip_only_effects_need_measured_nodes(sim):
+    # targets that are not measured genes and a decoder that reads effects only through the skip:
+    # the perturbations could reach no gene, which must be an error, not a model predicting nothing
+    a = sim[:, 8:].copy()  # drop the regulators' own genes
+    cfg = _cfg("grn.nodes=perturbed")
+    data = PerturbationData.from_anndata(a, cfg)
+    with pytest.raises(grnvae.errors.GRNError, match="mlp_effects"):
+        GRNVAE(build_spec(data, cfg), cfg)

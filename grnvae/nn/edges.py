@@ -297,7 +297,7 @@ class FeatureEdgePosterior(nn.Module):
         self.register_buffer("is_self", (edge_index[0] == edge_index[1]).float())
         self.register_buffer("seen", seen[edge_index[0]].clone())
         F, H = features.shape[1], self.hidden
-        # source side: [A_s ; B_s]; target side: [A_t ; B_t ; c ; d]
+        # source side: [A_s ; B_s]; target side: [A_t ; B_t] (c_j, d_j are moment estimates)
         # no biases on the regulator side: a regulator without features (not a measured gene)
         # adds nothing to the target terms, so it gets d_j, the targets' typical response
         self.source_net = nn.Sequential(nn.Linear(F, H, bias=False), nn.LeakyReLU(), nn.Linear(H, 2 * H, bias=False))
@@ -343,14 +343,17 @@ class FeatureEdgePosterior(nn.Module):
         return c, d
 
     def prior(self) -> Tuple[Tensor, Tensor]:
-        """Amortised prior mask logits ``a`` and weight means ``b``: ``[E]`` each."""
+        """Amortised prior mask logits ``a`` and weight means ``b``: ``[E]`` each (without masks,
+        ``a`` is only each target's mean logit ``c_j``: nothing reads it)."""
         H = self.hidden
         src, tgt = self.edge_index
         s = self.source_net(self.features)
         t = self.target_net(self.features) + self.target_free
         c, d = self.target_means()
-        a = (s[src, :H] * t[tgt, :H]).sum(-1) + c[tgt] + self.self_terms[0] * self.is_self
         b = (s[src, H:] * t[tgt, H:]).sum(-1) + d[tgt] + self.self_terms[1] * self.is_self
+        if not self.use_mask:  # no mask enters the loss: skip the logits' [E, H] product
+            return c[tgt], b
+        a = (s[src, :H] * t[tgt, :H]).sum(-1) + c[tgt] + self.self_terms[0] * self.is_self
         return a, b
 
     def posterior(self, use_prior: Optional[Tensor] = None):
