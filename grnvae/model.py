@@ -134,6 +134,11 @@ class GRNVAE(nn.Module):
                                     artifact=self.artifact, n_covariates=K)
         self.decoder = Decoder(L, V, G, mcfg.decoder.hidden, mcfg.decoder.layers, likelihood,
                                artifact=self.artifact, n_covariates=K, mlp_effects=mcfg.decoder.mlp_effects)
+        if mcfg.decoder.library:
+            if self.likelihood != "nb" or not self.skip or "log_library" not in spec.extra:
+                raise GRNError("model.decoder.library=true models the library sizes of count data: it needs "
+                               "the nb likelihood and model.decoder.skip=true")
+            self.decoder.set_library_model(*spec.extra["log_library"])
         if self.skip:
             # effects on nodes that no training perturbation reaches (an unseen regulator's own
             # node) must not move the encoder or decoder through untrained weights
@@ -153,6 +158,7 @@ class GRNVAE(nn.Module):
         self.align_hops = int(lcfg.align.hops)
         self.align_fc = float(lcfg.align.fc)
         self.sparsity = float(lcfg.sparsity)
+        self.invariance_weight = float(lcfg.invariance)
 
     # ---------------------------------------------------------------------------------------
     def standardise(self, x: Tensor) -> Tensor:
@@ -271,6 +277,7 @@ class GRNVAE(nn.Module):
             "align": self.alignment(batch),
             "sparsity": (self.sparsity * self.edges.probabilities().mean() if self.sparsity
                          else self.x_mean.new_zeros(())),
+            "invariance": self.invariance(loc, batch["cond_dosage"], idx),
         })
         terms["elbo"] = -(terms["reconstruction"] + terms["kl_local"] + terms["kl_global"])
         terms["loss"] = (
@@ -278,9 +285,38 @@ class GRNVAE(nn.Module):
             + self.kl_weight * (terms["kl_local"] + terms["kl_global"])
             + terms["align"]
             + terms["sparsity"]
+            + terms["invariance"]
             + terms.get("counterfactual", 0.0)
         )
         return terms
+
+    def invariance(self, loc: Tensor, cond_dosage: Tensor, cond_index: Tensor) -> Tensor:
+        """Basal-invariance penalty: ``w * sum_c (N_c / N) ||mean_c(loc) - mean_ctrl(loc)||^2``.
+
+        A perturbation should move a cell through its effect, not through its basal state: the
+        basal state is what the cell would be without it, so the perturbed cells of condition c
+        and the controls share its distribution. A flexible encoder breaks that when a
+        perturbation's cells resemble a subset of controls (a knock-out of a pathway that is
+        active in some controls): it places them in that subset's region of z_b, the decoder
+        explains part of the effect from z_b, and the effect the GRN carries shrinks. This term
+        pulls each condition's mean encoder location (``loc`` ``[P, N, L]``, averaged over
+        particles) in the batch to the batch controls' mean. Zero without weight, without
+        control cells in the batch, or when only controls are present.
+        """
+        if self.invariance_weight == 0:
+            return loc.new_zeros(())
+        control = (cond_dosage == 0).all(-1)  # [C]
+        is_ctrl = control[cond_index]
+        if not bool(is_ctrl.any()) or bool(is_ctrl.all()):
+            return loc.new_zeros(())
+        z = loc.mean(0)  # [N, L]
+        C = cond_dosage.shape[0]
+        counts = torch.bincount(cond_index, minlength=C).to(z.dtype)
+        means = z.new_zeros(C, z.shape[1]).index_add(0, cond_index, z) / counts.clamp(min=1.0)[:, None]
+        ref = z[is_ctrl].mean(0)
+        use = (counts > 0) & ~control
+        gap = ((means - ref) ** 2).sum(-1)
+        return self.invariance_weight * (counts[use] * gap[use]).sum() / z.shape[0]
 
     # ------------------------------------------------------------------------- artifact module
     def _artifact_embedding(self, particles: int):
@@ -383,8 +419,8 @@ class GRNVAE(nn.Module):
             cov = None if cov_all is None else cov_all[a:b]
             for c in range(C):
                 index = torch.full((b - a,), 1 + c, dtype=torch.long, device=device)
-                mean = self.decoder.mean(z_b, z_dec, index, lib[a:b], None, cov, gene_effect)  # [P, n, G]
-                total[c] += self.decoder.expected_lognorm(mean, lib[a:b]).mean(0).sum(0)
+                mean, lib_c = self.decoder.predictive(z_b, z_dec, index, lib[a:b], cov, gene_effect)  # [P, n, G]
+                total[c] += self.decoder.expected_lognorm(mean, lib_c).mean(0).sum(0)
         return (total / n).cpu()
 
     # ---------------------------------------------------------------------------------------

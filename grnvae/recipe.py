@@ -170,6 +170,9 @@ class DecoderConfig:
     likelihood: str = "auto"
     skip: bool = False  # node effects shift their own gene's log-rate (identity skip beside the MLP)
     mlp_effects: bool = True  # the MLP reads the node effects too; false: they act through the skip only
+    # nb with skip: a perturbation's skip effects change the cell's library size as well as its
+    # composition; the observed library is modelled (log-normal around the controls') and predicted
+    library: bool = False
 
 
 @dataclass
@@ -203,6 +206,9 @@ class LossConfig:
     kl_weight: float = 1.0
     align: AlignConfig = field(default_factory=AlignConfig)
     sparsity: float = 1.0
+    # weight of the basal-invariance penalty: each perturbation's mean basal state (encoder
+    # location) is pulled to the controls' mean, so that z_b holds cell state, not the effect
+    invariance: float = 0.0
 
 
 @dataclass
@@ -267,7 +273,7 @@ POSITIVE = (
     "train.eval_cells",
 )
 NON_NEGATIVE = (
-    "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity",
+    "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity", "loss.invariance",
     "train.weight_decay", "train.grad_clip", "train.patience", "train.num_workers",
     "model.edges.encoder_layers", "model.encoder.layers", "model.decoder.layers",
     "model.artifact.cf_weight", "model.edges.min_prior_scale", "model.edges.expression_pcs", "model.edges.response_pcs", "data.min_cells", "grn.knn", "grn.deg_per_perturbation", "grn.n_hvg",

@@ -21,7 +21,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,7 @@ from .utils import atomic_write, atomic_write_text
 log = logging.getLogger(__name__)
 
 #: loss terms every model reports (the artifact module adds "counterfactual")
-TERMS = ("loss", "elbo", "reconstruction", "kl_local", "kl_global", "align", "sparsity")
+TERMS = ("loss", "elbo", "reconstruction", "kl_local", "kl_global", "align", "sparsity", "invariance")
 
 
 # ------------------------------------------------------------------------------------- data
@@ -85,7 +85,8 @@ def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
         x_std=torch.from_numpy(std), node_counts=torch.from_numpy(data.node_counts("train")),
         n_train=int(len(data.split_index("train"))), values=data.values,
         covariates=data.covariate_levels(),
-        extra={"library_median": float(np.median(data.library[data.split == 0])), "dose": data.dose},
+        extra={"library_median": float(np.median(data.library[data.split == 0])), "dose": data.dose,
+               "log_library": _log_library(data)},
         n_qc_fail=int(data.qc[data.split == 0].sum()) if data.qc is not None else 0,
         node_features=features,
     )
@@ -102,6 +103,15 @@ def _lightning():
         if logger.level < logging.WARNING and not log.isEnabledFor(logging.DEBUG):
             logger.setLevel(logging.WARNING)
     return pl
+
+
+def _log_library(data) -> List[float]:
+    """Mean and standard deviation of the log library size of the training controls (all
+    training cells when there are fewer than two controls): the basal library model."""
+    train = data.split_index("train")
+    cells = train[data.pair[train] == -1]
+    log_lib = np.log(np.maximum(data.library[cells if len(cells) >= 2 else train], 1.0))
+    return [float(log_lib.mean()), float(max(log_lib.std(), 1e-3))]
 
 
 # ---------------------------------------------------------------------------------- runs

@@ -96,14 +96,40 @@ class Decoder(nn.Module):
             self.log_scale = nn.Parameter(torch.zeros(n_genes))
         else:
             raise ValueError(f"unknown likelihood {likelihood!r}")
+        # log-normal model of the basal library size (see ``set_library_model``); off until set
+        # (set from the model spec on every build, so not part of the state dict)
+        self.register_buffer("library_loc", torch.zeros(()), persistent=False)
+        self.register_buffer("library_scale", torch.zeros(()), persistent=False)
+
+    def set_library_model(self, loc: float, scale: float) -> None:
+        """Model the library size a perturbation's skip effects produce (nb only).
+
+        Under the softmax head a cell's observed library ``l`` is given, so the skip effects
+        ``e`` set only the composition and are free up to a constant per condition. With this
+        model the cell's *basal* library ``l / r`` is log-normal with the controls' ``loc`` and
+        ``scale`` (of the log library), where ``r = sum_g softmax(h)_g exp(e_g)`` is the change of
+        the total expected count that the effects make (``h``: the log-rates without them).
+        That ties the constant to the observed libraries of perturbed cells (a knock-out that
+        silences highly expressed genes shrinks them), and ``predictive`` scales each control
+        cell's library by ``r``.
+        """
+        if self.likelihood != "nb":
+            raise ValueError("a library model needs the nb likelihood")
+        self.library_loc.fill_(float(loc))
+        self.library_scale.fill_(float(scale))
+
+    @property
+    def models_library(self) -> bool:
+        return bool(self.library_scale > 0)
 
     def expected_lognorm(self, mean: Tensor, library: Tensor, scale: float = LOGNORM_SCALE) -> Tensor:
         """Expected log-normalised value ``E[log1p(x / library * scale)]`` of each gene under
-        the likelihood with the given ``mean`` ``[P, N, G]`` and ``library`` ``[N]``: exact
+        the likelihood with the given ``mean`` ``[P, N, G]`` and ``library`` ``[N]`` or ``[P, N]``: exact
         for nb (see :func:`expected_log1p_nb`); the mean, floored at 0, for normal (values
         that are already log-normalised)."""
         if self.likelihood == "nb":
-            factor = (scale / library.clamp(min=1e-8))[None, :, None]
+            factor = (scale / library.clamp(min=1e-8)).unsqueeze(-1)
+            factor = factor.unsqueeze(0) if factor.dim() == 2 else factor
             return expected_log1p_nb(mean, self.log_theta, factor)
         return mean.clamp(min=0.0)
 
@@ -112,27 +138,53 @@ class Decoder(nn.Module):
         None when the MLP does not read effects (``mlp_effects=False``: they act through the skip only)."""
         return self.mlp.project(1, z_p) if self.mlp.has_input(1) else None
 
+    def log_rates(self, z_b: Tensor, z_p: Tensor, index: Tensor, artifact: Optional[Tensor] = None,
+                  covariates: Optional[Tensor] = None, gene_effect: Optional[Tensor] = None):
+        """The MLP's output ``h`` and ``h`` plus the skip effects (``gene_effect`` ``[P, C, G]``,
+        rows gathered by ``index``), ``[P, N, G]`` each: log-rates up to a constant for nb,
+        values for normal."""
+        h = self.head(self.mlp([z_b, None if z_p is None else (z_p, index), artifact, covariates]))
+        return h, (h if gene_effect is None else h + gene_effect[:, index])
+
     def mean(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
              artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None,
              gene_effect: Optional[Tensor] = None) -> Tensor:
-        """Expected observation ``[P, N, G]`` (counts for nb, values for normal).
-
-        ``gene_effect`` ``[P, C, G]`` (rows gathered by ``index``) is added to the MLP's output
-        (the log-rate for nb, the value for normal): the identity skip from node effects to
-        their own genes."""
-        out = self.head(self.mlp([z_b, None if z_p is None else (z_p, index), artifact, covariates]))
-        if gene_effect is not None:
-            out = out + gene_effect[:, index]
+        """Expected observation ``[P, N, G]`` given the library (counts for nb, values for
+        normal), with the skip effects ``gene_effect`` added to the MLP's output."""
+        out = self.log_rates(z_b, z_p, index, artifact, covariates, gene_effect)[1]
         if self.likelihood == "nb":
             return library.unsqueeze(-1) * F.softmax(out, dim=-1)
         return out
 
+    @staticmethod
+    def _log_library_change(h: Tensor, out: Tensor) -> Tensor:
+        """``log r = logsumexp(h + e) - logsumexp(h)`` ``[P, N]`` (see ``set_library_model``)."""
+        return torch.logsumexp(out, -1) - torch.logsumexp(h, -1)
+
+    def predictive(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
+                   covariates: Optional[Tensor] = None, gene_effect: Optional[Tensor] = None):
+        """Expected observation ``[P, N, G]`` and the library it comes with ``[P, N]`` for cells
+        whose *basal* library is ``library`` ``[N]``: with a library model the library is scaled by
+        the effects' change ``r``; otherwise it is ``library`` itself."""
+        h, out = self.log_rates(z_b, z_p, index, None, covariates, gene_effect)
+        lib = library.expand(out.shape[0], -1)
+        if self.likelihood != "nb":
+            return out, lib
+        if self.models_library and gene_effect is not None:
+            lib = lib * self._log_library_change(h, out).exp()
+        return lib.unsqueeze(-1) * F.softmax(out, dim=-1), lib
+
     def log_prob(self, x: Tensor, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
                  artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None,
                  gene_effect: Optional[Tensor] = None) -> Tensor:
-        """log p(x | z) summed over genes: ``[P, N]``."""
-        mean = self.mean(z_b, z_p, index, library, artifact, covariates, gene_effect)
+        """log p(x | z) summed over genes: ``[P, N]``; with a library model, plus the log density
+        of the observed library given the effects (see ``set_library_model``)."""
+        h, out = self.log_rates(z_b, z_p, index, artifact, covariates, gene_effect)
         if self.likelihood == "nb":
-            return nb_log_prob(x, mean, self.log_theta).sum(-1)
+            log_p = nb_log_prob(x, library.unsqueeze(-1) * F.softmax(out, dim=-1), self.log_theta).sum(-1)
+            if self.models_library and gene_effect is not None:
+                basal = library.clamp(min=1.0).log() - self._log_library_change(h, out)
+                log_p = log_p + torch.distributions.Normal(self.library_loc, self.library_scale).log_prob(basal)
+            return log_p
         scale = self.log_scale.exp() + 1e-4
-        return torch.distributions.Normal(mean, scale).log_prob(x).sum(-1)
+        return torch.distributions.Normal(out, scale).log_prob(x).sum(-1)
