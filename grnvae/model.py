@@ -29,6 +29,7 @@ from .nn.effect import EffectModule, EffectPlan, SparseEffects, khop_rows
 from .nn.encoders import BasalEncoder
 from .nn.likelihoods import Decoder
 from .nn.mlp import Projected
+from .nn.penetrance import Penetrance, mixture_log_prob
 
 
 @dataclass
@@ -114,7 +115,7 @@ class GRNVAE(nn.Module):
                 logit_init=ecfg.logit_init,
                 weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
                 hidden=ecfg.feature_hidden, mask=ecfg.mask, prior_dropout=ecfg.prior_dropout,
-                learn_scale=ecfg.learn_prior_scale, min_scale=ecfg.min_prior_scale)
+                learn_scale=ecfg.learn_prior_scale, min_scale=ecfg.min_prior_scale, linear_ridge=ecfg.linear_ridge)
         else:
             self.edges = EdgePosterior(
                 self.edge_index, V,
@@ -144,6 +145,9 @@ class GRNVAE(nn.Module):
             # node) must not move the encoder or decoder through untrained weights
             self.encoder.mlp.zero_input(1)
             self.decoder.mlp.zero_input(1)
+        pcfg = mcfg.penetrance
+        self.penetrance = (Penetrance(spec.node_counts > 0, float(pcfg.prior), float(pcfg.spread))
+                           if pcfg.enabled else None)
         if self.artifact:
             # global artifact embedding e_qc ~ N(0, s^2 I), Normal posterior
             self.qc_loc = nn.Parameter(torch.zeros(L))
@@ -243,7 +247,11 @@ class GRNVAE(nn.Module):
     def forward(self, batch: Dict[str, Tensor], particles: int = 1) -> Dict[str, Tensor]:
         x, idx = batch["x"], batch["cond_index"]
         cov = batch.get("covariates")
-        z_p, edge_kl, plan = self._effects(batch["cond_dosage"], particles)
+        # with penetrance, effects are those of each subset of a condition's targets that took
+        # effect; the encoder reads the condition's full effect
+        comps = None if self.penetrance is None else self.penetrance.components(batch["cond_dosage"])
+        z_p, edge_kl, plan = self._effects(batch["cond_dosage"] if comps is None else comps.dosage, particles)
+        enc_idx = idx if comps is None else comps.full[idx]
         # first-layer projections of z_p (sparse over its structural support when it has one)
         # and of the expression, each computed once and shared by the encoder calls
         z_enc = self.encoder.project_effect(z_p)
@@ -256,11 +264,22 @@ class GRNVAE(nn.Module):
             offset = q[None, :, None] * e_qc[:, None, :]  # [P, N, L]: each cell's own QC path
         x_std = self.standardise(x)
         x_enc = self.encoder.project_input(x_std)
-        loc, scale = self.encoder(x_enc, z_enc, idx, particles, offset, cov)
+        loc, scale = self.encoder(x_enc, z_enc, enc_idx, particles, offset, cov)
         z_b = loc + scale * torch.randn_like(loc)
-        log_lik = self.decoder.log_prob(x, z_b, z_dec, idx, batch["library"], offset, cov, gene_effect).mean(0)  # [N]
+        library = batch["library"]
+        if comps is None:
+            log_lik = self.decoder.log_prob(x, z_b, z_dec, idx, library, offset, cov, gene_effect)
+        else:
+            def component_log_prob(cells: Tensor, rows: Tensor) -> Tensor:
+                return self.decoder.log_prob(x[cells], z_b[:, cells], z_dec, rows, library[cells],
+                                             None if offset is None else offset[:, cells],
+                                             None if cov is None else cov[cells], gene_effect)
+            log_lik = mixture_log_prob(component_log_prob, comps, idx)
+        log_lik = log_lik.mean(0)  # [N]
         kl_local = normal_kl(loc, scale, 1.0).sum(-1).mean(0)  # [N]
         kl_global = self.plated_kl(edge_kl, batch["cond_dosage"], idx)  # [N]
+        if self.penetrance is not None:  # a global prior term, shared by all training cells
+            kl_global = kl_global + self.penetrance.neg_log_prior() / max(self.n_train, 1)
         weight = None
         terms: Dict[str, Tensor] = {}
         if self.artifact:
@@ -268,7 +287,7 @@ class GRNVAE(nn.Module):
             kl_global = kl_global + q * kl_qc / max(self.n_qc_fail, 1)
             weight = self._qc_balance(q)
             terms["counterfactual"] = self.cf_weight * self._counterfactual_kl(
-                batch, x_enc, z_enc, e_qc, particles)
+                batch, x_enc, z_enc, enc_idx, e_qc, particles)
         rec = -log_lik if weight is None else -(weight * log_lik)
         terms.update({
             "reconstruction": rec.mean(),
@@ -338,18 +357,19 @@ class GRNVAE(nn.Module):
         return torch.where(q > 0, torch.full_like(q, 0.5 / a), torch.full_like(q, 0.5 / (1.0 - a)))
 
     def _counterfactual_kl(self, batch: Dict[str, Tensor], x_enc: Projected, z_enc: Optional[Projected],
-                           e_qc: Tensor, particles: int) -> Tensor:
+                           cond_index: Tensor, e_qc: Tensor, particles: int) -> Tensor:
         """KL between a real cell of the opposite QC status and this cell's counterfactual.
 
         For cell n with status q_n and partner m (same perturbation and split, status 1 - q_n):
         KL( q(z_b | x_m, z_p, q_m e_qc) || q(z_b | x_n, z_p, (1 - q_n) e_qc) ), the correct Normal
         KL (including the 1 / sigma^2 factor), averaged over cells that have a partner.
-        ``x_enc`` and ``z_enc`` are the batch's projected expression and effects.
+        ``x_enc`` and ``z_enc`` are the batch's projected expression and effects (rows:
+        ``cond_index``).
         """
         has = batch["has_cf"]
         if not bool(has.any()):
             return x_enc.h.new_zeros(())
-        idx = batch["cond_index"][has]
+        idx = cond_index[has]
         flipped = (1.0 - batch["qc"][has])[None, :, None] * e_qc[:, None, :]
         cov = batch.get("covariates")
         cov_cf = batch.get("covariates_cf")
@@ -387,8 +407,16 @@ class GRNVAE(nn.Module):
         dosage = dosage.to(device)
         C = dosage.shape[0]
         control_dose = torch.zeros(1, self.num_nodes, device=device)
-        z_p, _, _ = self._effects(torch.cat([control_dose, dosage]), particles,
-                                  mean=effects == "mean")  # [P or 1, 1 + C, V]
+        full = torch.cat([control_dose, dosage])
+        comps = None if self.penetrance is None else self.penetrance.components(full)
+        z_p, _, _ = self._effects(full if comps is None else comps.dosage, particles,
+                                  mean=effects == "mean")  # [P or 1, rows, V]
+        # each condition's rows of z_p and their weights (the subsets of targets that took effect)
+        if comps is None:
+            mixture = [[(1 + c, 1.0)] for c in range(C)]
+        else:
+            weight = comps.log_weight.exp().tolist()
+            mixture = [[(int(r), weight[int(r)]) for r in comps.slot[1 + c] if r >= 0] for c in range(C)]
         z_dec = self.decoder.project_effect(z_p)  # once, not per chunk and condition
         gene_effect = self.gene_effects(z_p)
         if x_ctrl is None:
@@ -406,7 +434,9 @@ class GRNVAE(nn.Module):
         else:
             x_ctrl, lib = x_ctrl.to(device), library.to(device)
             cov_all = None if covariates is None else covariates.to(device)
-            idx0 = torch.zeros(x_ctrl.shape[0], dtype=torch.long, device=device)
+            idx0 = torch.zeros(x_ctrl.shape[0], dtype=torch.long, device=device)  # the control's row
+            if comps is not None:
+                idx0 = idx0 + comps.full[0]
             loc, scale = self.encoder(self.standardise(x_ctrl), self.encoder.project_effect(z_p), idx0, particles,
                                       None, cov_all)  # row 0: the control
             loc, scale = loc.expand(particles, -1, -1), scale.expand(particles, -1, -1)
@@ -418,9 +448,10 @@ class GRNVAE(nn.Module):
             z_b = z_b_all[:, a:b]
             cov = None if cov_all is None else cov_all[a:b]
             for c in range(C):
-                index = torch.full((b - a,), 1 + c, dtype=torch.long, device=device)
-                mean, lib_c = self.decoder.predictive(z_b, z_dec, index, lib[a:b], cov, gene_effect)  # [P, n, G]
-                total[c] += self.decoder.expected_lognorm(mean, lib_c).mean(0).sum(0)
+                for row, w in mixture[c]:
+                    index = torch.full((b - a,), row, dtype=torch.long, device=device)
+                    mean, lib_c = self.decoder.predictive(z_b, z_dec, index, lib[a:b], cov, gene_effect)  # [P, n, G]
+                    total[c] += w * self.decoder.expected_lognorm(mean, lib_c).mean(0).sum(0)
         return (total / n).cpu()
 
     # ---------------------------------------------------------------------------------------

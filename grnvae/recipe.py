@@ -145,6 +145,9 @@ class EdgeConfig:
     prior_dropout: float = 0.0  # training: chance a seen regulator is drawn from the feature prior for a step
     learn_prior_scale: bool = False  # weight: features: learn each target's prior scale (empirical Bayes)
     min_prior_scale: float = 0.0  # a floor under the learned prior scales
+    # weight: features: add the closed-form ridge fit of the seen weights by the features (the
+    # linear baseline on edge weights) to the prior mean, with this ridge penalty; null: none
+    linear_ridge: Optional[float] = None
 
 
 @dataclass
@@ -185,6 +188,16 @@ class ArtifactConfig:
 
 
 @dataclass
+class PenetranceConfig:
+    """Each targeted node of a cell takes effect with a learned probability (escape from the
+    perturbation); the likelihood marginalises it (see ``grnvae.nn.penetrance``)."""
+
+    enabled: bool = False
+    prior: float = 0.8  # prior centre (and start) of each node's penetrance
+    spread: float = 0.5  # prior sd of the per-node logits
+
+
+@dataclass
 class ModelConfig:
     latent_dim: int = 100
     edges: EdgeConfig = field(default_factory=EdgeConfig)
@@ -192,6 +205,7 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     artifact: ArtifactConfig = field(default_factory=ArtifactConfig)
+    penetrance: PenetranceConfig = field(default_factory=PenetranceConfig)
 
 
 @dataclass
@@ -452,6 +466,9 @@ def _check(cfg: DictConfig, where: str) -> None:
     if not 0.0 <= cfg.model.edges.prior_dropout < 1.0:
         raise RecipeError(f"{where}: 'model.edges.prior_dropout' must lie in [0, 1), got {cfg.model.edges.prior_dropout}")
     e = cfg.model.edges
+    if e.linear_ridge is not None and e.linear_ridge < 0:
+        raise RecipeError(f"{where}: 'model.edges.linear_ridge' must be >= 0 (or null for no linear term), "
+                          f"got {e.linear_ridge}")
     if e.weight == "features" and not e.mask and (cfg.loss.sparsity > 0 or cfg.loss.align.weight > 0):
         raise RecipeError(f"{where}: model.edges.mask=false has no edge probabilities for loss.sparsity or "
                           f"loss.align to act on; set them to 0 or model.edges.mask=true")

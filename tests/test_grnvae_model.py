@@ -121,6 +121,40 @@ def test_feature_prior_carries_unseen_regulators():
     assert post.source_net[2].weight.grad.abs().sum() > 0 and post.log_prior_scale.grad[2:4].abs().sum() > 0
 
 
+def test_linear_prior_term_is_the_linear_baseline_on_edge_weights():
+    """When the seen weights are exactly bilinear in the features, the closed-form term (ridge 0)
+    recovers the map, so an unseen regulator with features gets f_i^T W f_j and one without
+    features the target's mean; the learned part is silenced to isolate the term."""
+    rng = np.random.default_rng(0)
+    V, K = 12, 3
+    feats = torch.tensor(rng.normal(size=(V, K)), dtype=torch.float32)
+    feats[:6] -= feats[:6].mean(0)  # the seen regulators' features centred, so the map is exact
+    feats[11] = 0.0  # an unmeasured regulator
+    regs = [0, 1, 2, 3, 4, 5, 10, 11]  # 0-5 seen, 10 and 11 unseen
+    ei = torch.tensor([[i, j] for i in regs for j in range(6, 10)]).t()
+    seen = torch.zeros(V, dtype=torch.bool)
+    seen[:6] = True
+    W0 = torch.tensor(rng.normal(size=(K, K)), dtype=torch.float32)
+    post = FeatureEdgePosterior(ei, feats, seen=seen, mask=False, linear_ridge=0.0)
+    with torch.no_grad():
+        for net in (post.source_net, post.target_net):
+            net[2].weight.zero_()
+            net[2].bias.zero_() if net[2].bias is not None else None
+        target_mean = torch.tensor([0.5, -1.0, 0.0, 2.0])
+        src, tgt = ei
+        exact = (feats[tgt] @ W0 * feats[src]).sum(-1)
+        # seen weights: a per-target mean plus a bilinear part (zero mean over the seen regulators)
+        seen_e = seen[src]
+        part = exact
+        post.q_loc.copy_(target_mean[tgt - 6] + part)
+    b = post.prior()[1]
+    fit = b - target_mean[tgt - 6]
+    assert torch.allclose(fit[seen_e], part[seen_e], atol=1e-4)
+    unseen_measured = src == 10
+    assert torch.allclose(fit[unseen_measured], exact[unseen_measured], atol=1e-4)
+    assert torch.allclose(fit[src == 11], torch.zeros(4), atol=1e-6)
+
+
 def test_node_features_come_from_training_cells(sim):
     cfg = _cfg()
     data = PerturbationData.from_anndata(sim, cfg)
@@ -192,3 +226,82 @@ def test_skip_only_effects_need_measured_nodes(sim):
     data = PerturbationData.from_anndata(a, cfg)
     with pytest.raises(grnvae.errors.GRNError, match="mlp_effects"):
         GRNVAE(build_spec(data, cfg), cfg)
+
+
+def test_penetrance_components_mix_every_subset_of_targets():
+    from grnvae.nn.penetrance import Penetrance
+
+    seen = torch.tensor([True, True, True, False, True])
+    pen = Penetrance(seen, prior=0.8)
+    with torch.no_grad():
+        pen.logits[0] = 0.0  # rho 0.5
+    dosage = torch.tensor([[0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0], [0, 1, 0, 1, 0], [1, 1, 1, 1, 1.0]])
+    comps = pen.components(dosage)
+    rho = pen.probability()
+    # an unseen node takes the seen nodes' mean logit
+    assert torch.isclose(rho[3], torch.sigmoid(pen.logits[seen].mean()))
+    for c in range(4):
+        rows = comps.slot[c][comps.slot[c] >= 0]
+        assert torch.isclose(comps.log_weight[rows].exp().sum(), torch.tensor(1.0))  # a distribution
+        # every component is a subset of the condition's targets; the full row is the condition
+        assert ((comps.dosage[rows] != 0) <= (dosage[c] != 0)).all()
+        assert torch.equal(comps.dosage[comps.full[c]], dosage[c])
+    assert len(comps.slot[2][comps.slot[2] >= 0]) == 4  # a double: none, A, B, both
+    only_b = next(int(r) for r in comps.slot[2] if r >= 0 and comps.dosage[r, 3] != 0 and comps.dosage[r, 1] == 0)
+    assert torch.isclose(comps.log_weight[only_b].exp(), (1 - rho[1]) * rho[3])
+    # more targets than are enumerated: one component, every target on
+    assert (comps.slot[3] >= 0).sum() == 1
+
+
+def test_penetrance_learns_escapers(sim, tmp_path):
+    """A perturbation whose guide-carrying cells are half escapers (cells that look like controls)
+    gets a penetrance near one half, clearly below the typical one of the others (weak
+    perturbations leave theirs poorly determined, so the comparison is with the median)."""
+    a = sim.copy()
+    obs = a.obs["perturbation"].astype(str).to_numpy()
+    target = "G0001"
+    ctrl = np.nonzero(obs == "control")[0]
+    n_escape = int((obs == target).sum())
+    obs[ctrl[:n_escape]] = target  # control cells relabelled: they carry the guide, no effect
+    a.obs["perturbation"] = obs
+    cfg = _cfg("model.penetrance.enabled=true", "train.max_epochs=30", "train.lr=1e-2", "train.batch_size=64",
+               "train.progress_bar=false", "train.patience=40")
+    run = grnvae.train(cfg, adata=a, out=tmp_path / "run")
+    rho = run.model.penetrance.probability().detach()
+    nodes = run.model.spec.nodes
+    others = [rho[nodes.index(g)].item() for g in nodes[:8] if g != target and run.model.node_counts[nodes.index(g)] > 0]
+    got = rho[nodes.index(target)].item()
+    assert abs(got - 0.5) < 0.15 and got < np.median(others) - 0.15, (got, others)
+
+
+def test_library_model_pins_the_effect_constant(sim):
+    """Under the softmax head a constant added to every skip effect changes nothing unless the
+    library is modelled; with the library model it changes the likelihood, and the predicted
+    library scales by sum_g softmax(h)_g exp(e_g)."""
+    for library in (False, True):
+        data, model = _model(sim, f"model.decoder.library={str(library).lower()}")
+        batch = data.batch(np.arange(64))
+        dec = model.decoder
+        z_b = torch.randn(1, 64, 4)
+        effect = torch.randn(1, 1, len(data.genes)) * 0.3
+        index = torch.zeros(64, dtype=torch.long)
+        lp = [dec.log_prob(batch["x"], z_b, None, index, batch["library"], gene_effect=effect + k).sum()
+              for k in (0.0, 0.5)]
+        assert torch.isclose(lp[0], lp[1]) != library
+        mean, lib = dec.predictive(z_b, None, index, batch["library"], gene_effect=effect)
+        h = dec.log_rates(z_b, None, index)[0]
+        r = (torch.softmax(h, -1) * effect[:, index].exp()).sum(-1)
+        assert torch.allclose(lib, batch["library"] * (r if library else 1.0), rtol=1e-5)
+        assert torch.allclose(mean.sum(-1), lib, rtol=1e-4)
+
+
+def test_invariance_penalty_compares_each_condition_to_controls(sim):
+    data, model = _model(sim, "loss.invariance=2.0")
+    dosage = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    index = torch.tensor([0, 0, 1, 1, 2, 0])
+    loc = torch.zeros(1, 6, 3)
+    assert model.invariance(loc, dosage, index) == 0
+    loc[0, 2:4] = torch.tensor([1.0, 0.0, 0.0])  # condition 1 shifted by 1 in one coordinate
+    # 2 * (2 cells / 6) * 1^2
+    assert torch.isclose(model.invariance(loc, dosage, index), torch.tensor(2.0 * 2 / 6))
+    assert model.invariance(loc, dosage, torch.tensor([1, 1, 2, 2, 2, 1])) == 0  # no control in the batch

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..utils import bilinear_ridge
 
 
 def _perturbation_list(perturbations, where: str) -> List[str]:
@@ -219,16 +220,7 @@ def linear(
     P = np.stack([embed(p) for p in train_delta.columns])  # n_train x K
     b = Y.mean(axis=1)
     Yc = Y - b[:, None]
-    g, U = np.linalg.eigh(G.T @ G)
-    q, V = np.linalg.eigh(P.T @ P)
-    # eigenvalues at rounding level are zero (directions with no data): with ridge == 0 they get
-    # W = 0 there, i.e. the minimum-norm least-squares solution
-    g = np.where(g > 1e3 * K * np.finfo(np.float64).eps * max(float(g.max()), 0.0), g, 0.0)
-    q = np.where(q > 1e3 * K * np.finfo(np.float64).eps * max(float(q.max()), 0.0), q, 0.0)
-    denom = g[:, None] * q[None, :] + float(ridge)
-    rhs = U.T @ (G.T @ Yc @ P) @ V
-    coef = np.divide(rhs, denom, out=np.zeros_like(rhs), where=denom > 0)
-    W = U @ coef @ V.T
+    W = bilinear_ridge(G, Yc, P, ridge)
 
     Pq = np.stack([embed(p) for p in perts])  # n_pred x K
     pred = b[:, None] + G @ W @ Pq.T

@@ -280,8 +280,9 @@ class FeatureEdgePosterior(nn.Module):
     def __init__(self, edge_index: Tensor, features: Tensor, seen: Optional[Tensor] = None, mask_prior: float = 0.5,
                  logit_init: float = 0.0, weight_prior_scale: float = 0.5, temperature: float = 1.0,
                  hidden: int = 32, mask: bool = True, prior_dropout: float = 0.0, learn_scale: bool = False,
-                 min_scale: float = 0.0):
+                 min_scale: float = 0.0, linear_ridge: Optional[float] = None):
         super().__init__()
+        self.linear_ridge = None if linear_ridge is None else float(linear_ridge)
         E = edge_index.shape[1]
         V = features.shape[0]
         self.prior_dropout = float(prior_dropout)
@@ -296,6 +297,11 @@ class FeatureEdgePosterior(nn.Module):
         self.register_buffer("features", features.float().clone())
         self.register_buffer("is_self", (edge_index[0] == edge_index[1]).float())
         self.register_buffer("seen", seen[edge_index[0]].clone())
+        # the seen regulators (rows of the closed-form linear term) and each seen edge's row
+        seen_nodes = torch.nonzero(seen).flatten()
+        self.register_buffer("seen_nodes", seen_nodes, persistent=False)
+        self.register_buffer("seen_row", torch.full((V,), -1, dtype=torch.long).index_copy(
+            0, seen_nodes, torch.arange(seen_nodes.numel()))[edge_index[0]], persistent=False)
         F, H = features.shape[1], self.hidden
         # source side: [A_s ; B_s]; target side: [A_t ; B_t] (c_j, d_j are moment estimates)
         # no biases on the regulator side: a regulator without features (not a measured gene)
@@ -342,6 +348,34 @@ class FeatureEdgePosterior(nn.Module):
             d = torch.zeros_like(n).index_add(0, tgt, use * self.q_loc) / n
         return c, d
 
+    def linear_term(self, d: Tensor) -> Tensor:
+        """Closed-form bilinear term of the prior mean ``f_i^T W f_j`` per edge ``[E]`` (a constant).
+
+        ``W`` is the exact ridge fit (:func:`grnvae.utils.bilinear_ridge`, penalty
+        ``linear_ridge``) of the seen regulators' posterior mean weights, centred on each target's
+        mean ``d_j``, by their regulators' and targets' features: the ``linear`` baseline of
+        Ahlmann-Eltze et al. (2025) fitted to the edge weights, recomputed from the current
+        posterior at every call (like ``d_j``), over the targets the seen edges reach. An edge of
+        a seen regulator absent from the graph counts as weight ``d_j``; a regulator without
+        features gets 0 (``d_j`` alone).
+        """
+        from ..utils import bilinear_ridge
+
+        with torch.no_grad():
+            src, tgt = self.edge_index
+            S = self.seen_nodes.numel()
+            if S == 0:
+                return torch.zeros_like(self.q_loc)
+            use = self.seen
+            targets, col = torch.unique(tgt[use], return_inverse=True)  # targets the seen edges reach
+            Q = self.q_loc.new_zeros(S, targets.numel())
+            Q[self.seen_row[use], col] = self.q_loc[use] - d[tgt[use]]
+            F = self.features.double().cpu().numpy()
+            W = bilinear_ridge(F[targets.cpu().numpy()], Q.t().double().cpu().numpy(),
+                               F[self.seen_nodes.cpu().numpy()], self.linear_ridge)
+            W = torch.as_tensor(W, dtype=self.q_loc.dtype, device=self.q_loc.device)
+            return ((self.features[tgt] @ W) * self.features[src]).sum(-1)
+
     def prior(self) -> Tuple[Tensor, Tensor]:
         """Amortised prior mask logits ``a`` and weight means ``b``: ``[E]`` each (without masks,
         ``a`` is only each target's mean logit ``c_j``: nothing reads it)."""
@@ -351,6 +385,8 @@ class FeatureEdgePosterior(nn.Module):
         t = self.target_net(self.features) + self.target_free
         c, d = self.target_means()
         b = (s[src, H:] * t[tgt, H:]).sum(-1) + d[tgt] + self.self_terms[1] * self.is_self
+        if self.linear_ridge is not None:
+            b = b + self.linear_term(d)
         if not self.use_mask:  # no mask enters the loss: skip the logits' [E, H] product
             return c[tgt], b
         a = (s[src, :H] * t[tgt, :H]).sum(-1) + c[tgt] + self.self_terms[0] * self.is_self
