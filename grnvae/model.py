@@ -398,7 +398,9 @@ class GRNVAE(nn.Module):
         (default) propagates the posterior mean edge weights ``E[m w]`` (for one linear hop over
         edges with independent posteriors, the posterior mean effect, free of Monte-Carlo noise);
         ``"sample"`` draws a GRN per particle (the full posterior predictive, noisier with few
-        particles).
+        particles). With penetrance, each condition's prediction is the mixture over the subsets
+        of its targets that took effect; with a library model each control cell's library is
+        scaled by the change the condition's effects make.
         """
         if effects not in ("mean", "sample"):
             raise ValueError(f"effects must be 'mean' or 'sample', got {effects!r}")
