@@ -63,7 +63,8 @@ def test_qc_balance_and_counterfactual_kl_maths(adata):
     e_qc, _ = model._artifact_embedding(2)
     x_std = model.standardise(b["x"])
     # the model shares projections (sparse over z_p's support) between encoder calls
-    got = model._counterfactual_kl(b, model.encoder.project_input(x_std), model.encoder.project_effect(z_p), e_qc, 2)
+    got = model._counterfactual_kl(b, model.encoder.project_input(x_std), model.encoder.project_effect(z_p),
+                                   b["cond_index"], e_qc, 2)
     z_p = z_p.dense() if isinstance(z_p, SparseEffects) else z_p
     has = b["has_cf"]
     flipped = (1 - b["qc"][has])[None, :, None] * e_qc[:, None, :]

@@ -100,6 +100,7 @@ class Decoder(nn.Module):
         # (set from the model spec on every build, so not part of the state dict)
         self.register_buffer("library_loc", torch.zeros(()), persistent=False)
         self.register_buffer("library_scale", torch.zeros(()), persistent=False)
+        self.models_library = False
 
     def set_library_model(self, loc: float, scale: float) -> None:
         """Model the library size a perturbation's skip effects produce (nb only).
@@ -115,12 +116,11 @@ class Decoder(nn.Module):
         """
         if self.likelihood != "nb":
             raise ValueError("a library model needs the nb likelihood")
+        if not scale > 0:
+            raise ValueError(f"library model scale must be > 0, got {scale}")
         self.library_loc.fill_(float(loc))
         self.library_scale.fill_(float(scale))
-
-    @property
-    def models_library(self) -> bool:
-        return bool(self.library_scale > 0)
+        self.models_library = True
 
     def expected_lognorm(self, mean: Tensor, library: Tensor, scale: float = LOGNORM_SCALE) -> Tensor:
         """Expected log-normalised value ``E[log1p(x / library * scale)]`` of each gene under
