@@ -466,6 +466,10 @@ def _check(cfg: DictConfig, where: str) -> None:
     if not 0.0 <= cfg.model.edges.prior_dropout < 1.0:
         raise RecipeError(f"{where}: 'model.edges.prior_dropout' must lie in [0, 1), got {cfg.model.edges.prior_dropout}")
     e = cfg.model.edges
+    pen = cfg.model.penetrance
+    if pen.enabled and not (0.0 < pen.prior < 1.0 and pen.spread > 0):
+        raise RecipeError(f"{where}: 'model.penetrance.prior' must lie in (0, 1) and 'model.penetrance.spread' "
+                          f"be > 0, got prior={pen.prior}, spread={pen.spread}")
     if e.linear_ridge is not None and e.linear_ridge < 0:
         raise RecipeError(f"{where}: 'model.edges.linear_ridge' must be >= 0 (or null for no linear term), "
                           f"got {e.linear_ridge}")

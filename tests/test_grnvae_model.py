@@ -253,6 +253,13 @@ def test_penetrance_components_mix_every_subset_of_targets():
     assert (comps.slot[3] >= 0).sum() == 1
 
 
+def test_penetrance_settings_are_checked():
+    with pytest.raises(grnvae.errors.RecipeError, match="model.penetrance.prior"):
+        _cfg("model.penetrance.prior=1.5")
+    with pytest.raises(grnvae.errors.RecipeError, match="spread"):
+        _cfg("model.penetrance.spread=0")
+
+
 def test_penetrance_learns_escapers(sim, tmp_path):
     """A perturbation whose guide-carrying cells are half escapers (cells that look like controls)
     gets a penetrance near one half, clearly below the typical one of the others (weak
