@@ -270,10 +270,14 @@ class GRNVAE(nn.Module):
         if comps is None:
             log_lik = self.decoder.log_prob(x, z_b, z_dec, idx, library, offset, cov, gene_effect)
         else:
+            # when the MLP does not read effects, components differ only in the skip: run it once
+            h = None if z_dec is not None else self.decoder.log_rates(z_b, None, idx, offset, cov)[0]
+
             def component_log_prob(cells: Tensor, rows: Tensor) -> Tensor:
                 return self.decoder.log_prob(x[cells], z_b[:, cells], z_dec, rows, library[cells],
                                              None if offset is None else offset[:, cells],
-                                             None if cov is None else cov[cells], gene_effect)
+                                             None if cov is None else cov[cells], gene_effect,
+                                             h=None if h is None else h[:, cells])
             log_lik = mixture_log_prob(component_log_prob, comps, idx)
         log_lik = log_lik.mean(0)  # [N]
         kl_local = normal_kl(loc, scale, 1.0).sum(-1).mean(0)  # [N]

@@ -176,10 +176,14 @@ class Decoder(nn.Module):
 
     def log_prob(self, x: Tensor, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
                  artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None,
-                 gene_effect: Optional[Tensor] = None) -> Tensor:
+                 gene_effect: Optional[Tensor] = None, h: Optional[Tensor] = None) -> Tensor:
         """log p(x | z) summed over genes: ``[P, N]``; with a library model, plus the log density
-        of the observed library given the effects (see ``set_library_model``)."""
-        h, out = self.log_rates(z_b, z_p, index, artifact, covariates, gene_effect)
+        of the observed library given the effects (see ``set_library_model``). ``h``: the MLP's
+        output for these cells when already computed (it must not depend on ``z_p``)."""
+        if h is None:
+            h, out = self.log_rates(z_b, z_p, index, artifact, covariates, gene_effect)
+        else:
+            out = h if gene_effect is None else h + gene_effect[:, index]
         if self.likelihood == "nb":
             log_p = nb_log_prob(x, library.unsqueeze(-1) * F.softmax(out, dim=-1), self.log_theta).sum(-1)
             if self.models_library and gene_effect is not None:
