@@ -146,7 +146,8 @@ class GRNVAE(nn.Module):
             self.encoder.mlp.zero_input(1)
             self.decoder.mlp.zero_input(1)
         pcfg = mcfg.penetrance
-        self.penetrance = (Penetrance(spec.node_counts > 0, float(pcfg.prior), float(pcfg.spread))
+        self.penetrance = (Penetrance(spec.node_counts > 0, float(pcfg.prior), float(pcfg.spread),
+                                      bool(pcfg.population))
                            if pcfg.enabled else None)
         if self.artifact:
             # global artifact embedding e_qc ~ N(0, s^2 I), Normal posterior

@@ -195,6 +195,8 @@ class PenetranceConfig:
     enabled: bool = False
     prior: float = 0.8  # prior centre (and start) of each node's penetrance
     spread: float = 0.5  # prior sd of the per-node logits
+    # edge weights are population-average effects: a node that took effect has dosage 1 / rho
+    population: bool = False
 
 
 @dataclass

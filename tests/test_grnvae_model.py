@@ -251,6 +251,16 @@ def test_penetrance_components_mix_every_subset_of_targets():
     assert torch.isclose(comps.log_weight[only_b].exp(), (1 - rho[1]) * rho[3])
     # more targets than are enumerated: one component, every target on
     assert (comps.slot[3] >= 0).sum() == 1
+    # population weights: a node that took effect has dosage 1 / rho, so the mixture's mean
+    # dosage (what a linear hop sees on average) is the condition's own
+    pen.population = True
+    comps = pen.components(dosage)
+    for c in range(3):
+        rows = comps.slot[c][comps.slot[c] >= 0]
+        mean_dose = (comps.log_weight[rows].exp()[:, None] * comps.dosage[rows]).sum(0)
+        assert torch.allclose(mean_dose, dosage[c], atol=1e-6)
+    assert torch.isclose(comps.dosage[comps.full[1], 0], 1 / rho[0])
+    assert torch.equal(comps.dosage[comps.slot[3][0]], dosage[3])  # not split: dosage unchanged
 
 
 def test_penetrance_settings_are_checked():

@@ -13,6 +13,13 @@ over the subsets ``S`` of ``T`` that took effect, weighted by
 ``prod_{i in S} rho_i prod_{i in T \\ S} (1 - rho_i)``; the likelihood marginalises the subset
 exactly and predictions average over it. Edge weights then read as the effect in cells where the
 perturbation took effect.
+
+With ``population=True`` a node that took effect enters its component with dosage ``1 / rho_i``:
+edge weights then read as the population-average effect of the perturbation (the mean over its
+guide-carrying cells, escapers included, to first order), the unit of the training means. The
+amortised edge prior, fitted to the seen regulators' weights, then predicts an unseen
+regulator's average effect whatever the penetrance of the seen ones (without it, weak
+perturbations with a small ``rho`` and inflated weights dominate the prior's mean).
 """
 
 from __future__ import annotations
@@ -62,15 +69,18 @@ class Penetrance(nn.Module):
             ``rho``; the others get the mean logit of the seen ones.
         prior (float): prior centre (and initial value) of ``rho``.
         spread (float): prior standard deviation of the seen logits.
+        population (bool): scale the dosage of a node that took effect by ``1 / rho`` (edge
+            weights are population-average effects; see the module docstring).
     """
 
-    def __init__(self, seen: Tensor, prior: float = 0.8, spread: float = 0.5):
+    def __init__(self, seen: Tensor, prior: float = 0.8, spread: float = 0.5, population: bool = False):
         super().__init__()
         if not 0.0 < prior < 1.0:
             raise ValueError(f"penetrance prior must be in (0, 1), got {prior}")
         if spread <= 0:
             raise ValueError(f"penetrance spread must be > 0, got {spread}")
         self.spread = float(spread)
+        self.population = bool(population)
         self.centre = math.log(prior / (1.0 - prior))
         self.register_buffer("seen", seen.bool().clone())
         self.logits = nn.Parameter(torch.full((seen.shape[0],), self.centre))
@@ -100,6 +110,8 @@ class Penetrance(nn.Module):
         enumerated = min(k_max, MAX_TARGETS)
         logits = self.effective_logits()
         log_on, log_off = torch.nn.functional.logsigmoid(logits), torch.nn.functional.logsigmoid(-logits)
+        # the dosage of a node that took effect (1 / rho with population weights)
+        gain = (-log_on).exp() if self.population else torch.ones_like(logits)
         # each condition's targets first, in node order: [C, k_max]
         order = torch.argsort(on.to(torch.int8), dim=1, descending=True, stable=True)[:, :max(k_max, 1)]
         is_target = torch.arange(order.shape[1], device=device)[None, :] < k[:, None]
@@ -122,7 +134,9 @@ class Penetrance(nn.Module):
                 continue
             keep = (bits[None, :] & is_target)[idx] | ~small[idx, None]
             dose = torch.zeros(idx.numel(), V, device=device, dtype=cond_dosage.dtype)
-            dose.scatter_(1, order[idx], values[idx] * keep)
+            # a condition that is not split (too many targets) keeps its dosage: no mixture
+            scale = torch.where(small[idx, None], gain[order[idx]], torch.ones_like(gain[order[idx]]))
+            dose.scatter_(1, order[idx], values[idx] * keep * scale)
             lw = torch.where(keep, log_on[order[idx]], log_off[order[idx]]) * is_target[idx]
             lw = torch.where(small[idx], lw.sum(1), torch.zeros_like(lw[:, 0]))
             rows.append(dose)
