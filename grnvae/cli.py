@@ -9,13 +9,14 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import GRNVAEError
+from .errors import GRNVAEError, RunError
 
 
 def _cmd_train(args) -> int:
     from .training import train
 
-    run = train(args.recipe, overrides=args.overrides, out=args.out, overwrite=args.overwrite)
+    run = train(args.recipe, overrides=args.overrides, out=args.out, overwrite=args.overwrite,
+                resolvers=args.allow_resolvers)
     m = run.metrics
     print(f"\nrun written to {run.path}")
     for name in ("recipe.yaml", "checkpoints/best.ckpt", "grn.tsv", "metrics.json", "tensorboard"):
@@ -37,7 +38,8 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .evaluation.evaluate import evaluate
 
-    res = evaluate(args.run, split=args.split, reference=args.reference, plots=not args.no_plots)
+    res = evaluate(args.run, split=args.split, reference=args.reference, plots=not args.no_plots,
+                   trust_plugins=args.trust_plugins)
     m = res["metrics"]
     out = Path(args.run) / "evaluation"
     keys = ("pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse")
@@ -63,7 +65,12 @@ def _cmd_predict(args) -> int:
     from .evaluation.evaluate import predict_perturbations
 
     labels = [p.strip() for p in args.perturbations.split(",") if p.strip()]
-    adata = predict_perturbations(args.run, labels, use_data=not args.prior, particles=args.particles)
+    if not labels:
+        raise RunError(f"--perturbations {args.perturbations!r} names no perturbation; give labels such as \"A,B+C\"")
+    if args.particles < 1:
+        raise RunError(f"--particles must be at least 1, got {args.particles}")
+    adata = predict_perturbations(args.run, labels, use_data=not args.prior, particles=args.particles,
+                                  trust_plugins=args.trust_plugins)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(out)
@@ -75,7 +82,7 @@ def _cmd_predict(args) -> int:
 def _cmd_export(args) -> int:
     from .training import Run
 
-    run = Run.load(args.run, checkpoint=args.checkpoint)
+    run = Run.load(args.run, checkpoint=args.checkpoint, trust_plugins=args.trust_plugins)
     fmt = args.format
     out = Path(args.out) if args.out else Path(args.run) / f"grn.{fmt}"
     run.export_grn(out, fmt)
@@ -136,6 +143,11 @@ def _cmd_recipes(args) -> int:
     return 0
 
 
+def _trust_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--trust-plugins", action="store_true",
+                        help="import the plug-in code stored in the run (RUN/plugins); off by default")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grnvae", description="Explainable perturbation-response VAEs over a learnable GRN.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more")
@@ -148,7 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("recipe", help="recipe file or built-in recipe name (see `grnvae recipes`)")
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_epochs=5")
     t.add_argument("--out", help="run directory (default runs/<recipe name>)")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run directory (only a grnvae run directory is ever deleted)")
+    t.add_argument("--allow-resolvers", action="store_true",
+                   help="allow resolver calls such as ${oc.env:VAR} in the recipe (off by default)")
     t.set_defaults(func=_cmd_train)
 
     ev = sub.add_parser("evaluate", help="score a run on held-out cells against baselines and the ceiling")
@@ -156,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("test", "val"), default="test")
     ev.add_argument("--reference", help="reference network file to score the learned GRN against")
     ev.add_argument("--no-plots", action="store_true")
+    _trust_flag(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
     pd_ = sub.add_parser("predict", help="predict mean expression for perturbations (seen, unseen, combined)")
@@ -164,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--out", required=True, help="output .h5ad")
     pd_.add_argument("--particles", type=int, default=5)
     pd_.add_argument("--prior", action="store_true", help="draw basal states from the prior, not from control cells")
+    _trust_flag(pd_)
     pd_.set_defaults(func=_cmd_predict)
 
     e = sub.add_parser("export-grn", help="export a run's learned GRN")
@@ -171,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=("tsv", "graphml"), default="tsv")
     e.add_argument("--out", help="output file (default RUN/grn.<format>)")
     e.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    _trust_flag(e)
     e.set_defaults(func=_cmd_export)
 
     s = sub.add_parser("simulate", help="write a simulated Perturb-seq screen with a known GRN")
@@ -217,6 +235,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except GRNVAEError as exc:
         print(f"grnvae {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permissions, read-only folders: one line, no traceback
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"grnvae {args.command}: error: {exc.strerror or exc}{where}; check the path, its permissions "
+              f"and the free disk space", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"grnvae {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

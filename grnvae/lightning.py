@@ -7,18 +7,25 @@ them.
 from __future__ import annotations
 
 import logging
+import os
+import random
 from pathlib import Path
 from typing import Any, Dict
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import RunError
 from .model import GRNVAE
 from .utils import atomic_write
 
 log = logging.getLogger(__name__)
+
+#: the checkpoint before ``last.ckpt``, kept for resuming when the newest is unreadable
+PREVIOUS = "last.previous.ckpt"
 
 
 class GRNVAEModule(pl.LightningModule):
@@ -32,11 +39,21 @@ class GRNVAEModule(pl.LightningModule):
 
     def _step(self, batch, stage: str):
         terms = self.model(batch, self.particles)
+        if not bool(torch.isfinite(terms["loss"])):
+            self._non_finite(terms, stage)
         n = int(batch["x"].shape[0])
         for k, v in terms.items():
             self.log(f"{stage}/{k}", v.detach(), on_step=False, on_epoch=True, batch_size=n,
                      prog_bar=(k == "loss"), sync_dist=self.trainer.world_size > 1)
         return terms["loss"]
+
+    def _non_finite(self, terms: Dict[str, Any], stage: str) -> None:
+        bad = [k for k, v in terms.items() if k != "loss" and not bool(torch.isfinite(v))] or ["loss"]
+        first = bad[0]
+        raise RunError(
+            f"{stage} step {self.global_step} (epoch {self.current_epoch}): the loss term '{first}' is "
+            f"{float(terms[first])}; training stopped. Lower train.lr (now {self.cfg.train.lr}) or "
+            f"check the data for extreme values")
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -49,10 +66,40 @@ class GRNVAEModule(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["grnvae"] = {
-            "spec": self.model.spec.to_dict(),
-            "recipe": OmegaConf.to_container(self.cfg, resolve=True),
-        }
+        recipe = OmegaConf.to_container(self.cfg, resolve=True)
+        # plug-in files are stored in RUN/plugins and named relative to the run (no absolute paths)
+        recipe["plugins"] = [f"plugins/{Path(p).name}" if str(p).endswith(".py") else p for p in recipe["plugins"]]
+        checkpoint["grnvae"] = {"spec": self.model.spec.to_dict(), "recipe": recipe}
+        checkpoint["grnvae_rng"] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # resuming: every random stream continues where the interrupted run saved it
+        if "grnvae_rng" in checkpoint:
+            set_rng_state(checkpoint["grnvae_rng"])
+
+
+def rng_state() -> Dict[str, Any]:
+    """The random states of torch, numpy and Python as plain tensors and containers (readable
+    with ``weights_only=True``)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state = {"torch": torch.random.get_rng_state(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+             "python": [py_state[0], list(py_state[1]), py_state[2]]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.random.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class EpochProgress(pl.Callback):
@@ -100,7 +147,17 @@ class RankConsistency(pl.Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes each checkpoint to a temporary file, then renames it into place."""
+    """Writes each checkpoint to a temporary file, then renames it into place; reads one as
+    plain tensors and containers only (nothing in the file is executed)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        if path.name == "last.ckpt" and path.exists():
+            # keep the previous one: resuming falls back to it when the newest is unreadable
+            os.replace(path, path.with_name(PREVIOUS))
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        from .training import read_checkpoint
+
+        return read_checkpoint(Path(path))

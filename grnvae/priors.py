@@ -70,7 +70,7 @@ import torch
 
 from grnvae.errors import GRNError
 from grnvae.grn import GRN
-from grnvae.utils import PathLike, atomic_write
+from grnvae.utils import PathLike, atomic_write, atomic_write_text
 
 __all__ = [
     "DOROTHEA_CONFIDENCE",
@@ -1781,6 +1781,7 @@ def catalog(path: PathLike | None = None) -> dict[str, CatalogEntry]:
             raise GRNError(f"{where}: missing field(s) {', '.join(missing)} (required: "
                            f"{', '.join(_REQUIRED_FIELDS)}; sha256 may be null)")
         fmt = _format_name(entry["format"])
+        _check_scheme(str(entry["url"]), where)
         filename = str(entry.get("filename") or _url_filename(str(entry["url"])) or name)
         if filename in files:
             raise GRNError(f"{where}: filename {filename!r} is also used by {files[filename]!r}")
@@ -1857,12 +1858,18 @@ def download(
     folder = default_cache_dir(cache_dir)
     final = folder / filename
 
+    _check_scheme(url, f"download {name!r}")
+    pinned = final.with_name(final.name + ".sha256")  # the checksum of an unverified download
     if final.is_file():
         if expected is None:
             if allow_unverified:
-                logger.warning("%s: using the cached %s without a checksum to verify it",
-                               name, final)
-                return final
+                recorded = pinned.read_text().strip() if pinned.is_file() else None
+                if recorded is not None and _sha256_file(final) == recorded:
+                    logger.warning("%s: using the cached %s (no catalog checksum; it matches the one "
+                                   "recorded when it was downloaded)", name, final)
+                    return final
+                logger.warning("%s: cached %s has no checksum to check it against (or no longer matches "
+                               "the one recorded); downloading again", name, final)
         elif _sha256_file(final) == expected:
             logger.info("%s: using cached %s", name, final)
             return final
@@ -1903,9 +1910,22 @@ def download(
     logger.info("%s: downloading %s -> %s", name, url, final)
     atomic_write(final, fetch)
     if expected is None:
+        atomic_write_text(pinned, digest_holder["sha256"] + "\n")  # later uses re-verify against it
         logger.warning("%s: downloaded %s without verification; its sha256 is %s (record it "
                        "in the catalog)", name, final, digest_holder.get("sha256"))
     return final
+
+
+#: URL schemes a prior may be fetched with: https, or file:// for a local mirror
+SCHEMES = ("https", "file")
+
+
+def _check_scheme(url: str, where: str) -> None:
+    scheme = urllib.parse.urlsplit(str(url)).scheme.lower()
+    if scheme not in SCHEMES:
+        raise GRNError(f"{where}: {str(url)[:80]!r} uses the scheme {scheme or '(none)'!r}; priors are fetched "
+                       f"only over https (or file:// for a local mirror): use an https URL, or download the "
+                       f"file yourself and give its path")
 
 
 def resolve_prior(ref: PathLike, cache_dir: PathLike | None = None,

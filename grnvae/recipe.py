@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -320,10 +321,41 @@ def list_recipes() -> List[Path]:
     return [seen[k] for k in sorted(seen)]
 
 
+def excerpt(value: Any, limit: int = 60) -> str:
+    """A value as it may appear in an error message: one line, at most ``limit`` characters (an
+    error must not echo a file's content)."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: a resolver call in an interpolation, e.g. ``${oc.env:HOME}`` (plain ``${a.b}`` is no call)
+_RESOLVER = re.compile(r"\$\{\s*[A-Za-z_][\w.]*\s*:")
+
+
+def _refuse_resolvers(layer: DictConfig, where: str) -> None:
+    """Resolvers (``${oc.env:...}`` and any other ``${name:...}``) read the environment or run
+    code when a recipe is resolved; they are refused unless the user enables them."""
+    def walk(node, key=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, str) and _RESOLVER.search(node):
+            raise RecipeError(
+                f"{where}: '{key}' calls a resolver ({excerpt(node, 40)}); resolvers can read the environment, so "
+                f"they are off: write the value itself, or enable them with --allow-resolvers "
+                f"(load_recipe(..., resolvers=True))")
+
+    walk(OmegaConf.to_container(layer, resolve=False))
+
+
 def _resolve_recipe_path(ref: str, base: Optional[Path]) -> Path:
     candidates = []
     ref_path = Path(ref)
-    names = [ref_path] if ref_path.suffix in (".yaml", ".yml") else [ref_path.with_suffix(".yaml"), ref_path]
+    # only recipe names and YAML files: a reference never reads some other file
+    names = [ref_path] if ref_path.suffix in (".yaml", ".yml") else [Path(f"{ref}.yaml")]
     for name in names:
         if base is not None:
             candidates.append(base / name)
@@ -335,7 +367,7 @@ def _resolve_recipe_path(ref: str, base: Optional[Path]) -> Path:
             return c
     available = ", ".join(p.stem for p in list_recipes()) or "none"
     raise RecipeError(
-        f"recipe {ref!r} not found (looked in {base or Path.cwd()} and the built-in recipes: "
+        f"recipe {excerpt(ref)!r} not found (looked in {base or Path.cwd()} and the built-in recipes: "
         f"{available}); give a path to a .yaml file or one of those names"
     )
 
@@ -349,7 +381,7 @@ def _read_yaml(path: Path) -> DictConfig:
     try:
         cfg = OmegaConf.load(path)
     except (OSError, OmegaConfBaseException, Exception) as exc:  # yaml.YAMLError and friends
-        raise RecipeError(f"{path}: cannot be read as YAML: {str(exc).splitlines()[0]}") from exc
+        raise RecipeError(f"{path}: cannot be read as YAML: {excerpt(str(exc).splitlines()[0], 120)}") from None
     if cfg is None:
         cfg = OmegaConf.create({})
     if not isinstance(cfg, DictConfig):
@@ -406,13 +438,13 @@ def _merge_layer(schema: DictConfig, layer: DictConfig, where: str) -> DictConfi
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(schema, parent_key) if parent_key else schema
         prefix = f"{parent_key}." if parent_key else ""
-        raise RecipeError(f"{where}: unknown key '{key}'{_suggest(leaf, parent, prefix)}") from None
+        raise RecipeError(f"{where}: unknown key '{excerpt(key)}'{_suggest(leaf, parent, prefix)}") from None
     except ValidationError as exc:
         key = _full_key(exc)
         msg = str(exc).splitlines()[0]
-        raise RecipeError(f"{where}: bad value for '{key}': {msg}") from None
+        raise RecipeError(f"{where}: bad value for '{excerpt(key)}': {excerpt(msg, 160)}") from None
     except OmegaConfBaseException as exc:
-        raise RecipeError(f"{where}: {str(exc).splitlines()[0]}") from None
+        raise RecipeError(f"{where}: {excerpt(str(exc).splitlines()[0], 160)}") from None
 
 
 def _parse_overrides(overrides: Iterable[str]) -> List[DictConfig]:
@@ -460,6 +492,25 @@ def _check(cfg: DictConfig, where: str) -> None:
         value = OmegaConf.select(cfg, key)
         if value < 0:
             raise RecipeError(f"{where}: '{key}' must be >= 0, got {value!r}")
+    g = cfg.grn
+    if g.prior and "prior" not in g.edges and g.nodes != "prior":
+        raise RecipeError(f"{where}: grn.prior is set ({excerpt(g.prior, 40)!r}) but grn.edges={g.edges} and "
+                          f"grn.nodes={g.nodes} do not use it; set grn.edges=prior+complete (prior edges marked "
+                          f"within the complete graph), prior or prior+knn, or remove grn.prior")
+    t = cfg.train
+    if not (t.max_steps == -1 or t.max_steps > 0):
+        raise RecipeError(f"{where}: 'train.max_steps' must be -1 (no limit) or > 0, got {t.max_steps}")
+    devices = t.devices
+    ok = (devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices > 0)
+          or (isinstance(devices, str) and devices.isdigit() and int(devices) > 0)
+          or (OmegaConf.is_list(devices) and len(devices) > 0 and all(isinstance(d, int) and d >= 0 for d in devices)))
+    if not ok:
+        raise RecipeError(f"{where}: 'train.devices' is {excerpt(devices)!r}; give a number of devices (e.g. 1), "
+                          f"a list of device indices (e.g. [0, 1]) or 'auto'")
+    name = str(cfg.name)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("~") or ".." in name:
+        raise RecipeError(f"{where}: 'name' is {name[:60]!r}; a run name is one plain folder name under runs/ "
+                          f"(no '/', '\\', '..' or '~'); give the output directory with --out instead")
     from .data.features import FEATURES
 
     bad = [f for f in cfg.model.edges.features if f not in FEATURES]
@@ -521,6 +572,7 @@ def _check(cfg: DictConfig, where: str) -> None:
 def load_recipe(
     path: Union[str, Path, DictConfig, dict, None] = None,
     overrides: Sequence[str] = (),
+    resolvers: bool = False,
 ) -> DictConfig:
     """Load, compose and validate a recipe.
 
@@ -531,6 +583,9 @@ def load_recipe(
         DictConfig, or None for the schema defaults.
     overrides
         ``key=value`` strings applied last, e.g. ``["train.max_epochs=5", "data.path=x.h5ad"]``.
+    resolvers
+        Allow OmegaConf resolver calls such as ``${oc.env:VAR}`` (off: they read the environment
+        into the recipe, which is stored with the run). Plain interpolations ``${a.b}`` always work.
 
     Returns
     -------
@@ -547,9 +602,14 @@ def load_recipe(
         layers, where = _compose(file), str(file)
     cfg = schema
     for layer, source in layers:
+        if not resolvers:
+            _refuse_resolvers(layer, source)
         cfg = _merge_layer(cfg, layer, source)
     for layer, item in zip(_parse_overrides(overrides), overrides):
-        cfg = _merge_layer(cfg, layer, f"override {item!r}")
+        where = f"override {excerpt(item)!r}"
+        if not resolvers:
+            _refuse_resolvers(layer, where)
+        cfg = _merge_layer(cfg, layer, where)
     _check(cfg, where)
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, True)

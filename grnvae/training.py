@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -29,12 +29,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .data.dataset import PerturbationData, read_h5ad
-from .errors import RunError
+from .errors import DataError, RunError
 from .grn import GRN
 from .model import GRNVAE, ModelSpec
 from .nn.registry import LAYERS, import_plugins
 from .recipe import load_recipe, to_yaml
-from .utils import atomic_write, atomic_write_text
+from .rundir import LOCK, MARKER, RunLock, clear_run_dir, read_marker, write_marker
+from .utils import atomic_write, atomic_write_text, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,8 @@ class Run:
     def export_grn(self, out: Union[str, Path], format: str = "tsv") -> Path:
         """Write the learned GRN as ``tsv`` (source, target, probability, weight) or ``graphml``."""
         out = Path(out)
+        if out.is_dir():
+            raise RunError(f"export: '{out}' is a directory; give a file path, e.g. {out / ('grn.' + format)}")
         out.parent.mkdir(parents=True, exist_ok=True)
         grn = self.grn()
         if format == "tsv":
@@ -154,9 +157,24 @@ class Run:
         return out
 
     @classmethod
-    def load(cls, path: Union[str, Path], checkpoint: str = "best") -> "Run":
-        """Load a run directory written by :func:`train` (``checkpoint``: best or last)."""
+    def load(cls, path: Union[str, Path], checkpoint: str = "best", trust_plugins: bool = False) -> "Run":
+        """Load a run directory written by :func:`train` (``checkpoint``: best or last).
+
+        Loading never runs code from the run directory: the checkpoint is read as plain tensors
+        and containers (``torch.load(weights_only=True)``), and the plug-in modules its recipe
+        lists are imported only with ``trust_plugins=True`` (from the copies in ``RUN/plugins``),
+        unless they are already imported in this process.
+        """
         path = Path(path)
+        marker = read_marker(path)
+        status = marker["status"] if marker else ("finished" if (path / "metrics.json").exists() else "unfinished")
+        if status != "finished" and (path / "checkpoints").is_dir():
+            log.warning("run '%s' is %s (its training did not finish): using its %s checkpoint so far",
+                        path, status, checkpoint)
+        return cls._restore(path, checkpoint, trust_plugins)
+
+    @classmethod
+    def _restore(cls, path: Path, checkpoint: str, trust_plugins: bool) -> "Run":
         ckpt = path / "checkpoints" / f"{checkpoint}.ckpt"
         if not ckpt.exists():
             alt = path / "checkpoints" / "last.ckpt"
@@ -167,12 +185,12 @@ class Run:
                     f"'{path}' is not a grnvae run directory (no checkpoints/{checkpoint}.ckpt); "
                     f"train one with `grnvae train RECIPE --out {path}`"
                 )
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        meta = state.get("grnvae")
+        state = read_checkpoint(ckpt)
+        meta = state.get("grnvae") if isinstance(state, dict) else None
         if meta is None:
             raise RunError(f"{ckpt} was not written by grnvae (no 'grnvae' entry)")
         recipe = load_recipe(meta["recipe"])
-        import_plugins(recipe.plugins, base=path)
+        _load_run_plugins(path, recipe, trust_plugins)
         model = GRNVAE(ModelSpec.from_dict(meta["spec"]), recipe)
         weights = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
         model.load_state_dict(weights)
@@ -180,27 +198,110 @@ class Run:
         return cls(path, recipe, model)
 
 
+def read_checkpoint(path: Path) -> Dict[str, Any]:
+    """A checkpoint's content as plain tensors and containers: nothing in the file is executed
+    (``torch.load(weights_only=True)``). A file that is not such a checkpoint (truncated,
+    corrupt, or holding pickled objects) is a :class:`RunError`."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (zip), EOFError, ...
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"{path} cannot be read as a grnvae checkpoint ({first}); it is truncated, "
+                       f"corrupt or holds objects other than tensors, so it was not loaded") from None
+
+
+def _load_run_plugins(path: Path, recipe: DictConfig, trust: bool) -> None:
+    """Make the layer a stored recipe names available without running untrusted code: a layer
+    already registered in this process needs nothing; otherwise the run's plug-in copies are
+    imported only when the user trusts them."""
+    plugins = [str(p) for p in recipe.plugins]
+    if not plugins or recipe.model.effect.layer in LAYERS:
+        return
+    files = [str(path / p) if p.endswith(".py") else f"module {p}" for p in plugins]
+    if not trust:
+        raise RunError(
+            f"run '{path}' uses the layer '{recipe.model.effect.layer}' from plug-in code "
+            f"({', '.join(files)}), which grnvae does not run on load; if you trust that code, pass "
+            f"--trust-plugins (Python: trust_plugins=True)")
+    import_plugins(plugins, base=path)
+
+
+def _store_plugins(out: Path, plugins) -> None:
+    """Copy a recipe's plug-in files into ``RUN/plugins`` (the stored recipe names them by their
+    path relative to the run, so a moved run still loads when trusted)."""
+    files = [Path(str(p)) for p in plugins if str(p).endswith(".py")]
+    if not files:
+        return
+    (out / "plugins").mkdir(exist_ok=True)
+    for f in files:
+        atomic_write_text(out / "plugins" / f.name, f.read_text())
+
+
+def _check_out_dir(out: Path) -> None:
+    """Refuse, before anything is written, an output that is not a directory or a non-empty
+    directory that is not a grnvae run (nothing but a run directory is ever written into or
+    deleted)."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out '{out}' is a file, not a directory; choose another --out")
+    if out.is_dir():
+        try:
+            contents = [c for c in out.iterdir() if c.name != LOCK]
+        except OSError as exc:
+            raise RunError(f"cannot read the run directory '{out}': {exc.strerror}") from None
+        legacy = (out / "checkpoints" / "last.ckpt").exists()
+        if contents and read_marker(out) is None and not legacy:
+            raise RunError(f"'{out}' is not empty and is not a grnvae run directory (no {MARKER}); nothing "
+                           f"was changed: choose another --out (an empty or new directory)")
+
+
+def _resumable(last: Path) -> Path:
+    """The newest readable checkpoint to resume from: ``last.ckpt``, or the one before it (with
+    a warning) when that is unreadable."""
+    try:
+        read_checkpoint(last)
+        return last
+    except RunError as exc:
+        from .lightning import PREVIOUS
+
+        previous = last.with_name(PREVIOUS)
+        try:
+            read_checkpoint(previous)
+        except RunError:
+            raise RunError(f"{exc}; no earlier checkpoint to resume from either: pass --overwrite to "
+                           f"start this run again") from None
+        log.warning("%s is unreadable; resuming from the previous checkpoint %s", last, previous)
+        return previous
+
+
 def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Path]:
-    """Create the run directory; return the checkpoint to resume from, if any."""
+    """With the run's lock held: clear (``overwrite``) or check the run directory, mark it as
+    running, and return the checkpoint to resume from, if any."""
+    from .lightning import PREVIOUS
+
     last = out / "checkpoints" / "last.ckpt"
-    if out.exists() and any(out.iterdir()):
+    if any(c.name != LOCK for c in out.iterdir()):
+        marker = read_marker(out)
         if overwrite:
-            shutil.rmtree(out)
-        elif (out / "metrics.json").exists():
+            clear_run_dir(out)
+        elif (marker is not None and marker["status"] == "finished") or (out / "metrics.json").exists():
             raise RunError(
                 f"run directory '{out}' already holds a finished run; choose another --out or pass --overwrite"
             )
-        elif last.exists():
+        elif last.exists() or last.with_name(PREVIOUS).exists():
             previous = (out / "recipe.yaml").read_text() if (out / "recipe.yaml").exists() else None
             if previous is not None and previous != to_yaml(cfg):
                 raise RunError(
                     f"'{out}' holds an interrupted run of a different recipe; resume it with the same "
                     f"recipe, or pass --overwrite to start again"
                 )
-            log.warning("resuming the interrupted run in %s from %s", out, last)
-            return last
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "checkpoints").mkdir(exist_ok=True)
+            resume = _resumable(last)
+            log.warning("resuming the interrupted run in %s from %s", out, resume)
+            write_marker(out, "running", str(cfg.name))
+            return resume
+        else:  # a run that stopped before its first checkpoint: nothing to resume
+            clear_run_dir(out)
+    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    write_marker(out, "running", str(cfg.name))
     return None
 
 
@@ -231,6 +332,7 @@ def train(
     out: Union[str, Path, None] = None,
     overwrite: bool = False,
     adata=None,
+    resolvers: bool = False,
 ) -> Run:
     """Train a model from a recipe and write its run directory.
 
@@ -241,14 +343,34 @@ def train(
     out : run directory (default ``runs/<recipe name>``)
     overwrite : replace an existing run directory
     adata : train on this AnnData instead of ``data.path``
+    resolvers : allow resolver calls such as ``${oc.env:VAR}`` in the recipe (see
+        :func:`grnvae.load_recipe`)
     """
     pl = _lightning()
-    cfg = recipe if isinstance(recipe, DictConfig) and not overrides else load_recipe(recipe, overrides)
+    cfg = (recipe if isinstance(recipe, DictConfig) and not overrides
+           else load_recipe(recipe, overrides, resolvers=resolvers))
     import_plugins(cfg.plugins, base=Path.cwd())
     LAYERS.get(cfg.model.effect.layer)  # fail before reading any data
     out = Path(out) if out is not None else Path("runs") / cfg.name
-    resume = _prepare_run_dir(out, cfg, overwrite)
+    if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
+        # a process that a multi-device launcher started for another rank: rank 0 holds the lock
+        return _fit(pl, cfg, out, (out / "checkpoints" / "last.ckpt") if (out / "checkpoints" / "last.ckpt").exists()
+                    else None, adata)
+    _check_out_dir(out)
+    with RunLock(out):
+        resume = _prepare_run_dir(out, cfg, overwrite)
+        try:
+            _store_plugins(out, cfg.plugins)
+            run = _fit(pl, cfg, out, resume, adata)
+        except BaseException as exc:
+            write_marker(out, "failed", str(cfg.name), f"{type(exc).__name__}: {exc}")
+            raise
+        write_marker(out, "finished", str(cfg.name))
+    return run
 
+
+def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optional[Run]:
+    """Train into the prepared run directory ``out`` (from ``resume``), write its results."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     data = load_data(cfg, adata)
     spec = build_spec(data, cfg)
@@ -259,7 +381,15 @@ def train(
     split.to_csv(out / "split.tsv.gz", sep="\t", index=False)
 
     t = cfg.train
-    has_val = len(data.split_index("val")) > 0
+    sizes = data.split_sizes()
+    if sizes.get("val", 0) == 0 or sizes.get("train", 0) < 2:
+        raise DataError(f"{data.source}: the split leaves {sizes.get('train', 0)} training and {sizes.get('val', 0)} "
+                        f"validation cells, too few to train and validate (early stopping and the best checkpoint "
+                        f"watch the validation cells); use more cells or change data.split.fractions")
+    if model.align_weight > 0 and model.measured_nodes.numel() == 0:
+        log.warning("loss.align.weight=%s, but no GRN node is a measured gene: the alignment loss is 0 throughout. "
+                    "Set loss.align.weight=0, or grn.nodes=perturbed+measured", model.align_weight)
+    has_val = True
     # the best checkpoint and early stopping follow the total loss (GPO-VAE) or the ELBO alone,
     # which leaves out the GRN alignment and sparsity terms
     mode = "max" if t.monitor == "elbo" else "min"
@@ -311,7 +441,7 @@ def train(
 
     if not trainer.is_global_zero:  # other ranks of a multi-process run stop here
         return None
-    run = Run.load(out, "best")
+    run = Run._restore(out, "best", trust_plugins=True)  # this process imported the plug-ins itself
     run.data = data
     _finish(run, data, cfg, trainer)
     return run
@@ -333,6 +463,7 @@ def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:
         "world_size": int(trainer.world_size),
         "best_checkpoint": "checkpoints/best.ckpt",
         "cells": data.split_sizes(),
+        "data": data.value_report,
         "nodes": run.model.num_nodes,
         "edges": int(run.model.edge_index.shape[1]),
     }
@@ -341,9 +472,14 @@ def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:
             metrics[split] = evaluate_terms(run.model, data, split, int(t.batch_size), int(t.particles),
                                             int(cfg.seed), max_cells=int(t.eval_cells))
     grn = run.grn()
+    bad = [k for k, v in grn.edge_attr.items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise RunError(f"the learned GRN has non-finite edge {', '.join(bad)} (training diverged); nothing was "
+                       f"written to grn.tsv: lower train.lr (now {t.lr}) and train again with --overwrite")
     grn.to_tsv(run.path / "grn.tsv")
     if data.true_grn is not None:
         from .evaluation.grn import score_against_truth
 
         metrics["grn_recovery"] = score_against_truth(grn, data.true_grn)
-    atomic_write_text(run.path / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(run.path / "metrics.json", json.dumps(jsonable(metrics), indent=2, allow_nan=False))

@@ -47,6 +47,24 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write(path, write)
 
 
+def jsonable(obj):
+    """``obj`` as plain JSON values: numpy scalars to Python, keys to strings, and every
+    non-finite float to None (JSON has no NaN; write with ``json.dumps(..., allow_nan=False)``)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
 def bilinear_ridge(G, Y, P, ridge: float):
     """``W`` minimising ``||Y - G W P^T||_F^2 + ridge ||W||_F^2`` exactly (float64 numpy).
 

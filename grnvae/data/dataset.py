@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
@@ -40,30 +40,64 @@ def read_h5ad(path: str | Path, key: str = "data.path", backed: bool = False):
         raise DataError(f"{key}: '{path}' could not be read as h5ad: {str(exc).splitlines()[0]}") from exc
 
 
-def detect_values(X) -> str:
-    """``"counts"`` if every stored value is a non-negative integer, else ``"lognorm"``.
+#: share of the stored values that are not integers at or above which a matrix is read as
+#: log-normalised; below it (a handful of stray values) it stays counts, with a warning
+LOGNORM_FRACTION = 0.01
 
-    Raises DataError on NaN, infinite or (for counts) negative values.
-    """
-    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    if data.size == 0:
-        return "counts"
-    if not np.all(np.isfinite(data)):
-        bad = int((~np.isfinite(data)).sum())
-        raise DataError(f"expression matrix has {bad} NaN/infinite values; remove or impute them first")
-    integer = bool(np.all(np.mod(data, 1) == 0))
-    negative = int((data < 0).sum())
-    if negative and integer:
-        raise DataError(
-            f"expression matrix has {negative} negative integer values: counts cannot be negative; "
-            f"check the file or point data.layer at the raw counts"
-        )
-    if negative:
-        log.warning(
-            "expression matrix has %d negative values: it looks scaled or centred; grnvae expects raw "
-            "counts or log-normalised values (point data.layer at them)", negative,
-        )
-    return "counts" if integer else "lognorm"
+
+@dataclass
+class ValueScan:
+    """What one pass over an expression matrix found (see :func:`_scan`)."""
+
+    stored: int = 0  # stored (non-zero) values
+    non_integer: int = 0
+    negative: int = 0
+    negative_integer: int = 0
+
+    def add(self, X) -> None:
+        """Count the values of a block; NaN or infinite values are a DataError."""
+        data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+        if not np.all(np.isfinite(data)):
+            bad = int((~np.isfinite(data)).sum())
+            raise DataError(f"expression matrix has {bad} NaN/infinite values; remove or impute them first")
+        data = data[data != 0]
+        whole = np.mod(data, 1) == 0
+        self.stored += int(data.size)
+        self.non_integer += int((~whole).sum())
+        self.negative += int((data < 0).sum())
+        self.negative_integer += int(((data < 0) & whole).sum())
+
+    @property
+    def non_integer_fraction(self) -> float:
+        return self.non_integer / max(self.stored, 1)
+
+    def kind(self, source: str = "expression matrix") -> str:
+        """``"counts"`` or ``"lognorm"`` by the share of non-integer values (never flipped by a few
+        stray values; an ambiguous share is reported), after refusing what neither can be."""
+        if self.stored == 0:
+            raise DataError(f"{source}: the expression matrix has no non-zero value; check the file, or point "
+                            f"data.layer at the layer that holds the expression")
+        frac = self.non_integer_fraction
+        kind = "lognorm" if frac >= LOGNORM_FRACTION else "counts"
+        if kind == "counts" and self.negative:
+            raise DataError(
+                f"{source}: expression matrix has {self.negative} negative values among integer counts: counts "
+                f"cannot be negative; check the file or point data.layer at the raw counts")
+        if 0 < frac < LOGNORM_FRACTION:
+            log.warning("%s: %d of %d stored values (%.3g%%) are not integers; read as counts (negative-binomial "
+                        "likelihood). Set data.expression=lognorm if the matrix is log-normalised",
+                        source, self.non_integer, self.stored, 100 * frac)
+        elif LOGNORM_FRACTION <= frac < 0.5:
+            log.warning("%s: %.3g%% of the stored values are not integers; read as log-normalised (Normal "
+                        "likelihood). Set data.expression=counts if these are counts", source, 100 * frac)
+        if kind == "lognorm" and self.negative:
+            log.warning(
+                "%s: expression matrix has %d negative values: it looks scaled or centred; grnvae expects raw "
+                "counts or log-normalised values (point data.layer at them)", source, self.negative)
+        return kind
+
+    def report(self, kind: str) -> Dict[str, Any]:
+        return {"values": kind, "non_integer_fraction": self.non_integer_fraction, "stored_values": self.stored}
 
 
 def _as_csr(X) -> sp.csr_matrix:
@@ -166,17 +200,16 @@ def _read(X, rows: Optional[np.ndarray]) -> sp.csr_matrix:
     return _as_csr(X[:] if rows is None else X[np.asarray(rows, dtype=np.int64)])
 
 
-def _scan(X, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, str]:
-    """One chunked pass: library sizes and counts-vs-lognorm detection (NaN/inf checked)."""
+def _scan(X, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, ValueScan]:
+    """One chunked pass: library sizes and the value counts (NaN/inf checked)."""
     n = X.shape[0] if rows is None else len(rows)
     library = np.empty(n, dtype=np.float64)
-    kind = "counts"
+    scan = ValueScan()
     for a, b in _chunks(n):
         block = _as_csr(X[a:b]) if rows is None else _read(X, rows[a:b])
         library[a:b] = np.asarray(block.sum(axis=1)).ravel()
-        if detect_values(block) != "counts":
-            kind = "lognorm"
-    return library, kind
+        scan.add(block)
+    return library, scan
 
 
 def _node_set(cfg, genes: List[str], perturbed: List[str], cond_targets, gene_pos) -> List[str]:
@@ -238,6 +271,7 @@ class PerturbationData:
     qc: Optional[np.ndarray] = None  # True = QC-failing (artifact) cell
     qc_report: Optional[str] = None
     cf_pair: Optional[np.ndarray] = None  # same condition and split, opposite QC status (-1: none)
+    value_report: Dict[str, Any] = field(default_factory=dict)  # values, non-integer fraction
     modality: str = "knockdown"  # or "activation" (CRISPRa): the sign of the dosage
     _cache: Dict[str, object] = field(default_factory=dict, repr=False)
 
@@ -277,7 +311,8 @@ class PerturbationData:
             if not keep.all():
                 X = X[keep]
             rows = None
-        library, detected = _scan(X, rows)
+        library, scan = _scan(X, rows)
+        detected = scan.kind(source)
         values = detected if dcfg.expression == "auto" else dcfg.expression
         if values == "counts" and detected != "counts":
             raise DataError(
@@ -341,7 +376,7 @@ class PerturbationData:
             pair=np.where(parsed.is_control, -1, -2).astype(np.int64), library=library,
             values=values, control_labels=control_labels(cfg), source=source, true_grn=true_grn,
             rows=rows, dropped=parsed.dropped, categories=categories, covariates=covariates,
-            modality=dcfg.modality,
+            modality=dcfg.modality, value_report=scan.report(values),
         )
         if cfg.grn.nodes == "perturbed+deg":
             data._add_deg_nodes(int(cfg.grn.deg_per_perturbation))
@@ -667,8 +702,8 @@ class PerturbationData:
 
 
 class EpochBatches(torch.utils.data.Sampler):
-    """Batches of positions for one epoch: a seeded permutation (or the identity) cut into
-    ``batch_size`` pieces.
+    """Batches of positions for one epoch: a permutation seeded by (seed, epoch) (or the
+    identity) cut into ``batch_size`` pieces.
 
     In a multi-process run (``torch.distributed`` initialised), every rank draws the same
     permutation (same seed, same number of epochs) and takes batches ``rank, rank + world, ...``;
@@ -677,7 +712,13 @@ class EpochBatches(torch.utils.data.Sampler):
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the permutation of epoch ``epoch`` next (the training loop calls this at the start
+        of every epoch, so a resumed run sees the same batches as an uninterrupted one)."""
+        self.epoch = int(epoch)
 
     def _world(self) -> Tuple[int, int]:
         dist = torch.distributed
@@ -691,14 +732,29 @@ class EpochBatches(torch.utils.data.Sampler):
         return -(-n_batches // world)
 
     def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        # each epoch's permutation depends on (seed, epoch) only; iterating again without
+        # set_epoch moves on to the next epoch's
+        start = self.epoch
+        self.epoch += 1
+        return self._draw(start)
+
+    def _draw(self, start: int):
+        # runs at the first batch: a training loop may create the iterator before it calls
+        # set_epoch (as when it resumes), and then the epoch it set wins
+        epoch = start if self.epoch == start + 1 else self.epoch
+        self.epoch = epoch + 1
+        yield from self._batches(epoch)
+
+    def _batches(self, epoch: int):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.n, generator=generator) if self.shuffle else torch.arange(self.n)
         batches = [order[i:i + self.batch_size].tolist() for i in range(0, self.n, self.batch_size)]
         world, rank = self._world()
         if world > 1:
             mine = batches[rank::world]
             mine += mine[: len(self) - len(mine)]
             batches = mine
-        return iter(batches)
+        return batches
 
 
 class _RowView:

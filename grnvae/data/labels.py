@@ -105,6 +105,15 @@ def parse_labels(
             f"{source}: column '{key}' has a single value {distinct[0]!r}: no perturbations to learn from"
         )
 
+    if separator:
+        broken = sorted({lab for lab in pd.unique(labels[~is_control])
+                         if separator in lab and any(not p.strip() for p in lab.split(separator))})
+        if broken:
+            raise DataError(
+                f"{source}: column '{key}' has labels with an empty part around the separator {separator!r} "
+                f"(data.separator): {[b[:40] for b in broken[:5]]}; name every target (e.g. 'A+B', or 'A' for a "
+                f"single), or set data.separator if {separator!r} is part of the gene names")
+
     def targets_of(label: str) -> Tuple[str, ...]:
         parts = [p.strip() for p in label.split(separator)] if separator else [label]
         return tuple(sorted({p for p in parts if p and p not in controls}))

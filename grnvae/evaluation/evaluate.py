@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from ..errors import DataError, RunError
-from ..utils import atomic_write_text
+from ..utils import atomic_write_text, jsonable
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,10 @@ def training_effects(data) -> pd.DataFrame:
 
 
 def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optional[str] = None,
-             plots: bool = True, max_controls: int = 500, genes_to_plot: int = 6) -> Dict:
+             plots: bool = True, max_controls: int = 500, genes_to_plot: int = 6,
+             trust_plugins: bool = False) -> Dict:
     """Evaluate a run directory on a held-out split; returns the metrics written to disk.
+    (``trust_plugins``: see :meth:`grnvae.Run.load`.)
 
     Methods: the model and the baselines ``no_change``, ``train_mean``, ``mean_effect``,
     ``additive`` and ``linear`` (:mod:`.baselines`, all from training cells), each scored on the
@@ -90,7 +92,7 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
     from . import baselines as B
     from .metrics import score_effects, split_half_ceiling
 
-    run = Run.load(run_path)
+    run = Run.load(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
     data = load_data(cfg)
     _check_split(run.path, data)
@@ -147,10 +149,10 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
     }
     if categories:
         metrics["by_category"] = category_summaries(per, methods=list(predictions))
-    atomic_write_text(out_dir / "metrics.json", json.dumps(_jsonable(metrics), indent=2))
+    atomic_write_text(out_dir / "metrics.json", json.dumps(jsonable(metrics), indent=2, allow_nan=False))
 
     grn_metrics = evaluate_grn(run, data, split, cells, controls, reference)
-    atomic_write_text(out_dir / "grn_metrics.json", json.dumps(_jsonable(grn_metrics), indent=2))
+    atomic_write_text(out_dir / "grn_metrics.json", json.dumps(jsonable(grn_metrics), indent=2, allow_nan=False))
 
     if plots:
         _plots(out_dir, run, predictions, obs, per, ceiling_table, genes_to_plot)
@@ -303,31 +305,20 @@ def _plots(out_dir: Path, run, predictions, obs, per, ceiling_table, n: int) -> 
         plot.save(plot.grn_neighbourhood(grn, gene), out_dir / f"grn_{gene}.png")
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not np.isfinite(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[str], use_data: bool = True,
-                          particles: int = 5, max_controls: int = 500):
+                          particles: int = 5, max_controls: int = 500, trust_plugins: bool = False):
     """Predicted mean expression for perturbation labels (``A``, ``A+B``) as an AnnData.
 
     ``X`` holds the predicted mean log-normalised expression, ``layers['delta']`` the change from
     the predicted control; the first row is the control. Basal states come from the run's
     control cells when its data is available (``use_data``), else from the prior.
+    (``trust_plugins``: see :meth:`grnvae.Run.load`.)
     """
     import anndata as ad
 
     from ..training import Run, load_data
 
-    run = Run.load(run_path)
+    run = Run.load(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
     nodes = list(run.model.spec.nodes)
     pos = {n: i for i, n in enumerate(nodes)}

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
+from ..errors import RecipeError
 from .registry import LAYERS
 from .spmm import edge_matmul, row_pointer
 
@@ -137,12 +138,20 @@ class EffectModule(nn.Module):
         self.combine = combine
         self.batched = bool(getattr(cls, "batched", False))
         options = dict(options or {})
-        if self.batched:
-            self.layers = nn.ModuleList(cls(**options) for _ in range(hops))
-        else:
-            dims = [1] + [hidden] * (hops - 1) + [1]
-            self.layers = nn.ModuleList(cls(dims[k], dims[k + 1], **options) for k in range(hops))
-            self.act = nn.LeakyReLU()
+        try:
+            if self.batched:
+                self.layers = nn.ModuleList(cls(**options) for _ in range(hops))
+            else:
+                dims = [1] + [hidden] * (hops - 1) + [1]
+                self.layers = nn.ModuleList(cls(dims[k], dims[k + 1], **options) for k in range(hops))
+                self.act = nn.LeakyReLU()
+        except TypeError as exc:  # an option the layer does not take (or a wrong type)
+            import inspect
+
+            params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+            raise RecipeError(
+                f"model.effect.options {sorted(options)} do not fit the layer '{layer}' ({str(exc).split(': ')[-1]}); "
+                f"its options are: {', '.join(params) or 'none'}") from None
 
     @property
     def local_support(self) -> bool:

@@ -110,7 +110,7 @@ def import_plugins(plugins: Iterable[str], base: Path | None = None) -> None:
         ref = str(ref)
         if ref.endswith(".py"):
             path = Path(ref)
-            if not path.is_absolute() and base is not None and not path.exists():
+            if not path.is_absolute() and base is not None:
                 path = base / path
             if not path.is_file():
                 raise RecipeError(f"plugins: file {ref!r} not found; give a path to a .py file or a module name")

@@ -1,0 +1,424 @@
+"""Bad input, hostile files and faults: every case ends in one line of grnvae's own error (or the
+right result), never a traceback, and nothing but a run directory is ever deleted or executed.
+
+The matrix runs the command line in-process (``grnvae.cli.main``): exit status, one error line
+with a key phrase, and no Python traceback on stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+import grnvae
+from grnvae.cli import main
+from grnvae.errors import RunError
+
+from .conftest import FAST, RECIPES, ROOT
+
+#: the simulated screen of the matrix (small: every case that trains is a few seconds)
+SIM = ["data.simulate.n_genes=40", "data.simulate.n_regulators=6", "data.simulate.n_cells=500",
+       "data.simulate.n_doubles=0", "model.latent_dim=4", "model.edges.encoder_hidden=16",
+       "model.edges.encoder_layers=1", "model.encoder.hidden=16", "model.decoder.hidden=16",
+       "train.max_epochs=1", "train.batch_size=128", "train.particles=1", "train.progress_bar=false"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Good and bad inputs written once: h5ad files, recipes, priors, a finished run."""
+    d = tmp_path_factory.mktemp("bad")
+    good = grnvae.simulate(n_genes=40, n_regulators=6, n_cells=500, n_doubles=0, seed=0)
+    good.write_h5ad(d / "good.h5ad")
+
+    def variant(name, edit):
+        a = good.copy()
+        edit(a)
+        a.write_h5ad(d / f"{name}.h5ad")
+
+    def dense(a):
+        return np.asarray(a.X.todense() if sp.issparse(a.X) else a.X, dtype=np.float32)
+
+    def set_x(a, X):
+        a.X = sp.csr_matrix(X)
+
+    def nan(a):
+        X = dense(a)
+        X[0, 0] = np.nan
+        a.X = X
+
+    def negative(a):
+        X = dense(a)
+        X[3, 2] = -4
+        set_x(a, X)
+
+    def labels(values):
+        def edit(a):
+            obs = a.obs["perturbation"].astype(str).to_numpy()
+            obs[: len(values)] = values
+            a.obs["perturbation"] = obs
+        return edit
+
+    def few_fractional(a):
+        X = dense(a)
+        X[5, np.nonzero(X[5])[0][0]] += 0.5  # one non-integer value among tens of thousands
+        set_x(a, X)
+
+    variant("nan", nan)
+    variant("negative", negative)
+    variant("zeros", lambda a: set_x(a, np.zeros(a.shape, dtype=np.float32)))
+    variant("plus", labels(["+"] * 5 + ["G0001+"] * 5))
+    def relabel(values):
+        def edit(a):
+            a.obs = a.obs.assign(perturbation=values(a))
+        return edit
+
+    variant("no_control", relabel(lambda a: a.obs["perturbation"].astype(str).replace("control", "G0001").to_numpy()))
+    variant("one_label", relabel(lambda a: np.array(["control"] * a.n_obs)))
+    variant("no_column", lambda a: setattr(a, "obs", a.obs.drop(columns=["perturbation"])))
+    variant("fractional", few_fractional)
+    good[:, :0].copy().write_h5ad(d / "no_genes.h5ad")
+    good[:12].copy().write_h5ad(d / "tiny.h5ad")
+    (d / "not.h5ad").write_text("this is not an h5ad file\n")
+
+    recipes = {
+        "passwd": "defaults: [/etc/passwd]\n",
+        "env": "name: x\ndata:\n  path: ${oc.env:HOME}\n",
+        "syntax": "data: {path: [unclosed\n",
+        "list": "- a\n- b\n",
+        "cycle_a": "defaults: [cycle_b]\n",
+        "cycle_b": "defaults: [cycle_a]\n",
+        "big": "name: x\ntrain:\n  max_epochs: " + "9" * 5000 + "x\n",
+    }
+    for name, text in recipes.items():
+        (d / f"{name}.yaml").write_text(text)
+    (d / "prior_garbage.tsv").write_bytes(bytes(range(256)) * 4)
+    (d / "afile").write_text("not a directory\n")
+    keep = d / "precious"
+    keep.mkdir()
+    (keep / "thesis.txt").write_text("irreplaceable\n")
+    run = grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=d / "run")
+    return d, run
+
+
+def _cli(args, capsys):
+    """Run the CLI in-process: (exit status, stderr)."""
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse usage errors
+        status = exc.code
+    err = capsys.readouterr().err
+    return status, err
+
+
+def _q(d, *extra):
+    return ["train", "quickstart", *SIM, f"data.path={d / 'good.h5ad'}", *extra]
+
+
+# (case id, argv builder (files dir, finished run) -> list, key phrase of the error)
+CASES = [
+    # recipes and overrides
+    ("unknown key", lambda d, r: _q(d, "train.max_epoch=3", "--out", d / "o1"), "did you mean 'train.max_epochs'"),
+    ("bad choice", lambda d, r: _q(d, "data.split.by=cell", "--out", d / "o2"), "expected one of"),
+    ("negative max_steps", lambda d, r: _q(d, "train.max_steps=-5", "--out", d / "o3"), "train.max_steps"),
+    ("devices abc", lambda d, r: _q(d, "train.devices=abc", "--out", d / "o4"), "train.devices"),
+    ("unknown layer option", lambda d, r: _q(d, "model.effect.options.foo=1", "--out", d / "o5"),
+     "model.effect.options"),
+    ("defaults reads /etc/passwd", lambda d, r: ["train", d / "passwd.yaml", "--out", d / "o6"], "not found"),
+    ("recipe is /etc/passwd", lambda d, r: ["train", "/etc/passwd", "--out", d / "o7"], "not found"),
+    ("resolver in a recipe", lambda d, r: ["train", d / "env.yaml", "--out", d / "o8"], "resolver"),
+    ("resolver in an override", lambda d, r: _q(d, "name=${oc.env:HOME}", "--out", d / "o9"), "resolver"),
+    ("name climbs out of runs/", lambda d, r: _q(d, "name=../../x"), "'name'"),
+    ("absolute name", lambda d, r: _q(d, "name=/tmp/x"), "'name'"),
+    ("yaml syntax", lambda d, r: ["train", d / "syntax.yaml", "--out", d / "o10"], "cannot be read as YAML"),
+    ("recipe is a list", lambda d, r: ["train", d / "list.yaml", "--out", d / "o11"], "mapping"),
+    ("defaults cycle", lambda d, r: ["train", d / "cycle_a.yaml", "--out", d / "o12"], "cycle"),
+    ("huge value is not echoed", lambda d, r: ["train", d / "big.yaml", "--out", d / "o13"], "train.max_epochs"),
+    ("negative lr", lambda d, r: _q(d, "train.lr=-1", "--out", d / "o14"), "train.lr"),
+    ("penetrance prior", lambda d, r: _q(d, "model.penetrance.enabled=true", "model.penetrance.prior=1.5",
+                                                            "--out", d / "o15"), "penetrance"),
+    ("prior unused by edges", lambda d, r: _q(d, f"grn.prior={d / 'prior_garbage.tsv'}", "grn.edges=complete",
+                                               "--out", d / "o16"), "do not use it"),
+    ("unknown recipe", lambda d, r: ["train", "quickstrat", "--out", d / "o17"], "not found"),
+    ("override without =", lambda d, r: ["train", "quickstart", "oops", "--out", d / "o18"], None),
+    # data files
+    ("missing data file", lambda d, r: _q(d, f"data.path={d / 'missing.h5ad'}", "--out", d / "o19"), "missing.h5ad"),
+    ("not an h5ad", lambda d, r: _q(d, f"data.path={d / 'not.h5ad'}", "--out", d / "o20"), "could not be read as h5ad"),
+    ("NaN count", lambda d, r: _q(d, f"data.path={d / 'nan.h5ad'}", "--out", d / "o21"), "NaN"),
+    ("negative count", lambda d, r: _q(d, f"data.path={d / 'negative.h5ad'}", "--out", d / "o22"), "negative"),
+    ("all-zero matrix", lambda d, r: _q(d, f"data.path={d / 'zeros.h5ad'}", "--out", d / "o23"), "no non-zero"),
+    ("no genes", lambda d, r: _q(d, f"data.path={d / 'no_genes.h5ad'}", "--out", d / "o24"), "no non-zero"),
+    ("labels + and A+", lambda d, r: _q(d, f"data.path={d / 'plus.h5ad'}", "--out", d / "o25"), "empty part"),
+    ("no control cells", lambda d, r: _q(d, f"data.path={d / 'no_control.h5ad'}", "--out", d / "o26"),
+     "no control cells"),
+    ("one label only", lambda d, r: _q(d, f"data.path={d / 'one_label.h5ad'}", "--out", d / "o27"), "single value"),
+    ("no perturbation column", lambda d, r: _q(d, f"data.path={d / 'no_column.h5ad'}", "--out", d / "o28"),
+     "perturbation"),
+    ("12 cells", lambda d, r: _q(d, f"data.path={d / 'tiny.h5ad'}", "--out", d / "o29"), "cells"),
+    ("unknown covariate", lambda d, r: _q(d, "data.covariates=[batchx]", "--out", d / "o30"), "batchx"),
+    ("unknown perturbation key", lambda d, r: _q(d, "data.perturbation_key=guide", "--out", d / "o31"), "guide"),
+    # priors
+    ("missing prior file", lambda d, r: _q(d, f"grn.prior={d / 'nope.tsv'}", "grn.edges=prior+complete",
+                                           "--out", d / "o32"), "neither an existing file"),
+    ("garbage prior", lambda d, r: _q(d, f"grn.prior={d / 'prior_garbage.tsv'}", "grn.edges=prior+complete",
+                                      "--out", d / "o33"), "prior_garbage.tsv"),
+    ("unknown catalog prior", lambda d, r: _q(d, "grn.prior=trrust_humna", "grn.edges=prior+complete",
+                                              "--out", d / "o34"), "trrust_human"),
+    # run directories and commands on runs
+    ("--out is a file", lambda d, r: _q(d, "--out", d / "afile"), "is a file"),
+    ("--overwrite on a non-run folder", lambda d, r: _q(d, "--out", d / "precious", "--overwrite"),
+     "not a grnvae run directory"),
+    ("finished run again", lambda d, r: _q(d, "--out", r.path), "finished run"),
+    ("evaluate a non-run", lambda d, r: ["evaluate", d / "precious"], "not a grnvae run directory"),
+    ("predict no labels", lambda d, r: ["predict", r.path, "--perturbations", ",", "--out", d / "p.h5ad"],
+     "names no perturbation"),
+    ("predict 0 particles", lambda d, r: ["predict", r.path, "--perturbations", "G0001", "--particles", "0",
+                                          "--out", d / "p.h5ad"], "particles"),
+    ("predict unknown gene", lambda d, r: ["predict", r.path, "--perturbations", "NOPE1", "--prior",
+                                           "--out", d / "p.h5ad"], "NOPE1"),
+    ("export into a folder", lambda d, r: ["export-grn", r.path, "--out", d / "precious"], "is a directory"),
+    ("inspect a missing file", lambda d, r: ["inspect", d / "missing.h5ad"], "missing.h5ad"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_matrix(case, files, capsys):
+    d, run = files
+    name, argv, phrase = case
+    status, err = _cli(argv(d, run), capsys)
+    assert status == 2, (name, status, err)
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.strip().splitlines() if "error:" in ln]
+    assert len(lines) == 1, err
+    if phrase is not None:
+        assert phrase in lines[0], lines[0]
+    assert len(lines[0]) < 600, "an error repeats at most a short excerpt of its input"
+    # nothing was lost
+    assert (d / "precious" / "thesis.txt").read_text() == "irreplaceable\n"
+    assert (d / "afile").is_file() and (run.path / "grn.tsv").is_file()
+
+
+def test_few_fractional_values_stay_counts(files):
+    """One non-integer value among thousands does not flip the likelihood: the data stay counts
+    (with a warning), and the report says how many were not integers."""
+    from grnvae.data.dataset import PerturbationData
+
+    d, _ = files
+    cfg = grnvae.load_recipe("quickstart", [f"data.path={d / 'fractional.h5ad'}"])
+    data = PerturbationData.from_anndata(ad.read_h5ad(d / "fractional.h5ad"), cfg)
+    assert data.values == "counts"
+    assert 0 < data.value_report["non_integer_fraction"] < 1e-3
+
+
+def test_diverging_training_stops_with_the_term_and_writes_nothing(files, capsys):
+    d, _ = files
+    out = d / "diverged"
+    status, err = _cli(_q(d, "train.lr=1e6", "train.max_epochs=5", "train.grad_clip=0", "--out", out), capsys)
+    assert status == 2 and "Traceback" not in err
+    assert "Lower train.lr" in err and "loss term" in err
+    assert not (out / "grn.tsv").exists() and not (out / "metrics.json").exists()
+    assert json.loads((out / "grnvae-run.json").read_text())["status"] == "failed"
+
+
+def test_metrics_are_strict_json(files):
+    _, run = files
+    json.loads((run.path / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
+    assert json.loads((run.path / "grnvae-run.json").read_text())["status"] == "finished"
+
+
+# ------------------------------------------------------------------ nothing runs on load
+class _Payload:
+    """Unpickling this creates a file: the proof that code from a checkpoint ran."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.touch, (self.target,))
+
+
+def test_pickled_payload_in_a_checkpoint_runs_nothing(files, tmp_path, capsys):
+    import shutil
+
+    d, run = files
+    hostile = tmp_path / "hostile"
+    shutil.copytree(run.path, hostile)
+    marker = tmp_path / "PWNED"
+    state = torch.load(hostile / "checkpoints" / "best.ckpt", weights_only=True)
+    state["payload"] = _Payload(marker)
+    torch.save(state, hostile / "checkpoints" / "best.ckpt")
+    for argv in (["evaluate", hostile, "--no-plots"], ["export-grn", hostile, "--out", tmp_path / "g.tsv"],
+                 ["predict", hostile, "--perturbations", "G0001", "--out", tmp_path / "p.h5ad"]):
+        status, err = _cli(argv, capsys)
+        assert status == 2 and "cannot be read as a grnvae checkpoint" in err and "Traceback" not in err
+        assert not marker.exists(), argv
+    # the same payload does run under a plain unpickler: the test can fail
+    torch.load(hostile / "checkpoints" / "best.ckpt", weights_only=False)
+    assert marker.exists()
+
+
+def test_planted_plugin_runs_only_when_trusted(files, tmp_path, capsys):
+    import shutil
+
+    d, run = files
+    planted = tmp_path / "planted"
+    shutil.copytree(run.path, planted)
+    marker = tmp_path / "PLUGIN_RAN"
+    (planted / "plugins").mkdir()
+    (planted / "plugins" / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    for name in ("best", "last"):
+        ckpt = planted / "checkpoints" / f"{name}.ckpt"
+        state = torch.load(ckpt, weights_only=True)
+        state["grnvae"]["recipe"]["plugins"] = ["plugins/evil.py"]
+        state["grnvae"]["recipe"]["model"]["effect"]["layer"] = "evil_layer"
+        torch.save(state, ckpt)
+    for argv in (["evaluate", planted, "--no-plots"], ["export-grn", planted, "--out", tmp_path / "g.tsv"],
+                 ["predict", planted, "--perturbations", "G0001", "--out", tmp_path / "p.h5ad"]):
+        status, err = _cli(argv, capsys)
+        assert status == 2 and "--trust-plugins" in err and "plugins/evil.py" in err
+        assert not marker.exists(), argv
+    # trusted: the run's copy is imported (it registers no layer, so loading then stops)
+    status, err = _cli(["export-grn", planted, "--trust-plugins", "--out", tmp_path / "g.tsv"], capsys)
+    assert marker.exists() and status == 2 and "evil_layer" in err
+
+
+# ------------------------------------------------------------------ run directories
+def test_overwrite_deletes_only_run_directories(files, tmp_path):
+    d, _ = files
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "data.csv").write_text("1,2\n")
+    with pytest.raises(RunError, match="not a grnvae run directory"):
+        grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=folder, overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["data.csv"]
+    # a run directory is replaced
+    out = tmp_path / "run"
+    grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=out)
+    (out / "stale.txt").write_text("x")
+    grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=out, overwrite=True)
+    assert not (out / "stale.txt").exists() and (out / "grn.tsv").exists()
+
+
+def _train_cmd(d: Path, out: Path, *extra: str):
+    return [sys.executable, "-m", "grnvae.cli", "train", "quickstart", *SIM, f"data.path={d / 'good.h5ad'}",
+            "--out", str(out), *extra]
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_second_training_into_a_live_run_is_refused(files, tmp_path):
+    d, _ = files
+    out = tmp_path / "busy"
+    extra = ["train.max_epochs=1000", "train.patience=0", "train.max_steps=120"]  # ~40 epochs
+    proc = subprocess.Popen(_train_cmd(d, out, *extra), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / ".grnvae.lock").exists()
+        with pytest.raises(RunError, match=f"in use by process {proc.pid}"):
+            grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=out)
+    finally:
+        proc.kill()
+        proc.wait()
+    # a lock left by a killed process is taken over (and the run resumes)
+    run = grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}", *extra], out=out)
+    assert (run.path / "grn.tsv").exists() and not (out / ".grnvae.lock").exists()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(files, tmp_path):
+    """SIGKILL after a random epoch, the same command again: grn.tsv and metrics.json are
+    bit-identical to those of an uninterrupted run with the same seed."""
+    d, _ = files
+    extra = ("train.max_epochs=6", "train.patience=0")
+    whole = tmp_path / "whole"
+    subprocess.run(_train_cmd(d, whole, *extra), env=_env(), check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    stop_after = int(np.random.default_rng().integers(1, 5))  # epochs 1..4 of 6
+    proc = subprocess.Popen(_train_cmd(d, killed, *extra), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if last.exists() and torch.load(last, weights_only=True)["epoch"] >= stop_after - 1:
+                break
+        except Exception:  # being written
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the kill came too late to test a resume"
+    res = subprocess.run(_train_cmd(d, killed, *extra), env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "resuming" in res.stderr and "stale lock" in res.stderr
+    for name in ("grn.tsv", "metrics.json"):
+        assert _digest(killed / name) == _digest(whole / name), (name, stop_after)
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(files, tmp_path, caplog):
+    d, _ = files
+    out = tmp_path / "run"
+    extra = ["train.max_epochs=3", "train.patience=0"]
+    grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"] + extra, out=out)
+    previous = out / "checkpoints" / "last.previous.ckpt"
+    assert previous.exists()
+    # make it look interrupted: the newest checkpoint truncated, no results
+    for name in ("metrics.json", "grn.tsv"):
+        (out / name).unlink()
+    meta = json.loads((out / "grnvae-run.json").read_text())
+    (out / "grnvae-run.json").write_text(json.dumps({**meta, "status": "running"}))
+    last = out / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    run = grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"] + extra, out=out)
+    assert "previous checkpoint" in caplog.text and (run.path / "grn.tsv").exists()
+    # neither readable: one clear error, nothing deleted
+    (out / "metrics.json").unlink()
+    for f in (last, previous):
+        f.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(RunError, match="--overwrite"):
+        grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"] + extra, out=out)
+    assert last.exists() and previous.exists()
+
+
+def test_download_refuses_other_schemes(tmp_path, monkeypatch):
+    from grnvae import priors
+    from grnvae.errors import GRNError
+
+    monkeypatch.setenv("GRNVAE_CACHE", str(tmp_path))
+    for url in ("http://example.org/x.tsv", "ftp://example.org/x.tsv", "data:,A%09B"):
+        with pytest.raises(GRNError, match="only over https"):
+            priors.download("x", url=url, allow_unverified=True)
+    assert not any(tmp_path.rglob("*.tsv"))
+
+
+def test_unverified_cache_is_rechecked(tmp_path, monkeypatch):
+    """A prior downloaded without a catalog checksum records the one it had; a cached copy that
+    no longer matches it is fetched again, not reused."""
+    from grnvae import priors
+
+    monkeypatch.setenv("GRNVAE_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "up.tsv"
+    source.write_text("TF\tTarget\nA\tB\n")
+    path = priors.download("p", url=source.as_uri(), allow_unverified=True)
+    assert path.with_name("up.tsv.sha256").read_text().strip() == _digest(source)
+    path.write_text("tampered\n")
+    assert priors.download("p", url=source.as_uri(), allow_unverified=True).read_text() == source.read_text()
