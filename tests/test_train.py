@@ -88,6 +88,8 @@ def test_finished_run_is_protected_and_interrupted_run_resumes(tiny_run, tmp_pat
     grnvae.train(RECIPES / "quickstart.yaml", overrides=FAST[:-2] + ["train.max_epochs=1", "train.progress_bar=false"], out=run_dir)
     (run_dir / "metrics.json").unlink()
     (run_dir / "grn.tsv").unlink()
+    marker = run_dir / "grnvae-run.json"
+    marker.write_text(marker.read_text().replace('"finished"', '"running"'))
     # the recipe on disk must match to resume; continue to 2 epochs with the same recipe
     text = (run_dir / "recipe.yaml").read_text().replace("max_epochs: 1", "max_epochs: 2")
     (run_dir / "recipe.yaml").write_text(text)
@@ -95,6 +97,7 @@ def test_finished_run_is_protected_and_interrupted_run_resumes(tiny_run, tmp_pat
     assert resumed.metrics["epochs"] == 2 and (run_dir / "grn.tsv").exists()
     with pytest.raises(RunError, match="different recipe"):
         (run_dir / "metrics.json").unlink()
+        marker.write_text(marker.read_text().replace('"finished"', '"running"'))
         grnvae.train(RECIPES / "quickstart.yaml", overrides=FAST + ["seed=9"], out=run_dir)
 
 
