@@ -49,6 +49,7 @@ LOGNORM_FRACTION = 0.01
 class ValueScan:
     """What one pass over an expression matrix found (see :func:`_scan`)."""
 
+    source: str = "expression matrix"  # the file or object, for messages
     stored: int = 0  # stored (non-zero) values
     non_integer: int = 0
     negative: int = 0
@@ -59,7 +60,8 @@ class ValueScan:
         data = X.data if sp.issparse(X) else np.asarray(X).ravel()
         if not np.all(np.isfinite(data)):
             bad = int((~np.isfinite(data)).sum())
-            raise DataError(f"expression matrix has {bad} NaN/infinite values; remove or impute them first")
+            raise DataError(f"{self.source}: expression matrix has {bad} NaN/infinite values; remove or impute "
+                            f"them first")
         data = data[data != 0]
         whole = np.mod(data, 1) == 0
         self.stored += int(data.size)
@@ -71,9 +73,10 @@ class ValueScan:
     def non_integer_fraction(self) -> float:
         return self.non_integer / max(self.stored, 1)
 
-    def kind(self, source: str = "expression matrix") -> str:
+    def kind(self) -> str:
         """``"counts"`` or ``"lognorm"`` by the share of non-integer values (never flipped by a few
         stray values; an ambiguous share is reported), after refusing what neither can be."""
+        source = self.source
         if self.stored == 0:
             raise DataError(f"{source}: the expression matrix has no non-zero value; check the file, or point "
                             f"data.layer at the layer that holds the expression")
@@ -200,11 +203,11 @@ def _read(X, rows: Optional[np.ndarray]) -> sp.csr_matrix:
     return _as_csr(X[:] if rows is None else X[np.asarray(rows, dtype=np.int64)])
 
 
-def _scan(X, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, ValueScan]:
+def _scan(X, rows: Optional[np.ndarray], source: str = "expression matrix") -> Tuple[np.ndarray, ValueScan]:
     """One chunked pass: library sizes and the value counts (NaN/inf checked)."""
     n = X.shape[0] if rows is None else len(rows)
     library = np.empty(n, dtype=np.float64)
-    scan = ValueScan()
+    scan = ValueScan(source)
     for a, b in _chunks(n):
         block = _as_csr(X[a:b]) if rows is None else _read(X, rows[a:b])
         library[a:b] = np.asarray(block.sum(axis=1)).ravel()
@@ -311,8 +314,8 @@ class PerturbationData:
             if not keep.all():
                 X = X[keep]
             rows = None
-        library, scan = _scan(X, rows)
-        detected = scan.kind(source)
+        library, scan = _scan(X, rows, source)
+        detected = scan.kind()
         values = detected if dcfg.expression == "auto" else dcfg.expression
         if values == "counts" and detected != "counts":
             raise DataError(

@@ -22,8 +22,8 @@ def describe(path: str | Path, perturbation_key: str = "perturbation", control: 
     adata = read_h5ad(path, key="FILE", backed=backed)
     lines: List[str] = [f"{path}: {adata.n_obs:,} cells x {adata.n_vars:,} genes"]
     X = BackedRows(adata.X) if adata.isbacked else adata.X
-    library, scan = _scan(X, None if not adata.isbacked else np.arange(adata.n_obs))
-    kind = scan.kind(str(path))
+    library, scan = _scan(X, None if not adata.isbacked else np.arange(adata.n_obs), str(path))
+    kind = scan.kind()
     lines.append(
         f"  X: {'raw counts' if kind == 'counts' else 'log-normalised / non-integer values'} "
         f"({100 * scan.non_integer_fraction:.3g}% non-integer) "
