@@ -110,12 +110,24 @@ class GRNVAE(nn.Module):
 
         ecfg = mcfg.edges
         if ecfg.weight == "features":
+            response = None
+            if ecfg.prior_mean == "data":
+                if "response" not in spec.extra:
+                    raise GRNError("model.edges.prior_mean=data needs the training responses in the model spec; "
+                                   "train the run again with this recipe")
+                r = spec.extra["response"]
+                # fold changes on target nodes: a measured node reads its gene's, others NaN
+                cols = torch.as_tensor(spec.node_gene, dtype=torch.long)
+                lfc = r["lfc"][:, cols.clamp(min=0)]
+                lfc[:, cols < 0] = float("nan")
+                response = (r["nodes"].long(), lfc)
             self.edges = FeatureEdgePosterior(
                 self.edge_index, spec.node_features, seen=spec.node_counts > 0, mask_prior=ecfg.mask_prior,
                 logit_init=ecfg.logit_init,
                 weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
                 hidden=ecfg.feature_hidden, mask=ecfg.mask, prior_dropout=ecfg.prior_dropout,
-                learn_scale=ecfg.learn_prior_scale, min_scale=ecfg.min_prior_scale, linear_ridge=ecfg.linear_ridge)
+                learn_scale=ecfg.learn_prior_scale, min_scale=ecfg.min_prior_scale, linear_ridge=ecfg.linear_ridge,
+                response=response)
         else:
             self.edges = EdgePosterior(
                 self.edge_index, V,

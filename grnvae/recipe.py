@@ -149,6 +149,11 @@ class EdgeConfig:
     # weight: features: add the closed-form ridge fit of the seen weights by the features (the
     # linear baseline on edge weights) to the prior mean, with this ridge penalty; null: none
     linear_ridge: Optional[float] = None
+    # weight: features: where the prior's per-target mean and linear term come from: "posterior"
+    # (moment estimates from the seen regulators' posterior weights) or "data" (the seen
+    # regulators' pseudo-bulk log-fold changes in training cells: the mean_effect and linear
+    # baselines in weight units; see grnvae.data.features.response_lfc)
+    prior_mean: str = "posterior"
 
 
 @dataclass
@@ -273,6 +278,7 @@ CHOICES = {
     "grn.nodes": ("perturbed", "perturbed+deg", "perturbed+measured", "perturbed+hvg", "measured", "prior"),
     "grn.edges": ("complete", "prior", "prior+knn", "prior+complete", "knn", "regulators", "regulators+knn"),
     "model.edges.weight": ("amortized", "free", "features"),
+    "model.edges.prior_mean": ("posterior", "data"),
     "model.effect.combine": ("sum", "last"),
     "model.encoder.kind": ("correlated", "mean_field"),
     "model.decoder.likelihood": ("auto", "nb", "normal"),

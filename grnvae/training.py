@@ -73,12 +73,16 @@ def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
     grn = graph.grn
     mean, std = data.standardisation("train")
     features = None
+    extra: Dict[str, Any] = {}
     ecfg = cfg.model.edges
     if ecfg.weight == "features":
-        from .data.features import node_features
+        from .data.features import node_features, response_lfc
 
         features = torch.from_numpy(node_features(data, list(ecfg.features), int(ecfg.expression_pcs),
                                                   int(ecfg.response_pcs), seed=int(cfg.seed)))
+        if ecfg.prior_mean == "data":
+            nodes, lfc = response_lfc(data, "train", seed=int(cfg.seed))
+            extra["response"] = {"nodes": torch.from_numpy(nodes), "lfc": torch.from_numpy(lfc).float()}
     return ModelSpec(
         genes=list(data.genes), nodes=list(grn.genes), edge_index=grn.edge_index.clone(),
         mask_prior=graph.mask_prior, logit_init=graph.logit_init, in_prior=graph.in_prior,
@@ -87,7 +91,7 @@ def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
         n_train=int(len(data.split_index("train"))), values=data.values,
         covariates=data.covariate_levels(),
         extra={"library_median": float(np.median(data.library[data.split == 0])), "dose": data.dose,
-               "log_library": _log_library(data)},
+               "log_library": _log_library(data), **extra},
         n_qc_fail=int(data.qc[data.split == 0].sum()) if data.qc is not None else 0,
         node_features=features,
     )

@@ -86,3 +86,4 @@ def bilinear_ridge(G, Y, P, ridge: float):
     rhs = U.T @ (G.T @ Y @ P) @ V
     coef = np.divide(rhs, denom, out=np.zeros_like(rhs), where=denom > 0)
     return U @ coef @ V.T
+

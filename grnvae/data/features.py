@@ -69,3 +69,56 @@ def node_features(data, kinds: Sequence[str] = FEATURES, expression_pcs: int = 2
         start += b.shape[1]
     F[measured, -1] = 1.0
     return F
+
+
+def response_lfc(data, split: str = "train", max_cells: int = 2000, pseudocount: float = 0.1,
+                 seed: int = 0):
+    """What each seen regulator does to each gene, from the data alone: the pseudo-bulk log-fold
+    change of its single-target condition's cells against the controls (one split's cells).
+
+    For counts, ``log(m_c + eps) - log(m_0 + eps)`` where ``m`` is a gene's mean of
+    ``x / library * 1e4`` over the condition's (at most ``max_cells``, a seeded subset) and the
+    controls' cells and ``eps`` is ``pseudocount`` counts per cell at the controls' median library
+    (it shrinks the fold changes of barely detected genes); for log-normalised values, the
+    difference of means. Divided by the dosage (so activation screens give the change per unit
+    loss, like edge weights). These are population averages (escapers included): the unit of
+    the edge weights with ``model.penetrance.population``.
+
+    Returns ``(nodes [S], lfc [S, G])``: the regulator node of each single-target condition with
+    cells in the split, and its fold changes (float64).
+    """
+    idx = data.split_index(split)
+    ctrl = idx[data.pair[idx] == -1]
+    G = len(data.genes)
+    if len(ctrl) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, G))
+    rng = np.random.default_rng(seed)
+
+    def subset(cells):
+        return np.sort(rng.choice(cells, size=max_cells, replace=False)) if len(cells) > max_cells else cells
+
+    if data.values == "counts":
+        eps = pseudocount * 1e4 / max(float(np.median(data.library[ctrl])), 1.0)
+
+        def level(cells):
+            total = np.zeros(G)
+            for a in range(0, len(cells), 4096):
+                part = cells[a:a + 4096]
+                X = data.read_rows(part).multiply(1e4 / np.maximum(data.library[part], 1.0)[:, None])
+                total += np.asarray(X.sum(axis=0)).ravel()
+            return np.log(total / len(cells) + eps)
+    else:
+        def level(cells):
+            return data.mean_lognorm(cells).astype(np.float64)
+
+    base = level(subset(ctrl))
+    nodes, rows = [], []
+    for c, targets in enumerate(data.condition_nodes):
+        cells = idx[data.cell_condition[idx] == c]
+        if len(targets) != 1 or len(cells) == 0:
+            continue
+        nodes.append(targets[0])
+        rows.append((level(subset(cells)) - base) / data.dose)
+    if not rows:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, G))
+    return np.asarray(nodes, dtype=np.int64), np.stack(rows)

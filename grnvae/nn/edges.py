@@ -280,7 +280,8 @@ class FeatureEdgePosterior(nn.Module):
     def __init__(self, edge_index: Tensor, features: Tensor, seen: Optional[Tensor] = None, mask_prior: float = 0.5,
                  logit_init: float = 0.0, weight_prior_scale: float = 0.5, temperature: float = 1.0,
                  hidden: int = 32, mask: bool = True, prior_dropout: float = 0.0, learn_scale: bool = False,
-                 min_scale: float = 0.0, linear_ridge: Optional[float] = None):
+                 min_scale: float = 0.0, linear_ridge: Optional[float] = None,
+                 response: Optional[Tuple[Tensor, Tensor]] = None):
         super().__init__()
         self.linear_ridge = None if linear_ridge is None else float(linear_ridge)
         E = edge_index.shape[1]
@@ -320,6 +321,19 @@ class FeatureEdgePosterior(nn.Module):
         self.q_logits = nn.Parameter(torch.zeros(E), requires_grad=self.use_mask)
         self.q_loc = nn.Parameter(torch.zeros(E))
         self.q_log_scale = nn.Parameter(torch.full((E,), math.log(0.05)))
+        # the data's responses (prior_mean=data): each target's mean over the responding
+        # regulators, and (lazily) the linear term fitted to them; both constants
+        self.from_data = response is not None
+        if self.from_data:
+            nodes, lfc = response
+            lfc = lfc.float()
+            known = ~torch.isnan(lfc).any(0) if lfc.shape[0] else torch.zeros(V, dtype=torch.bool)
+            mean = torch.where(known, lfc.nan_to_num().mean(0) if lfc.shape[0] else torch.zeros(V), torch.zeros(V))
+            self.register_buffer("response_nodes", nodes.long().clone(), persistent=False)
+            self.register_buffer("response", lfc.nan_to_num().clone(), persistent=False)
+            self.register_buffer("response_known", known, persistent=False)
+            self.register_buffer("response_mean", mean, persistent=False)
+        self._linear_cache: Optional[Tensor] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -346,6 +360,8 @@ class FeatureEdgePosterior(nn.Module):
             n = use.new_zeros(self.num_nodes).index_add(0, tgt, use).clamp(min=1.0)
             c = torch.zeros_like(n).index_add(0, tgt, use * self.q_logits) / n
             d = torch.zeros_like(n).index_add(0, tgt, use * self.q_loc) / n
+            if self.from_data:  # measured targets: the mean response in the data
+                d = torch.where(self.response_known, self.response_mean.to(d.dtype), d)
         return c, d
 
     def linear_term(self, d: Tensor) -> Tensor:
@@ -361,6 +377,8 @@ class FeatureEdgePosterior(nn.Module):
         """
         from ..utils import bilinear_ridge
 
+        if self.from_data:
+            return self._data_linear_term()
         with torch.no_grad():
             src, tgt = self.edge_index
             S = self.seen_nodes.numel()
@@ -375,6 +393,32 @@ class FeatureEdgePosterior(nn.Module):
                                F[self.seen_nodes.cpu().numpy()], self.linear_ridge)
             W = torch.as_tensor(W, dtype=self.q_loc.dtype, device=self.q_loc.device)
             return ((self.features[tgt] @ W) * self.features[src]).sum(-1)
+
+    def _data_linear_term(self) -> Tensor:
+        """The linear term fitted to the data's responses (``prior_mean=data``): the ridge fit of
+        the responding regulators' fold changes on the measured targets, centred on their mean,
+        by the features; 0 on targets that are not measured genes and on self-loops (a knocked-out
+        gene's own change is the self term's). A constant, computed once."""
+        from ..utils import bilinear_ridge
+
+        if self._linear_cache is not None and self._linear_cache.device == self.q_loc.device:
+            return self._linear_cache
+        with torch.no_grad():
+            src, tgt = self.edge_index
+            out = torch.zeros_like(self.q_loc)
+            targets = torch.nonzero(self.response_known).flatten()
+            if self.response_nodes.numel() and targets.numel():
+                # a regulator's own gene is left out of the fit (set to the mean: no residual)
+                own = (targets[:, None] == self.response_nodes[None, :])  # targets x regulators
+                Y = (self.response[:, targets] - self.response_mean[targets]).t().masked_fill(own, 0.0)
+                F = self.features.double().cpu().numpy()
+                Ft, Fr = F[targets.cpu().numpy()], F[self.response_nodes.cpu().numpy()]
+                W = bilinear_ridge(Ft, Y.double().cpu().numpy(), Fr, self.linear_ridge)
+                W = torch.as_tensor(W, dtype=self.q_loc.dtype, device=self.q_loc.device)
+                out = ((self.features[tgt] @ W) * self.features[src]).sum(-1) * self.response_known[tgt]
+                out = out * (src != tgt)
+        self._linear_cache = out
+        return out
 
     def prior(self) -> Tuple[Tensor, Tensor]:
         """Amortised prior mask logits ``a`` and weight means ``b``: ``[E]`` each (without masks,
