@@ -322,3 +322,31 @@ def test_invariance_penalty_compares_each_condition_to_controls(sim):
     # 2 * (2 cells / 6) * 1^2
     assert torch.isclose(model.invariance(loc, dosage, index), torch.tensor(2.0 * 2 / 6))
     assert model.invariance(loc, dosage, torch.tensor([1, 1, 2, 2, 2, 1])) == 0  # no control in the batch
+
+
+def test_data_prior_is_the_seen_regulators_fold_changes(sim):
+    """model.edges.prior_mean=data: the pseudo-bulk fold changes of the seen regulators track the
+    simulator's true log-fold changes, each target's prior mean is their average (what an
+    unseen regulator without features gets: the mean_effect baseline in weight units), and
+    self-loops get no linear term (a knocked-out gene's own change is the self term's)."""
+    from grnvae.data.features import response_lfc
+
+    data, model = _model(sim, "model.edges.prior_mean=data", "model.penetrance.population=true")
+    truth = sim.uns["grnvae_simulation"]["true_lfc"]
+    values, conds = np.asarray(truth["values"]), list(truth["conditions"])
+    nodes, lfc = response_lfc(data)
+    assert len(nodes) == 8  # the single-target conditions, not the doubles
+    genes = np.asarray(data.genes)
+    for n, row in zip(nodes, lfc):
+        name = data.nodes[n]
+        other = genes != name
+        assert np.corrcoef(row[other], values[other, conds.index(name)])[0, 1] > 0.85, name
+    edges = model.edges
+    cols = data.node_gene
+    _, d = edges.target_means()
+    measured = torch.as_tensor(cols >= 0)
+    assert torch.allclose(d[measured], torch.as_tensor(lfc.mean(0)[cols[cols >= 0]], dtype=torch.float32), atol=1e-5)
+    src, tgt = edges.edge_index
+    lin = edges.linear_term(d)
+    assert torch.all(lin[src == tgt] == 0) and lin[src != tgt].abs().sum() > 0
+    assert torch.equal(lin, edges.linear_term(d))  # a constant, computed once
