@@ -258,6 +258,13 @@ class FeatureEdgePosterior(nn.Module):
     log-fold change of j per unit perturbation of i when node effects shift their own gene's
     log-rate (``model.decoder.skip``).
 
+    With ``response`` (recipe ``model.edges.prior_mean=data``), ``d_j`` on a measured target and
+    the linear term come from the data instead of the posterior: the seen regulators' pseudo-bulk
+    log-fold changes in training cells (:func:`grnvae.data.features.response_lfc`). A regulator
+    without features then gets the ``mean_effect`` baseline and one with features the
+    ``linear`` baseline, in weight units, however poorly the posterior pins down the weights of
+    weak perturbations (whose average otherwise dominates ``d_j``).
+
     Args:
         edge_index (LongTensor): ``[2, E]`` regulator -> target, coalesced.
         features (Tensor): node features ``[V, F]``.
@@ -275,6 +282,9 @@ class FeatureEdgePosterior(nn.Module):
             ``weight_prior_scale`` (a Gaussian scale fitted to mostly-null effects shrinks the
             few large ones hard).
         min_scale (float): a floor under the learned ``s_j``.
+        linear_ridge (float): add the closed-form linear term with this ridge penalty (None: none).
+        response (tuple): ``(nodes [S], lfc [S, V])``, the seen regulators' responses on every
+            target node (NaN where the target is not a measured gene), for the data-fitted prior.
     """
 
     def __init__(self, edge_index: Tensor, features: Tensor, seen: Optional[Tensor] = None, mask_prior: float = 0.5,
