@@ -367,7 +367,10 @@ def train(
             _store_plugins(out, cfg.plugins)
             run = _fit(pl, cfg, out, resume, adata)
         except BaseException as exc:
-            write_marker(out, "failed", str(cfg.name), f"{type(exc).__name__}: {exc}")
+            try:
+                write_marker(out, "failed", str(cfg.name), f"{type(exc).__name__}: {exc}")
+            except OSError:  # e.g. the disk that stopped the run is still full: keep its error
+                pass
             raise
         write_marker(out, "finished", str(cfg.name))
     return run

@@ -231,6 +231,23 @@ def test_diverging_training_stops_with_the_term_and_writes_nothing(files, capsys
     assert json.loads((out / "grnvae-run.json").read_text())["status"] == "failed"
 
 
+def test_full_disk_is_one_line(files, capsys, monkeypatch):
+    """An I/O error while a run is written (here: no space left) ends in one line naming the file."""
+    import errno
+
+    import grnvae.training as T
+
+    d, _ = files
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(T, "atomic_write_text", full)
+    status, err = _cli(_q(d, "--out", d / "full"), capsys)
+    assert status == 2 and "Traceback" not in err
+    assert "No space left on device" in err and "recipe.yaml" in err
+
+
 def test_metrics_are_strict_json(files):
     _, run = files
     json.loads((run.path / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
