@@ -265,9 +265,9 @@ def test_penetrance_components_mix_every_subset_of_targets():
 
 def test_penetrance_settings_are_checked():
     with pytest.raises(grnvae.errors.RecipeError, match="model.penetrance.prior"):
-        _cfg("model.penetrance.prior=1.5")
+        _cfg("model.penetrance.enabled=true", "model.penetrance.prior=1.5")
     with pytest.raises(grnvae.errors.RecipeError, match="spread"):
-        _cfg("model.penetrance.spread=0")
+        _cfg("model.penetrance.enabled=true", "model.penetrance.spread=0")
 
 
 def test_penetrance_learns_escapers(sim, tmp_path):
