@@ -356,8 +356,9 @@ def _parse_flag(text: str, what: str) -> bool:
 
 
 def _preview(items: Iterable[Any], limit: int = _MALFORMED_SHOWN) -> str:
+    """The first ``limit`` items for a message: printable characters only, each at most 40."""
     items = list(items)
-    shown = ", ".join(str(i) for i in items[:limit])
+    shown = ", ".join(repr(str(i)[:40])[1:-1] for i in items[:limit])
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
