@@ -20,12 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from .errors import RunError
 from .model import GRNVAE
+from .rundir import PREVIOUS
 from .utils import atomic_write
 
 log = logging.getLogger(__name__)
-
-#: the checkpoint before ``last.ckpt``, kept for resuming when the newest is unreadable
-PREVIOUS = "last.previous.ckpt"
 
 
 class GRNVAEModule(pl.LightningModule):

@@ -26,7 +26,14 @@ log = logging.getLogger(__name__)
 
 MARKER = "grnvae-run.json"
 LOCK = ".grnvae.lock"
+#: the checkpoint before ``last.ckpt``, kept for resuming when the newest is unreadable
+PREVIOUS = "last.previous.ckpt"
 STATUSES = ("running", "finished", "failed")
+
+
+def run_contents(path: Path) -> list:
+    """What a run directory holds, without this process's lock file."""
+    return [c for c in Path(path).iterdir() if c.name != LOCK]
 
 
 def read_marker(path: Path) -> Optional[Dict[str, Any]]:
@@ -129,9 +136,7 @@ def clear_run_dir(path: Path) -> None:
     if read_marker(path) is None:
         raise RunError(f"'{path}' is not a grnvae run directory (no valid {MARKER}), so --overwrite "
                        f"deletes nothing there; choose another --out, or remove it yourself")
-    for child in Path(path).iterdir():
-        if child.name == LOCK:
-            continue
+    for child in run_contents(path):
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:

@@ -34,7 +34,7 @@ from .grn import GRN
 from .model import GRNVAE, ModelSpec
 from .nn.registry import LAYERS, import_plugins
 from .recipe import load_recipe, to_yaml
-from .rundir import LOCK, MARKER, RunLock, clear_run_dir, read_marker, write_marker
+from .rundir import MARKER, PREVIOUS, RunLock, clear_run_dir, read_marker, run_contents, write_marker
 from .utils import atomic_write, atomic_write_text, jsonable
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ def _check_out_dir(out: Path) -> None:
         raise RunError(f"--out '{out}' is a file, not a directory; choose another --out")
     if out.is_dir():
         try:
-            contents = [c for c in out.iterdir() if c.name != LOCK]
+            contents = run_contents(out)
         except OSError as exc:
             raise RunError(f"cannot read the run directory '{out}': {exc.strerror}") from None
         legacy = (out / "checkpoints" / "last.ckpt").exists()
@@ -265,8 +265,6 @@ def _resumable(last: Path) -> Path:
         read_checkpoint(last)
         return last
     except RunError as exc:
-        from .lightning import PREVIOUS
-
         previous = last.with_name(PREVIOUS)
         try:
             read_checkpoint(previous)
@@ -280,10 +278,8 @@ def _resumable(last: Path) -> Path:
 def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Path]:
     """With the run's lock held: clear (``overwrite``) or check the run directory, mark it as
     running, and return the checkpoint to resume from, if any."""
-    from .lightning import PREVIOUS
-
     last = out / "checkpoints" / "last.ckpt"
-    if any(c.name != LOCK for c in out.iterdir()):
+    if run_contents(out):
         marker = read_marker(out)
         if overwrite:
             clear_run_dir(out)

@@ -53,7 +53,6 @@ class ValueScan:
     stored: int = 0  # stored (non-zero) values
     non_integer: int = 0
     negative: int = 0
-    negative_integer: int = 0
 
     def add(self, X) -> None:
         """Count the values of a block; NaN or infinite values are a DataError."""
@@ -67,7 +66,6 @@ class ValueScan:
         self.stored += int(data.size)
         self.non_integer += int((~whole).sum())
         self.negative += int((data < 0).sum())
-        self.negative_integer += int(((data < 0) & whole).sum())
 
     @property
     def non_integer_fraction(self) -> float:
