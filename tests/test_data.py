@@ -90,6 +90,26 @@ def test_loader_is_deterministic_and_covers_split(adata):
     assert sorted(torch.cat(one).tolist()) == sorted(d.split_index("train").tolist())
 
 
+def test_epoch_order_depends_on_the_epoch_only():
+    """Each epoch's batches follow from (seed, epoch), whether the loop calls set_epoch before or
+    after creating the iterator (a resumed run does the latter, at any epoch, 1 included)."""
+    from grnvae.data.dataset import EpochBatches
+
+    straight = EpochBatches(50, 8, shuffle=True, seed=1)
+    epochs = [list(straight) for _ in range(4)]
+    assert epochs[0] != epochs[1] and sorted(sum(epochs[2], [])) == list(range(50))
+    for e in range(4):
+        before = EpochBatches(50, 8, shuffle=True, seed=1)
+        before.set_epoch(e)
+        assert list(before) == epochs[e]
+        after = EpochBatches(50, 8, shuffle=True, seed=1)
+        it = iter(after)  # created first, as when resuming
+        after.set_epoch(e)
+        assert list(it) == epochs[e], e
+        if e + 1 < 4:
+            assert list(after) == epochs[e + 1]  # and on to the next epoch
+
+
 def test_bad_inputs_raise_clear_errors(adata):
     bad = adata.copy()
     bad.obs["perturbation"] = bad.obs["perturbation"].astype(str).replace("control", "NT")

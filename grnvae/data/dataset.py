@@ -715,11 +715,13 @@ class EpochBatches(torch.utils.data.Sampler):
         self.n, self.batch_size, self.shuffle = n, batch_size, shuffle
         self.seed = int(seed)
         self.epoch = 0
+        self._was_set = False  # set_epoch called since the last iterator was created
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the permutation of epoch ``epoch`` next (the training loop calls this at the start
         of every epoch, so a resumed run sees the same batches as an uninterrupted one)."""
         self.epoch = int(epoch)
+        self._was_set = True
 
     def _world(self) -> Tuple[int, int]:
         dist = torch.distributed
@@ -737,13 +739,14 @@ class EpochBatches(torch.utils.data.Sampler):
         # set_epoch moves on to the next epoch's
         start = self.epoch
         self.epoch += 1
+        self._was_set = False
         return self._draw(start)
 
     def _draw(self, start: int):
         # runs at the first batch: a training loop may create the iterator before it calls
         # set_epoch (as when it resumes), and then the epoch it set wins
-        epoch = start if self.epoch == start + 1 else self.epoch
-        self.epoch = epoch + 1
+        epoch = self.epoch if self._was_set else start
+        self.epoch, self._was_set = epoch + 1, False
         yield from self._batches(epoch)
 
     def _batches(self, epoch: int):
