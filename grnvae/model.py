@@ -116,11 +116,15 @@ class GRNVAE(nn.Module):
                     raise GRNError("model.edges.prior_mean=data needs the training responses in the model spec; "
                                    "train the run again with this recipe")
                 r = spec.extra["response"]
-                # fold changes on target nodes: a measured node reads its gene's, others NaN
+                if "delta" not in r:
+                    raise GRNError("this run's data prior (model.edges.prior_mean=data) is stored in an older form; "
+                                   "train the run again")
+                # on target nodes: a measured node reads its gene's column, others NaN
                 cols = torch.as_tensor(spec.node_gene, dtype=torch.long)
-                lfc = r["lfc"][:, cols.clamp(min=0)]
-                lfc[:, cols < 0] = float("nan")
-                response = (r["nodes"].long(), lfc)
+                delta = r["delta"][:, cols.clamp(min=0)].double()
+                delta[:, cols < 0] = float("nan")
+                response = {"nodes": r["nodes"].long(), "delta": delta, "grid": r["grid"],
+                            "table": r["table"][:, cols.clamp(min=0)], "dose": float(spec.extra.get("dose", 1.0))}
             self.edges = FeatureEdgePosterior(
                 self.edge_index, spec.node_features, seen=spec.node_counts > 0, mask_prior=ecfg.mask_prior,
                 logit_init=ecfg.logit_init,

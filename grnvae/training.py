@@ -76,13 +76,13 @@ def build_spec(data: PerturbationData, cfg: DictConfig) -> ModelSpec:
     extra: Dict[str, Any] = {}
     ecfg = cfg.model.edges
     if ecfg.weight == "features":
-        from .data.features import node_features, response_lfc
+        from .data.features import node_features, response_weights
 
         features = torch.from_numpy(node_features(data, list(ecfg.features), int(ecfg.expression_pcs),
                                                   int(ecfg.response_pcs), seed=int(cfg.seed)))
         if ecfg.prior_mean == "data":
-            nodes, lfc = response_lfc(data, "train", seed=int(cfg.seed))
-            extra["response"] = {"nodes": torch.from_numpy(nodes), "lfc": torch.from_numpy(lfc).float()}
+            extra["response"] = {k: torch.from_numpy(v) for k, v in
+                                 response_weights(data, "train", seed=int(cfg.seed)).items()}
     return ModelSpec(
         genes=list(data.genes), nodes=list(grn.genes), edge_index=grn.edge_index.clone(),
         mask_prior=graph.mask_prior, logit_init=graph.logit_init, in_prior=graph.in_prior,

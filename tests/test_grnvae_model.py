@@ -326,29 +326,73 @@ def test_invariance_penalty_compares_each_condition_to_controls(sim):
     assert model.invariance(loc, dosage, torch.tensor([1, 1, 2, 2, 2, 1])) == 0  # no control in the batch
 
 
+def test_weights_undo_the_log_normalised_scale_at_low_depth():
+    """At a few counts per cell a log-rate change w moves the mean log-normalised value by much
+    less than w (mostly through the share of zeros); the data prior's map, estimated from the
+    controls, turns the observed change back into w, for knock-down and activation, Poisson and
+    overdispersed genes."""
+    import anndata as ad
+
+    from grnvae.data.features import response_weights, to_weights
+
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(6)]
+    level = np.array([0.02, 0.05, 0.3, 1.0, 3.0, 20.0])  # mean counts per cell at library 200
+    shift = {"G0": np.array([0.0, -1.0, 1.0, -1.5, 0.7, -0.5]),
+             "G1": np.array([0.0, 0.0, -2.0, 1.2, -0.4, 0.3])}
+    labels = ["control"] * 6000 + ["G0"] * 6000 + ["G1"] * 6000
+    lib_scale = rng.uniform(0.5, 1.5, len(labels))
+    gamma = rng.gamma(2.0, 0.5, (len(labels), 6))  # overdispersion (theta = 2)
+    rate = level * lib_scale[:, None] * gamma
+    for i, p in enumerate(labels):
+        if p != "control":
+            rate[i] *= np.exp(shift[p])
+    counts = rng.poisson(rate).astype(np.float32)
+    counts = np.hstack([counts, rng.poisson(80.0, (len(labels), 1))]).astype(np.float32)  # library ballast
+    adata = ad.AnnData(counts, obs={"perturbation": labels}, var={"gene": genes + ["B"]})
+    adata.var_names = genes + ["B"]
+    cfg = _cfg("model.edges.prior_mean=data", "data.split.fractions=[1.0,0.0,0.0]")
+    data = PerturbationData.from_anndata(adata, cfg)
+    r = response_weights(data, max_cells=6000)
+    cols = np.array([list(data.genes).index(g) for g in genes])
+    for node, delta in zip(r["nodes"], r["delta"]):
+        name = data.nodes[node]
+        w = to_weights(delta[cols], cols, r["table"], r["grid"])
+        moved = shift[name] != 0
+        # the raw change is far from w (compressed or stretched); the weight is w within sampling error
+        assert np.all(np.abs(delta[cols] - shift[name])[moved & (level < 1)] > 0.3), name
+        assert np.allclose(w[moved & (level >= 0.05)], shift[name][moved & (level >= 0.05)], atol=0.25), (name, w)
+
+
 def test_data_prior_is_the_seen_regulators_fold_changes(sim):
-    """model.edges.prior_mean=data: the pseudo-bulk fold changes of the seen regulators track the
-    simulator's true log-fold changes, each target's prior mean is their average (what an
-    unseen regulator without features gets: the mean_effect baseline in weight units), and
-    self-loops get no linear term (a knocked-out gene's own change is the self term's)."""
-    from grnvae.data.features import response_lfc
+    """model.edges.prior_mean=data: the seen regulators' mean log-normalised changes, turned into
+    weights through the expected-lognorm map, track the simulator's true log-fold changes; each
+    target's prior mean is the weight of their average change (what an unseen regulator without
+    features gets: the mean_effect baseline through the likelihood), and self-loops get no
+    linear term (a knocked-out gene's own change is the self term's)."""
+    from grnvae.data.features import response_weights, to_weights
 
     data, model = _model(sim, "model.edges.prior_mean=data", "model.penetrance.population=true",
                          "model.edges.linear_ridge=1.0")
     truth = sim.uns["grnvae_simulation"]["true_lfc"]
     values, conds = np.asarray(truth["values"]), list(truth["conditions"])
-    nodes, lfc = response_lfc(data)
+    r = response_weights(data)
+    nodes = r["nodes"]
     assert len(nodes) == 8  # the single-target conditions, not the doubles
+    G = len(data.genes)
+    lfc = to_weights(r["delta"], np.broadcast_to(np.arange(G), r["delta"].shape), r["table"], r["grid"]) / data.dose
     genes = np.asarray(data.genes)
     for n, row in zip(nodes, lfc):
         name = data.nodes[n]
         other = genes != name
-        assert np.corrcoef(row[other], values[other, conds.index(name)])[0, 1] > 0.85, name
+        true = values[other, conds.index(name)]
+        assert np.corrcoef(row[other], true)[0, 1] > 0.85, name
+    lfc = to_weights(r["delta"].mean(0), np.arange(G), r["table"], r["grid"]) / data.dose
     edges = model.edges
     cols = data.node_gene
     _, d = edges.target_means()
     measured = torch.as_tensor(cols >= 0)
-    assert torch.allclose(d[measured], torch.as_tensor(lfc.mean(0)[cols[cols >= 0]], dtype=torch.float32), atol=1e-5)
+    assert torch.allclose(d[measured], torch.as_tensor(lfc[cols[cols >= 0]], dtype=torch.float32), atol=1e-5)
     src, tgt = edges.edge_index
     lin = edges.linear_term(d)
     assert torch.all(lin[src == tgt] == 0) and lin[src != tgt].abs().sum() > 0

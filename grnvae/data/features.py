@@ -71,54 +71,109 @@ def node_features(data, kinds: Sequence[str] = FEATURES, expression_pcs: int = 2
     return F
 
 
-def response_lfc(data, split: str = "train", max_cells: int = 2000, pseudocount: float = 0.1,
-                 seed: int = 0):
-    """What each seen regulator does to each gene, from the data alone: the pseudo-bulk log-fold
-    change of its single-target condition's cells against the controls (one split's cells).
+def expected_lognorm_map(data, cells: np.ndarray, grid: np.ndarray, library_bins: int = 8,
+                         exact_below: float = 50.0) -> np.ndarray:
+    """How a change ``w`` of a gene's log-rate moves its mean log-normalised value in these cells:
+    ``T[k, g] = E[log1p(x' / l * 1e4)] - E[log1p(x / l * 1e4)]`` with ``x'`` the counts of gene g
+    at ``grid[k]`` times its rate, ``[K, G]``, increasing in ``w`` for every expressed gene.
 
-    For counts, ``log(m_c + eps) - log(m_0 + eps)`` where ``m`` is a gene's mean of
-    ``x / library * 1e4`` over the condition's (at most ``max_cells``, a seeded subset) and the
-    controls' cells and ``eps`` is ``pseudocount`` counts per cell at the controls' median library
-    (it shrinks the fold changes of barely detected genes); for log-normalised values, the
-    difference of means. Divided by the dosage (so activation screens give the change per unit
-    loss, like edge weights). These are population averages (escapers included): the unit of
-    the edge weights with ``model.penetrance.population``.
+    Counts are negative binomial with each gene's moment-estimated dispersion around a rate
+    proportional to the cell's library; libraries enter through ``library_bins`` quantile
+    groups. The expectation is summed exactly up to ``exact_below`` expected counts; above, where
+    log1p of the scaled counts is their log, it grows as ``w`` (slope 1). This is the map the
+    model's prediction (the expected log-normalised value under its likelihood) applies to a
+    node's effect on its own gene, estimated from the data alone.
+    """
+    from scipy.special import gammaln
 
-    Returns ``(nodes [S], lfc [S, G])``: the regulator node of each single-target condition with
-    cells in the split, and its fold changes (float64).
+    grid = np.asarray(grid, dtype=np.float64)
+    lib = np.maximum(data.library[cells].astype(np.float64), 1.0)
+    X = data.read_rows(cells).astype(np.float64)
+    total = np.asarray(X.sum(axis=0)).ravel()
+    level = total / lib.sum()  # counts per unit library
+    mu2 = (lib ** 2).sum() * level ** 2  # sum over cells of mu^2
+    sq = np.asarray(X.multiply(X).sum(axis=0)).ravel()
+    cross = np.asarray(X.T @ lib).ravel() * level  # sum over cells of x * mu
+    excess = sq - 2 * cross + mu2 - total
+    alpha = np.clip(excess / np.maximum(mu2, 1e-12), 1e-4, 10.0)  # 1 / theta
+    edges = np.quantile(lib, np.linspace(0, 1, library_bins + 1))
+    which = np.clip(np.searchsorted(edges, lib, side="right") - 1, 0, library_bins - 1)
+    groups = [(lib[which == b].mean(), np.mean(which == b)) for b in range(library_bins) if np.any(which == b)]
+    out = np.zeros((len(grid), len(level)))
+    for g in np.nonzero(level > 0)[0]:
+        theta = 1.0 / alpha[g]
+        kmax = int(min(exact_below + 10 * np.sqrt(exact_below * (1 + alpha[g] * exact_below)) + 10, 5000))
+        k = np.arange(kmax, dtype=np.float64)
+        base = gammaln(k + theta) - gammaln(theta) - gammaln(k + 1)
+        for lb, share in groups:
+            m = lb * level[g] * np.exp(grid)  # expected counts at each w
+            exact = m <= exact_below
+            val = grid.copy()  # all above: a pure shift
+            if exact.any():
+                ms = m[exact, None]
+                logp = base + theta * np.log(theta / (theta + ms)) + k * np.log(ms / (theta + ms))
+                val[exact] = (np.exp(logp) * np.log1p(k * 1e4 / lb)).sum(1)
+                last = np.nonzero(exact)[0][-1]
+                val[last + 1:] = val[last] + grid[last + 1:] - grid[last]
+            out[:, g] += share * val
+    zero = int(np.argmin(np.abs(grid)))
+    return out - out[zero]
+
+
+WEIGHT_GRID = np.linspace(-6.0, 3.0, 91)  # log-rate changes the data prior can express
+
+
+def to_weights(delta: np.ndarray, columns: np.ndarray, table: np.ndarray, grid: np.ndarray = WEIGHT_GRID) -> np.ndarray:
+    """Invert :func:`expected_lognorm_map`: for each entry of ``delta`` (any shape), the log-rate
+    change of gene ``columns`` (same shape; a column of ``table``) whose expected log-normalised
+    change it is; clipped to what the grid reaches, 0 for a gene the map cannot move."""
+    delta = np.asarray(delta, dtype=np.float64)
+    columns = np.broadcast_to(np.asarray(columns), delta.shape)
+    out = np.zeros_like(delta)
+    for g in np.unique(columns):
+        col = np.maximum.accumulate(table[:, g])
+        if col[-1] - col[0] <= 1e-9:
+            continue
+        at = columns == g
+        out[at] = np.interp(delta[at], col, grid)
+    return out
+
+
+def response_weights(data, split: str = "train", max_cells: int = 2000, seed: int = 0) -> dict:
+    """What each seen regulator does to each gene, from the data alone, in the units of edge
+    weights: the mean log-normalised change of its single-target condition's cells from the
+    controls (as the baselines compute it), with the map that turns such a change into a
+    log-rate change (the weight of an edge into a measured node when its effect shifts its own
+    gene's log-rate).
+
+    For counts the map is :func:`expected_lognorm_map` over (at most ``max_cells``) control
+    cells, so that averaging or regressing changes happens where the baselines do it and a weight
+    reproduces the change under the model's likelihood; for log-normalised values it is the
+    identity. A weight is the change per unit dosage: divide what the map gives by the dosage
+    (activation screens: the change per unit loss). These are population averages (escapers
+    included): the unit of the edge weights with ``model.penetrance.population``.
+
+    Returns a dict of arrays: ``nodes [S]`` (the regulator node of each single-target condition
+    with cells in the split), ``delta [S, G]`` (its changes), ``grid [K]`` and ``table [K, G]``
+    (the map; for log-normalised values ``table[:, g] = grid``).
     """
     idx = data.split_index(split)
-    ctrl = idx[data.pair[idx] == -1]
-    G = len(data.genes)
-    if len(ctrl) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, G))
-    rng = np.random.default_rng(seed)
-
-    def subset(cells):
-        return np.sort(rng.choice(cells, size=max_cells, replace=False)) if len(cells) > max_cells else cells
-
-    if data.values == "counts":
-        eps = pseudocount * 1e4 / max(float(np.median(data.library[ctrl])), 1.0)
-
-        def level(cells):
-            total = np.zeros(G)
-            for a in range(0, len(cells), 4096):
-                part = cells[a:a + 4096]
-                X = data.read_rows(part).multiply(1e4 / np.maximum(data.library[part], 1.0)[:, None])
-                total += np.asarray(X.sum(axis=0)).ravel()
-            return np.log(total / len(cells) + eps)
-    else:
-        def level(cells):
-            return data.mean_lognorm(cells).astype(np.float64)
-
-    base = level(subset(ctrl))
+    effects = data.condition_effects(split, max_cells=max_cells, seed=seed)
     nodes, rows = [], []
-    for c, targets in enumerate(data.condition_nodes):
-        cells = idx[data.cell_condition[idx] == c]
-        if len(targets) != 1 or len(cells) == 0:
-            continue
-        nodes.append(targets[0])
-        rows.append((level(subset(cells)) - base) / data.dose)
-    if not rows:
-        return np.zeros(0, dtype=np.int64), np.zeros((0, G))
-    return np.asarray(nodes, dtype=np.int64), np.stack(rows)
+    for c, delta in effects.items():
+        targets = data.condition_nodes[c]
+        if len(targets) == 1:
+            nodes.append(targets[0])
+            rows.append(delta)
+    G = len(data.genes)
+    grid = WEIGHT_GRID.copy()
+    if data.values == "counts":
+        ctrl = idx[data.pair[idx] == -1]
+        rng = np.random.default_rng(seed)
+        if len(ctrl) > max_cells:
+            ctrl = np.sort(rng.choice(ctrl, size=max_cells, replace=False))
+        table = expected_lognorm_map(data, ctrl, grid)
+    else:
+        table = np.repeat(grid[:, None], G, axis=1)
+    return {"nodes": np.asarray(nodes, dtype=np.int64),
+            "delta": np.stack(rows) if rows else np.zeros((0, G)), "grid": grid, "table": table}

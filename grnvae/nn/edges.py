@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -259,11 +260,13 @@ class FeatureEdgePosterior(nn.Module):
     log-rate (``model.decoder.skip``).
 
     With ``response`` (recipe ``model.edges.prior_mean=data``), ``d_j`` on a measured target and
-    the linear term come from the data instead of the posterior: the seen regulators' pseudo-bulk
-    log-fold changes in training cells (:func:`grnvae.data.features.response_lfc`). A regulator
-    without features then gets the ``mean_effect`` baseline and one with features the
-    ``linear`` baseline, in weight units, however poorly the posterior pins down the weights of
-    weak perturbations (whose average otherwise dominates ``d_j``).
+    the linear term come from the data instead of the posterior: the seen regulators' mean
+    log-normalised changes in training cells, averaged (and regressed) as the baselines do it and
+    turned into weights by inverting the map from a log-rate change to the expected
+    log-normalised change (:func:`grnvae.data.features.response_weights`). A regulator without
+    features then gets the ``mean_effect`` baseline and one with features the ``linear``
+    baseline, predicted through the likelihood, however poorly the posterior pins down the
+    weights of weak perturbations (whose average otherwise dominates ``d_j``).
 
     Args:
         edge_index (LongTensor): ``[2, E]`` regulator -> target, coalesced.
@@ -283,15 +286,16 @@ class FeatureEdgePosterior(nn.Module):
             few large ones hard).
         min_scale (float): a floor under the learned ``s_j``.
         linear_ridge (float): add the closed-form linear term with this ridge penalty (None: none).
-        response (tuple): ``(nodes [S], lfc [S, V])``, the seen regulators' responses on every
-            target node (NaN where the target is not a measured gene), for the data-fitted prior.
+        response (dict): the data-fitted prior's inputs (:func:`grnvae.data.features.response_weights`
+            on the target nodes): ``nodes [S]``, ``delta [S, V]`` (NaN where the target is not a
+            measured gene), ``grid [K]``, ``table [K, V]`` and the scalar ``dose``.
     """
 
     def __init__(self, edge_index: Tensor, features: Tensor, seen: Optional[Tensor] = None, mask_prior: float = 0.5,
                  logit_init: float = 0.0, weight_prior_scale: float = 0.5, temperature: float = 1.0,
                  hidden: int = 32, mask: bool = True, prior_dropout: float = 0.0, learn_scale: bool = False,
                  min_scale: float = 0.0, linear_ridge: Optional[float] = None,
-                 response: Optional[Tuple[Tensor, Tensor]] = None):
+                 response: Optional[dict] = None):
         super().__init__()
         self.linear_ridge = None if linear_ridge is None else float(linear_ridge)
         E = edge_index.shape[1]
@@ -335,14 +339,19 @@ class FeatureEdgePosterior(nn.Module):
         # regulators, and (lazily) the linear term fitted to them; both constants
         self.from_data = response is not None
         if self.from_data:
-            nodes, lfc = response
-            lfc = lfc.float()
-            known = ~torch.isnan(lfc).any(0) if lfc.shape[0] else torch.zeros(V, dtype=torch.bool)
-            mean = torch.where(known, lfc.nan_to_num().mean(0) if lfc.shape[0] else torch.zeros(V), torch.zeros(V))
-            self.register_buffer("response_nodes", nodes.long().clone(), persistent=False)
-            self.register_buffer("response", lfc.nan_to_num().clone(), persistent=False)
+            delta = response["delta"].double()
+            known = (~torch.isnan(delta).any(0) if delta.shape[0] else torch.zeros(V, dtype=torch.bool))
+            mean = delta.nan_to_num().mean(0) if delta.shape[0] else torch.zeros(V, dtype=torch.float64)
+            mean = torch.where(known, mean, torch.zeros_like(mean))
+            self.register_buffer("response_table", response["table"].double().clone(), persistent=False)
+            self.register_buffer("response_grid", response["grid"].double().clone(), persistent=False)
+            self.response_dose = float(response["dose"])
+            d = torch.as_tensor(self._to_weights(mean.numpy(), np.arange(V)), dtype=torch.float32)
+            self.register_buffer("response_nodes", response["nodes"].long().clone(), persistent=False)
+            self.register_buffer("response", delta.nan_to_num().clone(), persistent=False)  # changes
             self.register_buffer("response_known", known, persistent=False)
-            self.register_buffer("response_mean", mean, persistent=False)
+            self.register_buffer("response_delta", mean, persistent=False)  # mean change per target
+            self.register_buffer("response_mean", torch.where(known, d, torch.zeros_like(d)), persistent=False)
         self._linear_cache: Optional[Tensor] = None
         self.reset_parameters()
 
@@ -404,11 +413,19 @@ class FeatureEdgePosterior(nn.Module):
             W = torch.as_tensor(W, dtype=self.q_loc.dtype, device=self.q_loc.device)
             return ((self.features[tgt] @ W) * self.features[src]).sum(-1)
 
+    def _to_weights(self, change: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Weights whose expected log-normalised change on target ``cols`` is ``change``."""
+        from ..data.features import to_weights
+
+        return to_weights(change, cols, self.response_table.cpu().numpy(),
+                          self.response_grid.cpu().numpy()) / self.response_dose
+
     def _data_linear_term(self) -> Tensor:
-        """The linear term fitted to the data's responses (``prior_mean=data``): the ridge fit of
-        the responding regulators' fold changes on the measured targets, centred on their mean,
-        by the features; 0 on targets that are not measured genes and on self-loops (a knocked-out
-        gene's own change is the self term's). A constant, computed once."""
+        """The linear term fitted to the data's responses (``prior_mean=data``): the ridge fit,
+        by the features, of the responding regulators' mean log-normalised changes on the
+        measured targets, centred on their mean (the ``linear`` baseline), turned into weights
+        and less ``d_j``; 0 on targets that are not measured genes and on self-loops (a
+        knocked-out gene's own change is the self term's). A constant, computed once."""
         from ..utils import bilinear_ridge
 
         if self._linear_cache is not None and self._linear_cache.device == self.q_loc.device:
@@ -420,13 +437,16 @@ class FeatureEdgePosterior(nn.Module):
             if self.response_nodes.numel() and targets.numel():
                 # a regulator's own gene is left out of the fit (set to the mean: no residual)
                 own = (targets[:, None] == self.response_nodes[None, :])  # targets x regulators
-                Y = (self.response[:, targets] - self.response_mean[targets]).t().masked_fill(own, 0.0)
+                Y = (self.response[:, targets] - self.response_delta[targets]).t().masked_fill(own, 0.0)
                 F = self.features.double().cpu().numpy()
                 Ft, Fr = F[targets.cpu().numpy()], F[self.response_nodes.cpu().numpy()]
-                W = bilinear_ridge(Ft, Y.double().cpu().numpy(), Fr, self.linear_ridge)
-                W = torch.as_tensor(W, dtype=self.q_loc.dtype, device=self.q_loc.device)
-                out = ((self.features[tgt] @ W) * self.features[src]).sum(-1) * self.response_known[tgt]
-                out = out * (src != tgt)
+                W = torch.as_tensor(bilinear_ridge(Ft, Y.numpy(), Fr, self.linear_ridge))
+                use = (self.response_known[tgt] & (src != tgt)).cpu()
+                s_, t_ = src.cpu()[use], tgt.cpu()[use]
+                feats = self.features.double().cpu()
+                change = self.response_delta.cpu()[t_] + ((feats[t_] @ W) * feats[s_]).sum(-1)
+                weight = torch.as_tensor(self._to_weights(change.numpy(), t_.numpy()), dtype=out.dtype)
+                out[use.to(out.device)] = (weight - self.response_mean.cpu()[t_]).to(out.device)
         self._linear_cache = out
         return out
 
