@@ -151,8 +151,8 @@ class EdgeConfig:
     linear_ridge: Optional[float] = None
     # weight: features: where the prior's per-target mean and linear term come from: "posterior"
     # (moment estimates from the seen regulators' posterior weights) or "data" (the seen
-    # regulators' pseudo-bulk log-fold changes in training cells: the mean_effect and linear
-    # baselines in weight units; see grnvae.data.features.response_lfc)
+    # regulators' mean log-normalised changes in training cells, as weights: the mean_effect and
+    # linear baselines through the likelihood; see grnvae.data.features.response_weights)
     prior_mean: str = "posterior"
 
 
