@@ -1734,11 +1734,14 @@ class CatalogEntry:
 
 
 def catalog_path() -> Path:
-    """``$GRNVAE_PRIOR_CATALOG``, else the project's ``priors/catalog.yaml``."""
+    """``$GRNVAE_PRIOR_CATALOG``, else the built-in ``priors/catalog.yaml``
+    (:func:`grnvae.utils.builtin_dir`)."""
+    from .utils import builtin_dir
+
     env = os.environ.get("GRNVAE_PRIOR_CATALOG")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "priors" / "catalog.yaml"
+    return builtin_dir("priors") / "catalog.yaml"
 
 
 def _check_sha256(value: Any, where: str) -> str | None:

@@ -310,11 +310,13 @@ NON_NEGATIVE = (
 def recipe_dirs() -> List[Path]:
     """Directories searched for built-in recipes, first match wins.
 
-    ``$GRNVAE_RECIPE_PATH`` (``os.pathsep``-separated) comes first, then the project's
-    ``recipes/`` folder.
+    ``$GRNVAE_RECIPE_PATH`` (``os.pathsep``-separated) comes first, then the built-in
+    ``recipes/`` (:func:`grnvae.utils.builtin_dir`).
     """
+    from .utils import builtin_dir
+
     dirs = [Path(p) for p in os.environ.get("GRNVAE_RECIPE_PATH", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "recipes")
+    dirs.append(builtin_dir("recipes"))
     return dirs
 
 

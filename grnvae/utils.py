@@ -10,6 +10,20 @@ from typing import Callable, Union
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+
+BUILTIN = {"recipes": "recipes", "priors": "prior_catalog"}  # top-level folder -> inside the package
+
+
+def builtin_dir(folder: str) -> Path:
+    """A folder of files that ship with grnvae (``recipes``, ``priors``): the project's top-level
+    folder in a source checkout or an editable install, else the copy a wheel installs inside
+    the package (``grnvae/recipes``, ``grnvae/prior_catalog``; see setup.cfg)."""
+    package = Path(__file__).resolve().parent
+    root = package.parent
+    if (root / "setup.cfg").is_file() and (root / folder).is_dir():
+        return root / folder
+    return package / BUILTIN[folder]
+
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp)`` on a temp file next to ``path``, then ``os.replace`` it into place.
 
