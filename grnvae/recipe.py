@@ -474,7 +474,7 @@ def _parse_overrides(overrides: Iterable[str]) -> List[DictConfig]:
     return layers
 
 
-def _check(cfg: DictConfig, where: str) -> None:
+def _check(cfg: DictConfig, where: str, data_given: bool = False) -> None:
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as exc:
@@ -546,7 +546,7 @@ def _check(cfg: DictConfig, where: str) -> None:
                           f"or the perturbation effects reach no gene")
     if not 0.0 < cfg.model.edges.mask_prior < 1.0:
         raise RecipeError(f"{where}: 'model.edges.mask_prior' must lie in (0, 1), got {cfg.model.edges.mask_prior}")
-    if cfg.data.path is None and cfg.data.simulate is None:
+    if cfg.data.path is None and cfg.data.simulate is None and not data_given:
         raise RecipeError(
             f"{where}: 'data.path' is required but not set; pass data.path=FILE.h5ad "
             f"(or set data.simulate to train on the built-in simulator)"
@@ -581,6 +581,7 @@ def load_recipe(
     path: Union[str, Path, DictConfig, dict, None] = None,
     overrides: Sequence[str] = (),
     resolvers: bool = False,
+    data_given: bool = False,
 ) -> DictConfig:
     """Load, compose and validate a recipe.
 
@@ -594,6 +595,9 @@ def load_recipe(
     resolvers
         Allow OmegaConf resolver calls such as ``${oc.env:VAR}`` (off: they read the environment
         into the recipe, which is stored with the run). Plain interpolations ``${a.b}`` always work.
+    data_given
+        The data come with the call (an AnnData), so neither ``data.path`` nor ``data.simulate``
+        needs to be set.
 
     Returns
     -------
@@ -618,7 +622,7 @@ def load_recipe(
         if not resolvers:
             _refuse_resolvers(layer, where)
         cfg = _merge_layer(cfg, layer, where)
-    _check(cfg, where)
+    _check(cfg, where, data_given)
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, True)
     return cfg

@@ -48,7 +48,10 @@ def load_data(cfg: DictConfig, adata=None) -> PerturbationData:
     """Read (or simulate) the data a recipe names and register it."""
     if adata is not None:
         return PerturbationData.from_anndata(adata, cfg, source="<AnnData>")
-    if cfg.data.path is None:  # the recipe checks that data.simulate is set then
+    if cfg.data.path is None and cfg.data.simulate is None:
+        raise DataError("the recipe names no data (data.path and data.simulate are unset: the run was trained on an "
+                        "in-memory AnnData); pass that AnnData (adata=...) or set data.path=FILE.h5ad")
+    if cfg.data.path is None:
         from .data.simulate import simulate
 
         sim = OmegaConf.to_container(cfg.data.simulate)
@@ -193,7 +196,7 @@ class Run:
         meta = state.get("grnvae") if isinstance(state, dict) else None
         if meta is None:
             raise RunError(f"{ckpt} was not written by grnvae (no 'grnvae' entry)")
-        recipe = load_recipe(meta["recipe"])
+        recipe = load_recipe(meta["recipe"], data_given=True)  # a run opens without its data
         _load_run_plugins(path, recipe, trust_plugins)
         model = GRNVAE(ModelSpec.from_dict(meta["spec"]), recipe)
         weights = {k[len("model."):]: v for k, v in state["state_dict"].items() if k.startswith("model.")}
@@ -348,7 +351,7 @@ def train(
     """
     pl = _lightning()
     cfg = (recipe if isinstance(recipe, DictConfig) and not overrides
-           else load_recipe(recipe, overrides, resolvers=resolvers))
+           else load_recipe(recipe, overrides, resolvers=resolvers, data_given=adata is not None))
     import_plugins(cfg.plugins, base=Path.cwd())
     LAYERS.get(cfg.model.effect.layer)  # fail before reading any data
     out = Path(out) if out is not None else Path("runs") / cfg.name

@@ -140,3 +140,27 @@ def test_monitor_elbo_picks_the_epoch_with_the_highest_val_elbo(tmp_path):
     assert float(ckpt["callbacks"][key]["best_model_score"]) == pytest.approx(max(elbos), rel=1e-6)
     with pytest.raises(grnvae.errors.RecipeError, match="train.monitor"):
         grnvae.load_recipe(RECIPES / "quickstart.yaml", overrides=["train.monitor=val_loss"])
+
+
+def test_train_on_an_anndata_without_a_path(tmp_path):
+    """train(recipe, adata=...) needs neither data.path nor data.simulate; predictions name their
+    rows in the data's own perturbation column; evaluate takes the same AnnData, and without it
+    says what to pass."""
+    from grnvae.errors import DataError
+    from grnvae.evaluation.evaluate import evaluate, predict_perturbations
+
+    a = grnvae.simulate(n_genes=30, n_regulators=5, n_cells=400, n_doubles=0, seed=1)
+    a.obs = a.obs.rename(columns={"perturbation": "guide_target"})
+    a.obs["guide_target"] = a.obs["guide_target"].astype(str).replace("control", "NT")
+    overrides = ["data.perturbation_key=guide_target", "data.control=NT", "train.max_epochs=2",
+                 "train.progress_bar=false", "model.latent_dim=4"]
+    run = grnvae.train("grnvae", overrides=overrides, adata=a, out=tmp_path / "run")
+    assert run.recipe.data.path is None and run.recipe.data.simulate is None
+    target = sorted(set(a.obs["guide_target"]) - {"NT"})[0]
+    pred = predict_perturbations(run.path, [target], adata=a)
+    assert list(pred.obs["guide_target"]) == ["NT", target] and list(pred.obs_names) == ["NT", target]
+    assert "perturbation" not in pred.obs
+    with pytest.raises(DataError, match=r"in-memory AnnData.*adata="):
+        evaluate(run.path, plots=False)
+    metrics = evaluate(run.path, plots=False, adata=a)["metrics"]
+    assert metrics["n_perturbations"] > 0

@@ -78,9 +78,10 @@ def training_effects(data) -> pd.DataFrame:
 
 def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optional[str] = None,
              plots: bool = True, max_controls: int = 500, genes_to_plot: int = 6,
-             trust_plugins: bool = False) -> Dict:
+             trust_plugins: bool = False, adata=None) -> Dict:
     """Evaluate a run directory on a held-out split; returns the metrics written to disk.
-    (``trust_plugins``: see :meth:`grnvae.Run.load`.)
+    (``trust_plugins``: see :meth:`grnvae.Run.load`; ``adata``: the AnnData the run was trained
+    on, for a run trained with ``train(..., adata=...)``.)
 
     Methods: the model and the baselines ``no_change``, ``train_mean``, ``mean_effect``,
     ``additive`` and ``linear`` (:mod:`.baselines`, all from training cells), each scored on the
@@ -94,7 +95,7 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
 
     run = Run.load(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
-    data = load_data(cfg)
+    data = load_data(cfg, adata)
     _check_split(run.path, data)
     out_dir = run.path / "evaluation"
     out_dir.mkdir(exist_ok=True)
@@ -306,13 +307,14 @@ def _plots(out_dir: Path, run, predictions, obs, per, ceiling_table, n: int) -> 
 
 
 def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[str], use_data: bool = True,
-                          particles: int = 5, max_controls: int = 500, trust_plugins: bool = False):
+                          particles: int = 5, max_controls: int = 500, trust_plugins: bool = False, adata=None):
     """Predicted mean expression for perturbation labels (``A``, ``A+B``) as an AnnData.
 
     ``X`` holds the predicted mean log-normalised expression, ``layers['delta']`` the change from
-    the predicted control; the first row is the control. Basal states come from the run's
-    control cells when its data is available (``use_data``), else from the prior.
-    (``trust_plugins``: see :meth:`grnvae.Run.load`.)
+    the predicted control; the first row is the control, and ``obs`` names each row in the
+    run's ``data.perturbation_key`` column. Basal states come from the run's control cells when
+    its data is available (``use_data``: ``adata``, else the recipe's ``data.path`` or
+    simulator), else from the prior. (``trust_plugins``: see :meth:`grnvae.Run.load`.)
     """
     import anndata as ad
 
@@ -344,8 +346,10 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
     dosage = torch.stack([torch.zeros(len(nodes))] + dose_rows)
     x = lib = cov = None
     source = "prior"
-    if use_data and (cfg.data.path is None or Path(cfg.data.path).exists()):
-        data = load_data(cfg)
+    has_data = adata is not None or (cfg.data.path is not None and Path(cfg.data.path).exists()) or (
+        cfg.data.path is None and cfg.data.simulate is not None)
+    if use_data and has_data:
+        data = load_data(cfg, adata)
         ctrl = np.nonzero(data.pair == -1)[0]
         rng = np.random.default_rng(int(cfg.seed))
         ctrl = np.sort(rng.choice(ctrl, size=min(len(ctrl), max_controls), replace=False))
@@ -354,8 +358,12 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
         source = f"{len(ctrl)} control cells"
     torch.manual_seed(int(cfg.seed))
     pred = run.model.predict(dosage, x, lib, cov, particles=particles).numpy()
-    obs = pd.DataFrame({"perturbation": ["control"] + labels, "n_targets": [0] + [int((r != 0).sum()) for r in dose_rows]})
-    obs.index = obs["perturbation"].astype(str)
+    key = str(cfg.data.perturbation_key)
+    from ..recipe import control_labels
+
+    names = [control_labels(cfg)[0]] + labels
+    obs = pd.DataFrame({key: names, "n_targets": [0] + [int((r != 0).sum()) for r in dose_rows]},
+                       index=pd.Index(names, dtype=str))
     adata = ad.AnnData(X=pred.astype(np.float32), obs=obs, var=pd.DataFrame(index=list(run.model.spec.genes)))
     adata.layers["delta"] = (pred - pred[:1]).astype(np.float32)
     adata.uns["grnvae_prediction"] = {"run": str(run.path), "basal_states": source, "particles": particles,
