@@ -11,16 +11,34 @@ Public API::
 
 __version__ = "0.1.0"
 
-from . import evaluation, nn, plot, priors  # noqa: F401  (nn registers the built-in layers)
-from .data.simulate import simulate
+from importlib import import_module as _import_module
+
 from .errors import DataError, GRNError, GRNVAEError, RecipeError, RegistryError, RunError
-from .grn import GRN
-from .model import GRNVAE, ModelSpec
-from .nn.registry import register_layer
-from .recipe import load_recipe
-from .training import Run, train
+
+# the public names load on first use, so that the command line (and `import grnvae` itself)
+# does not import torch, PyG and Lightning before a command needs them
+_ATTRIBUTES = {
+    "simulate": ".data.simulate", "GRN": ".grn", "GRNVAE": ".model", "ModelSpec": ".model",
+    "register_layer": ".nn.registry", "load_recipe": ".recipe", "Run": ".training", "train": ".training",
+}
+_SUBMODULES = ("data", "evaluation", "nn", "plot", "priors")
 
 __all__ = [
     "GRN", "GRNVAE", "ModelSpec", "Run", "evaluation", "plot", "priors", "load_recipe", "register_layer", "simulate", "train",
     "GRNVAEError", "RecipeError", "DataError", "GRNError", "RegistryError", "RunError",
 ]
+
+
+def __getattr__(name: str):
+    if name in _ATTRIBUTES:
+        value = getattr(_import_module(_ATTRIBUTES[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = _import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'grnvae' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_ATTRIBUTES) | set(_SUBMODULES))

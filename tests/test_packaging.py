@@ -70,3 +70,15 @@ def test_installed_wheel_lists_recipes_and_priors_and_trains(installed):
                  "train.progress_bar=false", "data.simulate.n_cells=300", "--out", str(work / "run"))
     assert train.returncode == 0, train.stderr[-2000:]
     assert (work / "run" / "grn.tsv").is_file() and (work / "run" / "metrics.json").is_file()
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """`grnvae --help` (and `import grnvae`) import neither torch, PyG nor Lightning: those load
+    when a command or a public name needs them."""
+    code = ("import sys, grnvae, grnvae.cli\n"
+            "try:\n    grnvae.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('torch', 'torch_geometric', 'pytorch_lightning', 'anndata') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "assert callable(grnvae.train) and 'torch' in sys.modules  # and they load on first use\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
