@@ -20,11 +20,12 @@ from .errors import DataError, GRNError, GRNVAEError, RecipeError, RegistryError
 _ATTRIBUTES = {
     "simulate": ".data.simulate", "GRN": ".grn", "GRNVAE": ".model", "ModelSpec": ".model",
     "register_layer": ".nn.registry", "load_recipe": ".recipe", "Run": ".training", "train": ".training",
+    "Model": ".api",
 }
 _SUBMODULES = ("data", "evaluation", "nn", "plot", "priors")
 
 __all__ = [
-    "GRN", "GRNVAE", "ModelSpec", "Run", "evaluation", "plot", "priors", "load_recipe", "register_layer", "simulate", "train",
+    "GRN", "GRNVAE", "Model", "ModelSpec", "Run", "evaluation", "plot", "priors", "load_recipe", "register_layer", "simulate", "train",
     "GRNVAEError", "RecipeError", "DataError", "GRNError", "RegistryError", "RunError",
 ]
 

@@ -477,6 +477,26 @@ class GRNVAE(nn.Module):
                     total[c] += w * self.decoder.expected_lognorm(mean, lib_c).mean(0).sum(0)
         return (total / n).cpu()
 
+    @torch.no_grad()
+    def encode_cells(self, x: Tensor, cond_dosage: Tensor, cond_index: Tensor, library: Tensor,
+                     covariates: Optional[Tensor] = None, samples: int = 10) -> Dict[str, Tensor]:
+        """Each cell's basal state (posterior mean, ``latent`` ``[N, L]``) and its expected
+        log-normalised expression under the model (``expected`` ``[N, G]``): averaged over
+        ``samples`` draws of the basal state from its posterior, with the cell's own condition's
+        effects (posterior mean edge weights) and observed library. ``cond_dosage`` ``[C, V]``
+        holds the cells' conditions, ``cond_index`` ``[N]`` each cell's row; with penetrance, a
+        cell is taken with all of its targets in effect."""
+        self.eval()
+        comps = None if self.penetrance is None else self.penetrance.components(cond_dosage)
+        z_p, _, _ = self._effects(cond_dosage if comps is None else comps.dosage, 1, mean=True)
+        idx = cond_index if comps is None else comps.full[cond_index]
+        loc, scale = self.encoder(self.standardise(x), self.encoder.project_effect(z_p), idx, samples, None,
+                                  covariates)
+        z_b = loc + scale * torch.randn_like(loc)
+        mean = self.decoder.mean(z_b, self.decoder.project_effect(z_p), idx, library, None, covariates,
+                                 self.gene_effects(z_p))
+        return {"latent": loc[0], "expected": self.decoder.expected_lognorm(mean, library).mean(0)}
+
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def edge_table(self) -> Dict[str, Tensor]:

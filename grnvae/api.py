@@ -1,0 +1,259 @@
+"""An AnnData front end in the scvi-tools manner, with recipes underneath.
+
+::
+
+    grnvae.Model.setup_anndata(adata, perturbation_key="guide", control="NT", covariates=["batch"])
+    model = grnvae.Model(adata, recipe="grnvae", train__max_epochs=100)
+    model.train()
+    pred = model.predict(["STAT1", "STAT1+IRF1"])      # AnnData: one row per perturbation
+    model.get_latent_representation(write=True)       # adata.obsm["X_grnvae"]
+    model.get_normalized_expression(write=True)       # adata.layers["grnvae_expected"]
+    model.grn(write=True)                             # adata.uns["grnvae_grn"]: source, target, weight, ...
+    model.save("my_model")
+    model = grnvae.Model.load("my_model", adata=new_adata)
+
+A model is a run directory (:func:`grnvae.train`); the recipe (with the AnnData keys registered
+by :meth:`Model.setup_anndata` as its ``data.*`` settings) is stored with it, and a loaded model
+checks a new AnnData's genes, perturbation targets and covariate levels against it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, RunError
+
+SETUP_KEY = "grnvae_setup"  # adata.uns entry written by Model.setup_anndata
+LATENT_KEY = "X_grnvae"
+EXPECTED_LAYER = "grnvae_expected"
+GRN_KEY = "grnvae_grn"
+
+
+def _overrides(overrides: Union[Sequence[str], Mapping[str, Any]], settings: Mapping[str, Any]) -> List[str]:
+    """``key=value`` strings from a list, a mapping and keyword settings (``train__lr`` is
+    ``train.lr``)."""
+    out = list(overrides.items()) if isinstance(overrides, Mapping) else list(overrides)
+    out += [(k.replace("__", "."), v) for k, v in settings.items()]
+    return [item if isinstance(item, str) else f"{item[0]}={_value(item[1])}" for item in out]
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, np.ndarray):  # lists come back from an h5ad file as arrays
+        v = v.tolist()
+    if isinstance(v, (bool, np.bool_)):
+        return str(v).lower()
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_value(x) for x in v) + "]"
+    return "null" if v is None else str(v)
+
+
+class Model:
+    """A grnvae model over an AnnData (raw counts in ``X`` or ``data.layer``, or log-normalised
+    values).
+
+    Args:
+        adata: the cells; its keys come from :meth:`setup_anndata` (or the recipe's ``data.*``).
+        recipe: a built-in recipe name, a recipe file or a dict (``grnvae recipes`` lists them).
+        overrides: ``key=value`` strings or a mapping applied on top of the recipe.
+        **settings: more overrides as keywords, ``__`` standing for ``.`` (``train__max_epochs=50``).
+    """
+
+    def __init__(self, adata, recipe: Union[str, Path, Mapping] = "grnvae",
+                 overrides: Union[Sequence[str], Mapping[str, Any]] = (), **settings: Any):
+        from .recipe import load_recipe
+
+        self.adata = adata
+        setup = dict(adata.uns.get(SETUP_KEY, {}))
+        registered = [f"data.{k}={_value(v)}" for k, v in setup.items()]
+        self.recipe = load_recipe(recipe, registered + _overrides(overrides, settings), data_given=True)
+        self.run = None
+
+    # ------------------------------------------------------------------------ registration
+    @staticmethod
+    def setup_anndata(adata, perturbation_key: str = "perturbation", control: Union[str, Sequence[str]] = "control",
+                      covariates: Sequence[str] = (), separator: str = "+", layer: Optional[str] = None) -> None:
+        """Register which columns of ``adata`` hold the perturbation labels (``A``, ``A+B``),
+        which labels are controls, the covariates and the layer of counts; stored in
+        ``adata.uns["grnvae_setup"]`` and, once trained, with the model. Checks that the keys
+        exist."""
+        obs = adata.obs
+        missing = [k for k in [perturbation_key, *covariates] if k not in obs.columns]
+        if missing:
+            raise DataError(f"setup_anndata: obs has no column {missing}; it has {list(obs.columns)[:20]}")
+        if layer is not None and layer not in adata.layers:
+            raise DataError(f"setup_anndata: no layer {layer!r}; adata.layers has {list(adata.layers)}")
+        controls = [control] if isinstance(control, str) else list(control)
+        labels = set(obs[perturbation_key].astype(str))
+        absent = [c for c in controls if c not in labels]
+        if absent:
+            raise DataError(f"setup_anndata: control label {absent} not in obs['{perturbation_key}'] "
+                            f"(e.g. {sorted(labels)[:8]})")
+        adata.uns[SETUP_KEY] = {"perturbation_key": perturbation_key,
+                                "control": controls[0] if len(controls) == 1 else controls,
+                                "covariates": list(covariates), "separator": separator, "layer": layer}
+
+    # ------------------------------------------------------------------------ training
+    def train(self, out: Union[str, Path, None] = None, overwrite: bool = False) -> "Model":
+        """Train (to early stopping) into the run directory ``out`` (default: a new temporary
+        directory; keep the model with :meth:`save`)."""
+        from .training import train
+
+        out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="grnvae-"))
+        self.run = train(self.recipe, adata=self.adata, out=out, overwrite=overwrite)
+        return self
+
+    def _trained(self):
+        if self.run is None:
+            raise RunError("the model is not trained yet: call model.train() (or grnvae.Model.load a saved one)")
+        return self.run
+
+    def save(self, path: Union[str, Path], overwrite: bool = False) -> Path:
+        """Copy the model's run directory to ``path`` (a new or empty directory; with
+        ``overwrite``, an earlier grnvae run there is replaced)."""
+        from .rundir import LOCK, clear_run_dir, read_marker
+
+        run = self._trained()
+        path = Path(path)
+        if path.resolve() == run.path.resolve():
+            return path
+        if path.exists() and any(path.iterdir()):
+            if not (overwrite and read_marker(path) is not None):
+                raise RunError(f"{path} is not empty; save to a new directory"
+                               + ("" if overwrite else " or pass overwrite=True to replace a grnvae run there"))
+            clear_run_dir(path)
+        shutil.copytree(run.path, path, dirs_exist_ok=True, ignore=shutil.ignore_patterns(LOCK))
+        return path
+
+    @classmethod
+    def load(cls, path: Union[str, Path], adata, trust_plugins: bool = False) -> "Model":
+        """A saved model over ``adata``, whose genes must include the model's, whose perturbation
+        targets must be GRN nodes of the model and whose covariate levels the model must know.
+        (``trust_plugins``: see :meth:`grnvae.Run.load`.)"""
+        from .training import Run
+
+        run = Run.load(path, trust_plugins=trust_plugins)
+        model = cls.__new__(cls)
+        model.adata, model.recipe, model.run = adata, run.recipe, run
+        model._check(adata)
+        return model
+
+    # ------------------------------------------------------------------------ outputs
+    def predict(self, perturbations: Sequence[str], particles: int = 5, use_data: bool = True):
+        """Predicted mean log-normalised expression of each perturbation (``A``, ``A+B``) as an
+        AnnData: ``X`` the prediction, ``layers["delta"]`` the change from the predicted control
+        (first row); basal states from the controls of this model's AnnData (``use_data``)."""
+        from .evaluation.evaluate import predict_perturbations
+
+        run = self._trained()
+        return predict_perturbations(run.path, list(perturbations), use_data=use_data, particles=particles,
+                                     adata=self.adata, trust_plugins=True)
+
+    def get_latent_representation(self, adata=None, write: bool = False) -> np.ndarray:
+        """Each cell's basal state (posterior mean) ``[n_obs, latent_dim]``; NaN for cells the
+        recipe's quality filters leave out. ``write``: also in ``adata.obsm["X_grnvae"]``."""
+        adata = self.adata if adata is None else adata
+        out = self._encode(adata)["latent"]
+        if write:
+            adata.obsm[LATENT_KEY] = out
+        return out
+
+    def get_normalized_expression(self, adata=None, write: bool = False) -> np.ndarray:
+        """Each cell's expected log-normalised expression ``log1p(x / library * 1e4)`` under the
+        model, averaged over draws of its basal state from the posterior, with its own
+        perturbation's effects and library (seeded by the recipe's seed):
+        ``[n_obs, n_genes]`` in the model's gene order. ``write``: also in
+        ``adata.layers["grnvae_expected"]`` (needs ``adata``'s genes in the model's order)."""
+        adata = self.adata if adata is None else adata
+        out = self._encode(adata)["expected"]
+        if write:
+            genes = list(self._trained().model.spec.genes)
+            if list(map(str, adata.var_names)) != genes:
+                raise DataError("get_normalized_expression(write=True): adata's genes differ from the model's "
+                                "(order included); subset it with adata[:, genes] first")
+            adata.layers[EXPECTED_LAYER] = out
+        return out
+
+    def grn(self, write: bool = False) -> pd.DataFrame:
+        """The learned GRN as an edge table: ``source``, ``target``, ``weight`` (the signed
+        effect of the source on the target per unit perturbation), then ``probability`` and any
+        other edge attribute, the form network tools such as decoupler read. ``write``: also
+        in ``adata.uns["grnvae_grn"]``."""
+        frame = self._trained().grn().to_dataframe()
+        first = ["source", "target", "weight"]
+        frame = frame[first + [c for c in frame.columns if c not in first]]
+        if write:
+            self.adata.uns[GRN_KEY] = frame
+        return frame
+
+    # ------------------------------------------------------------------------ alignment
+    def _check(self, adata) -> None:
+        """Genes, perturbation targets and covariate levels of ``adata`` against the model."""
+        spec = self._trained().model.spec
+        d = self.recipe.data
+        genes = set(map(str, adata.var_names))
+        missing = [g for g in spec.genes if g not in genes]
+        if missing:
+            raise DataError(f"the AnnData lacks {len(missing)} of the model's {len(spec.genes)} genes, "
+                            f"e.g. {missing[:5]}")
+        if d.perturbation_key not in adata.obs.columns:
+            raise DataError(f"the AnnData has no obs column '{d.perturbation_key}' (the model's "
+                            f"data.perturbation_key)")
+        from .recipe import control_labels
+
+        controls = set(control_labels(self.recipe))
+        nodes = set(spec.nodes)
+        unknown = sorted({t.strip() for label in set(adata.obs[d.perturbation_key].astype(str)) if label not in controls
+                          for t in label.split(d.separator) if t.strip() and t.strip() not in nodes})
+        if unknown:
+            raise DataError(f"perturbation targets the model has no GRN node for: {unknown[:10]}; a model "
+                            f"predicts for its GRN's nodes only")
+        for name, levels in spec.covariates.items():
+            if name not in adata.obs.columns:
+                raise DataError(f"the AnnData has no obs column '{name}' (a covariate of the model)")
+            new = sorted(set(adata.obs[name].astype(str)) - set(levels))
+            if new:
+                raise DataError(f"covariate '{name}' has levels the model never saw: {new[:10]} "
+                                f"(known: {levels[:10]})")
+
+    def _encode(self, adata, chunk: int = 2048) -> Dict[str, np.ndarray]:
+        """``latent`` and ``expected`` (see :meth:`GRNVAE.encode_cells`) for every cell of
+        ``adata`` (NaN rows for cells the data filters leave out)."""
+        import torch
+
+        from .data import PerturbationData
+
+        run = self._trained()
+        self._check(adata)
+        spec = run.model.spec
+        if list(map(str, adata.var_names)) != list(spec.genes):
+            adata = adata[:, list(spec.genes)]
+        data = PerturbationData.from_anndata(adata, self.recipe, source="<AnnData>")
+        pos = {n: i for i, n in enumerate(spec.nodes)}
+        to_model = torch.as_tensor([pos[n] for n in data.nodes], dtype=torch.long)
+        levels = spec.covariates
+        latent = np.full((adata.n_obs, run.model.latent_dim), np.nan, dtype=np.float32)
+        expected = np.full((adata.n_obs, len(spec.genes)), np.nan, dtype=np.float32)
+        rows = pd.Index(list(map(str, adata.obs_names))).get_indexer(data.obs_names)
+        torch.manual_seed(int(self.recipe.seed))
+        for a in range(0, data.n_cells, chunk):
+            cells = np.arange(a, min(a + chunk, data.n_cells))
+            b = data.batch(cells)
+            dosage = b["cond_dosage"].new_zeros(b["cond_dosage"].shape[0], len(spec.nodes))
+            dosage[:, to_model] = b["cond_dosage"]
+            cov = None
+            if levels:
+                blocks = []
+                for name, known in levels.items():
+                    codes = [known.index(str(v)) for v in data.covariates[name][cells]]
+                    blocks.append(torch.nn.functional.one_hot(torch.as_tensor(codes), len(known)).float())
+                cov = torch.cat(blocks, dim=1)
+            out = run.model.encode_cells(b["x"], dosage, b["cond_index"], b["library"], cov)
+            latent[rows[cells]] = out["latent"].numpy()
+            expected[rows[cells]] = out["expected"].numpy()
+        return {"latent": latent, "expected": expected}

@@ -1,0 +1,88 @@
+"""grnvae.Model: the AnnData front end (registration, training, outputs written back into the
+AnnData, save and load against a new AnnData)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import grnvae
+from grnvae.errors import DataError, RunError
+
+
+@pytest.fixture(scope="module")
+def adata():
+    a = grnvae.simulate(n_genes=30, n_regulators=5, n_cells=600, n_doubles=2, seed=3)
+    a.obs = a.obs.rename(columns={"perturbation": "guide"})
+    a.obs["guide"] = a.obs["guide"].astype(str).replace("control", "NT")
+    a.obs["batch"] = np.where(np.arange(a.n_obs) % 2, "b1", "b2")
+    return a
+
+
+@pytest.fixture(scope="module")
+def trained(adata, tmp_path_factory):
+    grnvae.Model.setup_anndata(adata, perturbation_key="guide", control="NT", covariates=["batch"])
+    model = grnvae.Model(adata, recipe="grnvae", train__max_epochs=25, train__progress_bar=False,
+                         overrides={"model.latent_dim": 4})
+    with pytest.raises(RunError, match=r"not trained yet"):
+        model.grn()
+    model.train(out=tmp_path_factory.mktemp("api") / "run")
+    return model
+
+
+def test_setup_anndata_checks_the_keys(adata):
+    with pytest.raises(DataError, match=r"no column \['perturbation'\]"):
+        grnvae.Model.setup_anndata(adata.copy())
+    with pytest.raises(DataError, match=r"control label \['ctrl'\]"):
+        grnvae.Model.setup_anndata(adata.copy(), perturbation_key="guide", control="ctrl")
+
+
+def test_registration_and_settings_reach_the_recipe(trained):
+    d = trained.recipe.data
+    assert (d.perturbation_key, d.control, list(d.covariates)) == ("guide", "NT", ["batch"])
+    assert trained.recipe.model.latent_dim == 4 and trained.recipe.train.max_epochs == 25
+    assert trained.run.recipe.data.perturbation_key == "guide"  # stored with the run
+
+
+def test_outputs_go_back_into_the_anndata(trained, adata, tmp_path):
+    pred = trained.predict(["G0000", "G0000+G0001"])
+    assert list(pred.obs["guide"]) == ["NT", "G0000", "G0000+G0001"] and (pred.X >= 0).all()
+    z = trained.get_latent_representation(write=True)
+    assert z.shape == (adata.n_obs, 4) and np.isfinite(z).all() and np.array_equal(adata.obsm["X_grnvae"], z)
+    e = trained.get_normalized_expression(write=True)
+    assert e.shape == adata.shape and np.array_equal(adata.layers["grnvae_expected"], e)
+    # the expected expression of control cells tracks their observed log-normalised means
+    ctrl = (adata.obs["guide"] == "NT").to_numpy()
+    x = adata.X[ctrl]
+    x = np.asarray(x.toarray() if hasattr(x, "toarray") else x, dtype=np.float64)
+    observed = np.log1p(x / x.sum(1, keepdims=True) * 1e4).mean(0)
+    assert np.corrcoef(observed, e[ctrl].mean(0))[0, 1] > 0.9
+    grn = trained.grn(write=True)
+    assert list(grn.columns[:3]) == ["source", "target", "weight"] and len(grn) == trained.run.model.edges.num_edges
+    adata.write_h5ad(tmp_path / "with_outputs.h5ad")  # everything written is h5ad-storable
+    back = ad.read_h5ad(tmp_path / "with_outputs.h5ad")
+    assert back.uns["grnvae_grn"].shape == grn.shape and back.obsm["X_grnvae"].shape == z.shape
+    assert grnvae.Model(back, recipe="grnvae").recipe.data.covariates == ["batch"]  # registration survives
+
+
+def test_save_and_load_against_a_new_anndata(trained, adata, tmp_path):
+    path = trained.save(tmp_path / "saved")
+    with pytest.raises(RunError, match=r"not empty"):
+        trained.save(path)
+    keep = adata.obs["guide"].isin(["NT", "G0001"]).to_numpy()
+    subset = adata[keep][:, list(adata.var_names[::-1])].copy()  # other cells, genes in another order
+    loaded = grnvae.Model.load(path, adata=subset)
+    z = loaded.get_latent_representation()
+    assert np.allclose(z, trained.get_latent_representation()[keep], atol=1e-5)
+    assert loaded.grn().equals(trained.grn())
+    with pytest.raises(DataError, match=r"lacks 1 of the model's 30 genes"):
+        grnvae.Model.load(path, adata=adata[:, 1:].copy())
+    odd = subset.copy()
+    odd.obs["batch"] = "b9"
+    with pytest.raises(DataError, match=r"covariate 'batch' has levels the model never saw: \['b9'\]"):
+        grnvae.Model.load(path, adata=odd)
+    alien = subset.copy()
+    alien.obs["guide"] = alien.obs["guide"].astype(str).replace("G0001", "NOTAGENE")
+    with pytest.raises(DataError, match=r"no GRN node for: \['NOTAGENE'\]"):
+        grnvae.Model.load(path, adata=alien)
