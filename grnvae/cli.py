@@ -230,6 +230,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "train":  # what was read and built (data, GRN, prior) is shown before training
+        logging.getLogger("grnvae").setLevel(logging.INFO)
     try:
         return args.func(args)
     except GRNVAEError as exc:

@@ -122,7 +122,15 @@ def build_model_graph(data, cfg) -> ModelGraph:
     if mode in ("regulators", "regulators+knn"):
         parts.append(regulator_edges(data))
     if mode in ("knn", "prior+knn", "regulators+knn"):
-        parts.append(knn_edges(data, int(gcfg.knn), seed=int(cfg.seed)))
+        knn = knn_edges(data, int(gcfg.knn), seed=int(cfg.seed))
+        others = parts + ([prior.edge_index] if prior is not None else [])
+        new = (int(np.setdiff1d(_edge_keys(knn, V), _edge_keys(torch.cat(others, dim=1), V)).size) if others
+               else knn.shape[1])
+        report.append(f"knn (k={int(gcfg.knn)}): {knn.shape[1]} neighbour edges, {new} not already candidates")
+        if new == 0:
+            log.warning("grn.edges=%s: the %d co-expression neighbour edges add nothing to the other candidates",
+                        mode, knn.shape[1])
+        parts.append(knn)
     if prior is not None:
         parts.append(prior.edge_index)
     edge_index = torch.cat(parts, dim=1) if parts else torch.empty(2, 0, dtype=torch.long)
@@ -158,8 +166,7 @@ def load_model_prior(gcfg, nodes: List[str], report: List[str]) -> GRN:
     """The prior network restricted to the GRN nodes (gene names matched as ``priors`` does)."""
     from . import priors
 
-    grn, _ = priors.load_prior(gcfg.prior, strict=bool(gcfg.prior_strict),
-                               allow_unverified=not bool(gcfg.prior_verify))
+    grn, _ = priors.load_recipe_prior(gcfg)
     mapped, mrep = priors.match_genes(grn, nodes, aliases=gcfg.aliases)
     present = set(mapped.genes)
     sub = mapped.subgraph([n for n in nodes if n in present])
@@ -169,6 +176,9 @@ def load_model_prior(gcfg, nodes: List[str], report: List[str]) -> GRN:
     keep = ei[0] != ei[1]  # the model adds its own self loops (grn.self_loops)
     out = GRN(nodes, ei[:, keep], edge_attr={k: v[keep] for k, v in sub.edge_attr.items()}, name="prior")
     report.append(f"prior {gcfg.prior}: {grn.num_edges} edges, {out.num_edges} among the {len(nodes)} GRN nodes")
-    if out.num_edges == 0:
-        log.warning("the prior %s has no edge among the GRN nodes (%s)", gcfg.prior, mrep.summary().splitlines()[0])
+    if out.num_edges < min(10, grn.num_edges):
+        log.warning("the prior %s has %s among the %d GRN nodes (%s): it shapes almost nothing; check gene "
+                    "names (grn.aliases) and grn.nodes", gcfg.prior,
+                    "no edge" if out.num_edges == 0 else f"only {out.num_edges} edges", len(nodes),
+                    mrep.summary().splitlines()[0])
     return out

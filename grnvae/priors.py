@@ -68,7 +68,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from grnvae.errors import GRNError
+from grnvae.errors import GRNError, RegistryError
 from grnvae.grn import GRN
 from grnvae.utils import PathLike, atomic_write, atomic_write_text
 
@@ -1505,14 +1505,64 @@ def sniff_format(path_or_df: pd.DataFrame | PathLike) -> str:
         table = _Table(path)
         first = next((fields for _, fields in table.rows()), [])
         where = str(path)
-    fmt = _sniff_fields(first)
+    fmt = next((key for key, test in _SNIFFERS.items() if test(list(first))), None) or _sniff_fields(first)
     if fmt is None:
         raise GRNError(
             f"{where}: cannot tell the format of a table whose first row is "
             f"{_preview(first, 8)}; pass format= (one of {', '.join(FORMATS)}) and, for "
-            "'edgelist', source=/target= columns"
+            "'edgelist', source=/target= columns (in a recipe: grn.prior_columns={source: COL, target: COL})"
         )
     return fmt
+
+
+def register_prior_format(name: str, reader: Callable[..., pd.DataFrame],
+                          sniff: Callable[[list[str]], bool] | None = None) -> None:
+    """Add a prior-network reader under ``name`` (for ``load_prior(format=name)`` and the recipe
+    key ``grn.prior_format``), e.g. from a recipe plug-in.
+
+    ``reader(path_or_dataframe, **options)`` returns a DataFrame with columns ``source`` and
+    ``target`` (gene symbols) and optionally ``sign`` (+1/-1/0), ``weight`` and ``confidence``
+    (in [0, 1]); grnvae then checks and cleans it as any edge list (symbols, missing values,
+    duplicates) and reports on it. ``sniff(first_row_fields)`` lets ``format="auto"`` recognise
+    the format from a file's first row.
+    """
+    key = str(name).strip().lower()
+    if not key or key == "auto":
+        raise RegistryError(f"a prior format needs a name other than {name!r}")
+    if key in _LOADERS or key in _FORMAT_ALIASES:
+        raise RegistryError(f"prior format {key!r} is already registered; choose another name")
+
+    def load(path_or_df, strict: bool = True, case: str = "upper", name: str | None = None,
+             repair_dates: bool = True, **options: Any) -> tuple[GRN, PriorReport]:
+        frame = reader(path_or_df, **options)
+        where = f"prior format {key!r}"
+        if not isinstance(frame, pd.DataFrame) or not {"source", "target"} <= set(map(str, frame.columns)):
+            raise GRNError(f"{where}: the reader must return a DataFrame with columns source and target, got "
+                           f"{type(frame).__name__}{'' if not isinstance(frame, pd.DataFrame) else list(frame.columns)[:8]}")
+        cols = {c: (c if c in frame.columns else None) for c in ("sign", "weight", "confidence")}
+        grn, report = _load_edgelist(frame, source="source", target="target", strict=strict, case=case,
+                                     name=name, repair_dates=repair_dates, **cols)
+        return grn, report
+
+    global FORMATS
+    _LOADERS[key] = load
+    FORMATS = FORMATS + (key,)
+    if sniff is not None:
+        _SNIFFERS[key] = sniff
+
+
+_SNIFFERS: dict[str, Callable[[list[str]], bool]] = {}  # registered formats' first-row tests
+
+
+def load_recipe_prior(gcfg) -> tuple[GRN, PriorReport]:
+    """The prior network a recipe's ``grn`` section names (``prior``, ``prior_format``,
+    ``prior_columns``, ``prior_strict``, ``prior_verify``)."""
+    columns = {k: v for k, v in dict(gcfg.get("prior_columns") or {}).items() if v is not None}
+    fmt = str(gcfg.get("prior_format") or "auto")
+    if columns and fmt == "auto":
+        fmt = "edgelist"
+    return load_prior(gcfg.prior, format=fmt, strict=bool(gcfg.prior_strict),
+                      allow_unverified=not bool(gcfg.prior_verify), **columns)
 
 
 def load_prior(

@@ -120,6 +120,11 @@ class GRNConfig:
     edges: str = "complete"
     self_loops: bool = True
     prior: Optional[str] = None
+    # how to read grn.prior: a reader name (grnvae.priors.FORMATS, or one a plug-in registered with
+    # register_prior_format) or auto (sniffed); prior_columns maps source/target/sign/weight/
+    # confidence to the table's column names (a column mapping alone reads it as an edge list)
+    prior_format: str = "auto"
+    prior_columns: Dict[str, Any] = field(default_factory=dict)
     prior_strict: bool = True
     prior_verify: bool = True
     aliases: Optional[str] = None
@@ -556,6 +561,13 @@ def _check(cfg: DictConfig, where: str, data_given: bool = False) -> None:
             f"{where}: grn.edges={cfg.grn.edges} / grn.nodes={cfg.grn.nodes} need a prior network: "
             f"set grn.prior to a catalog name (grnvae priors) or a file"
         )
+    columns = dict(cfg.grn.prior_columns)
+    roles = ("source", "target", "sign", "weight", "confidence")
+    odd = [k for k in columns if k not in roles]
+    if odd:
+        close = difflib.get_close_matches(str(odd[0]), roles, n=1)
+        raise RecipeError(f"{where}: 'grn.prior_columns' has {odd}, expected keys among {', '.join(roles)}"
+                          + (f"; did you mean '{close[0]}'?" if close else ""))
     if not 0.0 < cfg.grn.prior_prob < 1.0:
         raise RecipeError(f"{where}: 'grn.prior_prob' must lie in (0, 1), got {cfg.grn.prior_prob}")
     if cfg.model.artifact.enabled and not (cfg.data.qc.column or cfg.data.qc.compute):

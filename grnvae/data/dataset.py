@@ -223,10 +223,9 @@ def _node_set(cfg, genes: List[str], perturbed: List[str], cond_targets, gene_po
     if nodes == "measured":  # every measured gene, then perturbed targets that are not measured
         return list(genes) + [t for t in perturbed if t not in gene_pos]
     # prior: perturbed targets, then the prior's genes that are measured
-    from ..priors import load_prior, match_genes
+    from ..priors import load_recipe_prior, match_genes
 
-    prior, _ = load_prior(cfg.grn.prior, strict=bool(cfg.grn.prior_strict),
-                          allow_unverified=not bool(cfg.grn.prior_verify))
+    prior, _ = load_recipe_prior(cfg.grn)
     mapped, _ = match_genes(prior, genes, aliases=cfg.grn.aliases, keep="data")
     known = set(perturbed)
     return list(perturbed) + [g for g in mapped.genes if g not in known and g in gene_pos]
