@@ -140,3 +140,26 @@ def test_missing_file_error(tmp_path):
     junk.write_text("not hdf5")
     with pytest.raises(DataError, match="could not be read as h5ad"):
         read_h5ad(junk)
+
+
+def test_inspect_never_suggests_a_covariate_that_follows_the_label_and_flags_pooled_datasets(tmp_path):
+    """`grnvae inspect`: a column with one value per perturbation label (a dose that says single vs
+    double, a type confounded with the label) is named as leaking, never suggested; a file that
+    pools cell lines sharing one control label gets a warning that says how to subset."""
+    from grnvae.data.inspect import describe
+
+    a = grnvae.simulate(n_genes=20, n_regulators=4, n_cells=400, n_doubles=2, seed=0)
+    labels = a.obs["perturbation"].astype(str)
+    a.obs["dose"] = np.where(labels.str.contains(r"\+|_"), "double", "single")
+    a.obs["perturbation_type"] = np.where(labels == "control", "none", "crispri")
+    a.obs["replicate"] = np.where(np.arange(a.n_obs) % 3 == 0, "r1", "r2")
+    a.obs["cell_line"] = np.where(np.arange(a.n_obs) % 2 == 0, "K562", "RPE1")
+    a.write_h5ad(tmp_path / "pooled.h5ad")
+    report = describe(tmp_path / "pooled.h5ad")
+    leak_line = next(line for line in report.splitlines() if "leak" in line)
+    assert "dose" in leak_line and "perturbation_type" in leak_line and "replicate" not in leak_line
+    suggested = report.split("suggested recipe keys:")[1]
+    assert "data.covariates=[replicate]" in suggested
+    assert "dose" not in suggested and "perturbation_type" not in suggested and "cell_line" not in suggested
+    assert "'cell_line' has 2 values" in report and "share the label 'control'" in report
+    assert "adata[adata.obs['cell_line'] ==" in report

@@ -14,6 +14,14 @@ from .labels import parse_labels
 DEFAULT_UNASSIGNED = ("multiple", "unassigned", "none", "na", "nan")
 _CANDIDATE_KEYS = ("perturbation", "gene", "target", "target_gene", "guide_target", "condition", "gene_symbol")
 _CANDIDATE_CONTROLS = ("control", "ctrl", "non-targeting", "NT", "non_targeting", "negative_control", "safe-targeting")
+# columns that tell apart data sets a file may pool (each wants its own model, or a subset)
+_DATASET_KEYS = ("dataset", "cell_line", "cellline", "cell_type", "celltype", "study", "source", "screen", "library")
+
+
+def _follows_label(obs: pd.DataFrame, column: str, labels: pd.Series) -> bool:
+    """Whether ``column`` takes one value per perturbation label (a function of the label, so a
+    covariate that would leak the perturbation into the model)."""
+    return bool((obs[column].astype(str).groupby(labels.to_numpy(), observed=True).nunique() <= 1).all())
 
 
 def describe(path: str | Path, perturbation_key: str = "perturbation", control: Sequence[str] = ("control",),
@@ -67,8 +75,21 @@ def describe(path: str | Path, perturbation_key: str = "perturbation", control: 
     small = per[per < 10]
     if len(small):
         lines.append(f"  perturbations with < 10 cells: {', '.join(small.index[:10])}")
-    covs = [c for c in adata.obs.columns if c != perturbation_key and 1 < adata.obs[c].nunique() <= 20
-            and not pd.api.types.is_float_dtype(adata.obs[c])]
+    obs = adata.obs
+    for c in obs.columns:
+        if str(c).lower() in _DATASET_KEYS and obs[c].nunique() > 1:
+            groups = obs[c].astype(str).value_counts()
+            shared = obs.loc[lab.is_control, c].astype(str).nunique() if n_ctrl else 0
+            lines.append(f"  WARNING: '{c}' has {len(groups)} values ({', '.join(f'{k} {v:,}' for k, v in groups.head(5).items())}"
+                         f"{' ...' if len(groups) > 5 else ''}): the file pools several data sets"
+                         + (f" whose control cells share the label '{controls[0]}'" if shared > 1 else "")
+                         + f"; train one at a time, e.g. adata[adata.obs['{c}'] == '{groups.index[0]}']")
+    candidates = [c for c in obs.columns if c != perturbation_key and 1 < obs[c].nunique() <= 20
+                  and not pd.api.types.is_float_dtype(obs[c])]
+    leaking = [c for c in candidates if _follows_label(obs, c, values)]
+    covs = [c for c in candidates if c not in leaking and str(c).lower() not in _DATASET_KEYS]
+    if leaking:
+        lines.append(f"  not covariates (one value per perturbation label, they would leak it): {', '.join(map(str, leaking))}")
     lines.append("  suggested recipe keys:")
     lines.append(f"    data.path={path} data.perturbation_key={perturbation_key} data.control={controls[0]}")
     if lab.combinations:
