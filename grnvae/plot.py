@@ -131,6 +131,32 @@ def save(fig: Figure, path: PathLike, dpi: int = 150) -> Path:
 
 
 # ---------------------------------------------------------------------------- effects_scatter
+def _canvas(figsize: tuple[float, float], ax: Any = None, show: bool = False, needed: int = 1):
+    """``(figure, axes or None)`` to draw in: the given axes (one, or a sequence with at least
+    ``needed``) and their figure, else a new figure (managed by pyplot when it is to be shown)."""
+    if ax is not None:
+        axes = list(np.ravel(np.asarray(ax, dtype=object)))
+        if len(axes) < needed:
+            raise DataError(f"ax: {needed} axes needed (one per panel), got {len(axes)}")
+        return axes[0].figure, axes
+    if show:
+        import matplotlib.pyplot as plt
+
+        return plt.figure(figsize=figsize, layout="constrained"), None
+    return Figure(figsize=figsize, layout="constrained"), None
+
+
+def _done(fig: Figure, show: bool, path: PathLike | None) -> Figure:
+    """Write the figure to ``path`` (when given), show it (when asked), return it."""
+    if path is not None:
+        save(fig, path)
+    if show:
+        import matplotlib.pyplot as plt
+
+        plt.show()
+    return fig
+
+
 def _place_labels(ax: Any, xs: np.ndarray, ys: np.ndarray, names: Sequence[str],
                   fontsize: float, colour: str, avoid: np.ndarray) -> None:
     """Label points (xs, ys) without labels overlapping each other, the highlighted points
@@ -202,6 +228,9 @@ def effects_scatter(
     top: int = 20,
     ncols: int = 3,
     n_labels: int = 5,
+    ax: Any = None,
+    show: bool = False,
+    save: PathLike | None = None,
 ) -> Figure:
     """Predicted vs observed mean change from control, one panel per perturbation.
 
@@ -234,6 +263,12 @@ def effects_scatter(
         Panels per row.
     n_labels : int
         Number of the top genes labelled with their names.
+    ax : matplotlib Axes (or a sequence of them, one per panel), optional
+        Draw into these instead of a new figure; the figure returned is theirs.
+    show : bool
+        Show the figure (``plt.show()``; in a notebook it appears inline).
+    save : path, optional
+        Also write the figure there (see :func:`save`).
 
     Returns
     -------
@@ -288,13 +323,17 @@ def effects_scatter(
     nrows = math.ceil(n_panels / ncols)
     panel_w = 3.7
     panel_h = 3.9 if single else 3.7
-    fig = Figure(figsize=(panel_w * ncols, panel_h * nrows + 0.5), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat[n_panels:]:
-        fig.delaxes(ax)
+    fig, given = _canvas((panel_w * ncols, panel_h * nrows + 0.5), ax, show, needed=n_panels)
+    own_figure = given is None
+    if given is None:
+        grid = fig.subplots(nrows, ncols, squeeze=False)
+        for extra_ax in grid.flat[n_panels:]:
+            fig.delaxes(extra_ax)
+        given = list(grid.flat)
+    path = save
 
     to_label: list[tuple[Any, np.ndarray, np.ndarray, list[str], str, np.ndarray]] = []
-    for ax, pert in zip(axes.flat, perturbations):
+    for ax, pert in zip(given, perturbations):
         observed = pd.to_numeric(obs[pert], errors="coerce").astype(np.float64)
         observed = observed[np.isfinite(observed.to_numpy())]
         order = np.argsort(-np.abs(observed.to_numpy()), kind="mergesort")
@@ -354,28 +393,36 @@ def effects_scatter(
             ax.legend(handles=legend_handles, loc="upper left", fontsize=7,
                       title=f"r: all / top {top}", title_fontsize=7, frameon=True,
                       framealpha=0.85, handletextpad=0.2, borderpad=0.4, labelspacing=0.3)
-    for ax in axes[-1, :]:
-        ax.set_xlabel("observed mean change", fontsize=9)
-    # the last row may be short: give x labels to the panels above the missing cells too
-    for col in range(n_panels % ncols or ncols, ncols):
-        if nrows > 1:
-            axes[-2, col].set_xlabel("observed mean change", fontsize=9)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("predicted mean change", fontsize=9)
+    if not own_figure:  # the caller's axes: label each
+        for ax in given[:n_panels]:
+            ax.set_xlabel("observed mean change", fontsize=9)
+            ax.set_ylabel("predicted mean change", fontsize=9)
+    else:
+        axes = np.asarray(given, dtype=object).reshape(nrows, ncols)
+        for ax in axes[-1, :]:
+            ax.set_xlabel("observed mean change", fontsize=9)
+        # the last row may be short: give x labels to the panels above the missing cells too
+        for col in range(n_panels % ncols or ncols, ncols):
+            if nrows > 1:
+                axes[-2, col].set_xlabel("observed mean change", fontsize=9)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("predicted mean change", fontsize=9)
     what = (f"{label}" if single else ", ".join(preds))
-    fig.suptitle(
-        f"Predicted ({what}) vs observed mean change from control; large points: top {top} "
-        f"genes by |observed|, dashed: y = x",
-        fontsize=10,
-    )
+    if own_figure:  # the caller's figure keeps its own title
+        fig.suptitle(
+            f"Predicted ({what}) vs observed mean change from control; large points: top {top} "
+            f"genes by |observed|, dashed: y = x",
+            fontsize=10,
+        )
     if to_label:
         fig.draw_without_rendering()  # settle the layout so label positions are final
-        fig.set_layout_engine("none")
+        if own_figure:
+            fig.set_layout_engine("none")
         for ax, xs, ys, names, colour, highlighted in to_label:
             if len(names):
                 _place_labels(ax, xs, ys, names, fontsize=7, colour=colour,
                               avoid=np.vstack(highlighted))
-    return fig
+    return _done(fig, show, path)
 
 
 # ---------------------------------------------------------------------------- metric_bars
@@ -385,6 +432,9 @@ def metric_bars(
     ceiling: pd.Series | None = None,
     order: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
+    ax: Any = None,
+    show: bool = False,
+    save: PathLike | None = None,
 ) -> Figure:
     """One metric per perturbation, bars grouped by method, with the noise ceiling.
 
@@ -412,6 +462,12 @@ def metric_bars(
     methods : sequence of str, optional
         Methods to draw, in this order. Default: ``model`` first, then the others in order of
         first appearance.
+    ax : matplotlib Axes (or a sequence of them, one per panel), optional
+        Draw into these instead of a new figure; the figure returned is theirs.
+    show : bool
+        Show the figure (``plt.show()``; in a notebook it appears inline).
+    save : path, optional
+        Also write the figure there (see :func:`save`).
 
     Returns
     -------
@@ -497,9 +553,8 @@ def metric_bars(
     positions[-1] += 0.5  # set the pooled group apart
     width_in = max(6.0, 1.6 + n_groups * (0.1 * n_methods + 0.1))
     longest = max(len(g) for g in groups)
-    fig = Figure(figsize=(min(width_in, 40.0), 4.2 + 0.06 * min(longest, 30)),
-                 layout="constrained")
-    ax = fig.subplots()
+    fig, given = _canvas((min(width_in, 40.0), 4.2 + 0.06 * min(longest, 30)), ax, show)
+    ax = fig.subplots() if given is None else given[0]
     colours = method_colours(methods)
     any_missing = False
     for j, method in enumerate(methods):
@@ -560,10 +615,13 @@ def metric_bars(
               frameon=False, borderaxespad=0.2, handlelength=1.2, columnspacing=1.2)
     sort_note = ("order as given" if order is not None else
                  "sorted by ceiling" if ceil is not None else f"sorted by {methods[0]}")
-    fig.suptitle(f"{metric} per perturbation ({len(perts)}, {sort_note})"
-                 + ("; " if wide_fig else "\n") + "pooled = mean over perturbations",
-                 fontsize=10)
-    return fig
+    title = (f"{metric} per perturbation ({len(perts)}, {sort_note})"
+             + ("; " if wide_fig else "\n") + "pooled = mean over perturbations")
+    if given is None:
+        fig.suptitle(title, fontsize=10)
+    else:  # the caller's figure keeps its own title
+        ax.set_title(title, fontsize=10, pad=24)
+    return _done(fig, show, save)
 
 
 # ---------------------------------------------------------------------------- grn_neighbourhood
@@ -693,6 +751,9 @@ def grn_neighbourhood(
     score: str = "probability",
     hops: int = 1,
     extra: Mapping[str, Any] | None = None,
+    ax: Any = None,
+    show: bool = False,
+    save: PathLike | None = None,
 ) -> Figure:
     """The learned GRN around one gene: its regulators and targets above a score threshold.
 
@@ -725,6 +786,12 @@ def grn_neighbourhood(
     extra : dict of str -> array, optional
         Per-edge values in GRN edge order not stored on the GRN (see
         :meth:`GRN.to_dataframe`), e.g. ``{"probability": p, "weight": w}``.
+    ax : matplotlib Axes (or a sequence of them, one per panel), optional
+        Draw into these instead of a new figure; the figure returned is theirs.
+    show : bool
+        Show the figure (``plt.show()``; in a notebook it appears inline).
+    save : path, optional
+        Also write the figure there (see :func:`save`).
 
     Returns
     -------
@@ -765,8 +832,8 @@ def grn_neighbourhood(
     title = f"{gene}: learned GRN neighbourhood ({score} > {threshold:g}"
     title += ", 2 hops)" if hops == 2 else ")"
     if edges.empty:
-        fig = Figure(figsize=(6.0, 3.0), layout="constrained")
-        ax = fig.subplots()
+        fig, given = _canvas((6.0, 3.0), ax, show)
+        ax = fig.subplots() if given is None else given[0]
         ax.set_axis_off()
         message = f"no edge into or out of {gene} with {score} > {threshold:g}"
         if own["_strength"].notna().any():
@@ -779,11 +846,11 @@ def grn_neighbourhood(
         ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, color="#444444",
                 transform=ax.transAxes, wrap=True)
         ax.set_title(title + "\n0 regulators, 0 targets", fontsize=11)
-        return fig
+        return _done(fig, show, save)
 
     size = 8.0 if len(edges) <= 30 else min(12.0, 8.0 + (len(edges) - 30) / 15)
-    fig = Figure(figsize=(size, size - 1.0), layout="constrained")
-    ax = fig.subplots()
+    fig, given = _canvas((size, size - 1.0), ax, show)
+    ax = fig.subplots() if given is None else given[0]
     ax.set_axis_off()
 
     direct = edges[(edges["source"] == gene) | (edges["target"] == gene)]
@@ -893,4 +960,4 @@ def grn_neighbourhood(
     shown = (f"{len(edges)} of {n_qualified} edges" if n_qualified > len(edges)
              else f"{len(edges)} edges")
     ax.set_title(f"{title}\n{counts}; {shown} shown", fontsize=11)
-    return fig
+    return _done(fig, show, save)

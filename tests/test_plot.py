@@ -332,3 +332,30 @@ def test_save_formats(tmp_path, scores):
     image = check_png(fig, tmp_path / "bars.png")
     # dpi 150: the figure's width in inches x 150, give or take the tight bounding box
     assert math.isclose(image.shape[1], fig.get_figwidth() * 150, rel_tol=0.1)
+
+
+def test_plots_draw_into_given_axes_and_save(effects, scores, tmp_path):
+    """ax=, save= and show= on every plot: drawn into the caller's axes (its figure returned,
+    no new figure), written when asked, and shown through pyplot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    obs, model, _ = effects
+    table, ceiling = scores
+    fig = Figure()
+    axes = fig.subplots(1, 4)
+    perts = list(obs.columns[:2])
+    assert plot.effects_scatter(model, obs, perts, ax=axes[:2], save=tmp_path / "s.png") is fig
+    assert axes[0].get_title().startswith(perts[0]) and len(axes[0].collections) > 0
+    assert plot.metric_bars(table, ceiling=ceiling, ax=axes[2]) is fig and len(axes[2].patches) > 0
+    assert plot.grn_neighbourhood(small_grn(), "GATA1", threshold=0.5, ax=axes[3]) is fig
+    assert len([p for p in axes[3].patches if isinstance(p, FancyArrowPatch)]) > 0
+    assert mpimg.imread(tmp_path / "s.png").shape[0] > 10
+    with pytest.raises(DataError, match=r"2 axes needed"):
+        plot.effects_scatter(model, obs, perts, ax=axes[0])
+    before = len(plt.get_fignums())
+    shown = plot.metric_bars(table, ceiling=ceiling, show=True)  # a pyplot figure, shown (Agg: no window)
+    assert shown.number in plt.get_fignums() and len(plt.get_fignums()) == before + 1
+    plt.close("all")
