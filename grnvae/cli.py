@@ -19,8 +19,10 @@ def _cmd_train(args) -> int:
                 resolvers=args.allow_resolvers)
     m = run.metrics
     print(f"\nrun written to {run.path}")
-    for name in ("recipe.yaml", "checkpoints/best.ckpt", "grn.tsv", "metrics.json", "tensorboard"):
-        print(f"  {run.path / name}")
+    logs = {"tensorboard": "tensorboard", "csv": "logs/metrics.csv", "mlflow": "mlruns"}.get(str(run.recipe.train.logger))
+    for name in ("recipe.yaml", "checkpoints/best.ckpt", "grn.tsv", "metrics.json", logs):
+        if name:
+            print(f"  {run.path / name}")
     if "val" in m:
         v = m["val"]
         print(f"val loss {v['loss']:.3f} (reconstruction {v['reconstruction']:.3f}, align {v['align']:.3f})")
@@ -31,7 +33,8 @@ def _cmd_train(args) -> int:
             f"(random {rec['auprc_random']:.3f}), AUROC {rec['auroc']:.3f}, "
             f"early precision {rec['early_precision']:.3f} over {rec['evaluable_pairs']} pairs"
         )
-    print(f"TensorBoard: tensorboard --logdir {run.path / 'tensorboard'}")
+    if logs == "tensorboard":
+        print(f"TensorBoard: tensorboard --logdir {run.path / 'tensorboard'}")
     return 0
 
 

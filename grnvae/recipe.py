@@ -256,6 +256,9 @@ class TrainConfig:
     num_workers: int = 0
     log_every_n_steps: int = 10
     progress_bar: bool = True
+    # where loss curves go: tensorboard (RUN/tensorboard), csv (RUN/logs/metrics.csv), wandb or
+    # mlflow (when installed; mlflow writes RUN/mlruns), or none
+    logger: str = "tensorboard"
 
 
 @dataclass
@@ -273,6 +276,7 @@ class Recipe:
 #: allowed values of string-valued choice keys (checked after composition)
 CHOICES = {
     "data.pairing": ("random", "mean", "ot"),
+    "train.logger": ("tensorboard", "csv", "wandb", "mlflow", "none"),
     "data.modality": ("knockdown", "activation"),
     "data.on_unassigned": ("drop", "error"),
     "data.ot.features": ("perturbed", "pca"),

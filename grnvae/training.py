@@ -29,7 +29,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .data.dataset import PerturbationData, read_h5ad
-from .errors import DataError, RunError
+from .errors import DataError, RecipeError, RunError
 from .grn import GRN
 from .model import GRNVAE, ModelSpec
 from .nn.registry import LAYERS, import_plugins
@@ -354,6 +354,7 @@ def train(
            else load_recipe(recipe, overrides, resolvers=resolvers, data_given=adata is not None))
     import_plugins(cfg.plugins, base=Path.cwd())
     LAYERS.get(cfg.model.effect.layer)  # fail before reading any data
+    _check_logger(cfg)
     out = Path(out) if out is not None else Path("runs") / cfg.name
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
         # a process that a multi-device launcher started for another rank: rank 0 holds the lock
@@ -401,7 +402,6 @@ def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optio
     mode = "max" if t.monitor == "elbo" else "min"
     monitor = f"{'val' if has_val else 'train'}/{t.monitor}"
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-    from pytorch_lightning.loggers import TensorBoardLogger
 
     ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor,
                               mode=mode, save_top_k=1, save_last=True, enable_version_counter=False)
@@ -431,7 +431,7 @@ def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optio
         warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
         trainer = pl.Trainer(
             max_epochs=int(t.max_epochs), max_steps=int(t.max_steps), accelerator=accelerator, devices=t.devices,
-            logger=TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False),
+            logger=_logger(cfg, out),
             callbacks=callbacks, gradient_clip_val=float(t.grad_clip) or None,
             log_every_n_steps=int(t.log_every_n_steps), enable_progress_bar=False,
             enable_model_summary=False, deterministic=True, plugins=[AtomicCheckpointIO()],
@@ -451,6 +451,34 @@ def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optio
     run.data = data
     _finish(run, data, cfg, trainer)
     return run
+
+
+def _check_logger(cfg: DictConfig) -> str:
+    """``train.logger``, after checking that its package is installed."""
+    from importlib.util import find_spec
+
+    kind = str(cfg.train.logger)
+    needs = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}.get(kind)
+    if needs and find_spec(needs) is None:
+        raise RecipeError(f"train.logger={kind} needs the '{needs}' package: pip install {needs} "
+                          f"(or use train.logger=csv)")
+    return kind
+
+
+def _logger(cfg: DictConfig, out: Path):
+    """The Lightning logger ``train.logger`` names (False for none)."""
+    from pytorch_lightning import loggers
+
+    kind = _check_logger(cfg)
+    if kind == "none":
+        return False
+    if kind == "tensorboard":
+        return loggers.TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False)
+    if kind == "csv":
+        return loggers.CSVLogger(save_dir=str(out), name="logs", version="")
+    if kind == "wandb":
+        return loggers.WandbLogger(name=str(cfg.name), save_dir=str(out))
+    return loggers.MLFlowLogger(experiment_name=str(cfg.name), save_dir=str(out / "mlruns"))
 
 
 def _n_devices(devices) -> int:

@@ -164,3 +164,24 @@ def test_train_on_an_anndata_without_a_path(tmp_path):
         evaluate(run.path, plots=False)
     metrics = evaluate(run.path, plots=False, adata=a)["metrics"]
     assert metrics["n_perturbations"] > 0
+
+
+def test_loggers(tmp_path):
+    """train.logger: csv writes every loss term per epoch to RUN/logs/metrics.csv; none writes no
+    logs; one whose package is missing fails before any data is read, naming the install."""
+    import importlib.util
+
+    base = [*FAST, "train.max_epochs=2"]
+    run = grnvae.train("quickstart", overrides=[*base, "train.logger=csv"], out=tmp_path / "csv")
+    table = pd.read_csv(run.path / "logs" / "metrics.csv")
+    assert {"train/loss", "val/loss", "train/reconstruction", "epoch"} <= set(table.columns)
+    assert table["epoch"].max() == 1 and not (run.path / "tensorboard").exists()
+    run = grnvae.train("quickstart", overrides=[*base, "train.logger=none"], out=tmp_path / "none")
+    assert not (run.path / "logs").exists() and not (run.path / "tensorboard").exists()
+    missing = next((k for k in ("wandb", "mlflow") if importlib.util.find_spec(k) is None), None)
+    if missing:
+        with pytest.raises(grnvae.RecipeError, match=rf"pip install {missing}"):
+            grnvae.train("quickstart", overrides=[*base, f"train.logger={missing}"], out=tmp_path / "m")
+        assert not (tmp_path / "m").exists()
+    with pytest.raises(grnvae.RecipeError, match=r"did you mean 'csv'"):
+        grnvae.load_recipe("quickstart", ["train.logger=cvs"])
