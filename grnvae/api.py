@@ -8,7 +8,7 @@
     pred = model.predict(["STAT1", "STAT1+IRF1"])      # AnnData: one row per perturbation
     model.get_latent_representation(write=True)       # adata.obsm["X_grnvae"]
     model.get_normalized_expression(write=True)       # adata.layers["grnvae_expected"]
-    model.grn(write=True)                             # adata.uns["grnvae_grn"]: source, target, weight, ...
+    model.grn(write=True)                             # adata.uns["grnvae_grn"]: source, target, weight (+ activates)
     model.save("my_model")
     model = grnvae.Model.load("my_model", adata=new_adata)
 
@@ -180,13 +180,15 @@ class Model:
         return out
 
     def grn(self, write: bool = False) -> pd.DataFrame:
-        """The learned GRN as an edge table: ``source``, ``target``, ``weight`` (the signed
-        effect of the source on the target per unit perturbation), then ``probability`` and any
-        other edge attribute, the form network tools such as decoupler read. ``write``: also
-        in ``adata.uns["grnvae_grn"]``."""
+        """The learned GRN as an edge table in the form network tools such as decoupler read:
+        ``source``, ``target``, ``weight`` (the mode of regulation: the log-fold change of the
+        target per unit *increase* of the source, positive for activation), then
+        ``probability``, any other edge attribute and ``lfc_per_loss`` (the model's own weight,
+        the change per unit knock-down, as in ``grn.tsv``: ``weight = -lfc_per_loss``).
+        ``write``: also in ``adata.uns["grnvae_grn"]``."""
         frame = self._trained().grn().to_dataframe()
-        first = ["source", "target", "weight"]
-        frame = frame[first + [c for c in frame.columns if c not in first]]
+        frame = frame.rename(columns={"weight": "lfc_per_loss"})
+        frame.insert(2, "weight", -frame["lfc_per_loss"])
         if write:
             self.adata.uns[GRN_KEY] = frame
         return frame

@@ -60,6 +60,8 @@ def test_outputs_go_back_into_the_anndata(trained, adata, tmp_path):
     assert np.corrcoef(observed, e[ctrl].mean(0))[0, 1] > 0.9
     grn = trained.grn(write=True)
     assert list(grn.columns[:3]) == ["source", "target", "weight"] and len(grn) == trained.run.model.edges.num_edges
+    tsv = trained.run.grn().to_dataframe()
+    assert np.allclose(grn["weight"], -tsv["weight"]) and np.allclose(grn["lfc_per_loss"], tsv["weight"])
     adata.write_h5ad(tmp_path / "with_outputs.h5ad")  # everything written is h5ad-storable
     back = ad.read_h5ad(tmp_path / "with_outputs.h5ad")
     assert back.uns["grnvae_grn"].shape == grn.shape and back.obsm["X_grnvae"].shape == z.shape

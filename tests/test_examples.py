@@ -45,3 +45,16 @@ def test_unregistered_layer_lists_registered_ones(tmp_path):
     assert "'gatt'" in msg and "did you mean 'gat'" in msg and "register_layer" in msg
     assert all(name in msg for name in ("gat", "gcn", "gin", "gpo_linear", "graphconv"))
     assert not (tmp_path / "x" / "recipe.yaml").exists()  # refused before any data is read
+
+
+def test_scverse_example(tmp_path, capsys):
+    """The scverse workflow runs end to end on the simulator: outputs in the AnnData (written to
+    h5ad), an embedding of the basal states, and regulator activities from the learned GRN that
+    drop in each regulator's own knock-down."""
+    adata, table = load_example("scverse").main(["--epochs", "40", "--cells", "1500", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "X_grnvae" in adata.obsm and "grnvae_expected" in adata.layers and "grnvae_grn" in adata.uns
+    assert (tmp_path / "adata_with_grnvae.h5ad").exists()
+    assert (tmp_path / "umap_basal.png").exists() or (tmp_path / "pca_basal.png").exists()
+    assert "regulator activity" in out and len(table) >= 2
+    assert (table["activity_in_its_knockdown"] < table["activity_in_controls"]).mean() >= 0.5
