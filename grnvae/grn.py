@@ -36,6 +36,7 @@ import torch
 from torch_geometric.data import Data
 
 from grnvae.errors import GRNError
+from grnvae.tables import pandas_separator, sniff_separator, split_suffix, stem
 from grnvae.utils import PathLike, atomic_write
 
 __all__ = ["GRN"]
@@ -48,7 +49,6 @@ ArrayLike = Any  # numpy array, torch tensor, pandas Series, list, ...
 # attribute names (``data.size`` would stay the method); these two are plain stored keys.
 _DATA_SAFE_NAMES = frozenset({"edge_weight", "edge_attr"})
 _RESERVED_NAMES = frozenset({"source", "target", "gene_names", "num_nodes", "edge_index"})
-_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
 # Strings read as missing in attribute columns (pandas' defaults); gene columns keep them.
 _NA_STRINGS = [
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -112,23 +112,6 @@ def _fill(dtype: torch.dtype, n: int) -> torch.Tensor:
     if dtype == torch.bool:
         return torch.zeros(n, dtype=torch.bool)
     return torch.full((n,), math.nan, dtype=dtype)
-
-
-def _split_suffix(path: Path) -> tuple[str, str | None]:
-    """(extension without compression suffix, pandas compression name or None)."""
-    suffixes = [s.lower() for s in path.suffixes]
-    compression = None
-    if suffixes and suffixes[-1] in _COMPRESSION:
-        compression = _COMPRESSION[suffixes.pop()]
-    return (suffixes[-1] if suffixes else ""), compression
-
-
-def _stem(path: Path) -> str:
-    """``dorothea`` for ``dorothea.tsv.gz``: drop a compression suffix, then one extension."""
-    name = path.name
-    if path.suffix.lower() in _COMPRESSION:
-        name = name[: -len(path.suffix)]
-    return os.path.splitext(name)[0] or name
 
 
 class GRN:
@@ -455,7 +438,7 @@ class GRN:
                 raise GRNError(f"{where}: no such file; check the path")
             frame = cls._read_table(path, source, target, attrs, sep, where)
             if name is None:
-                name = _stem(path)
+                name = stem(path)
         else:
             raise GRNError(
                 f"from_edgelist: edges must be a pandas DataFrame or a file path, got "
@@ -524,11 +507,7 @@ class GRN:
         sep: str | None,
         where: str,
     ) -> pd.DataFrame:
-        ext, _ = _split_suffix(path)
-        if sep is None:
-            sep = {".tsv": "\t", ".txt": "\t", ".tab": "\t", ".csv": ","}.get(ext)
-        options: dict[str, Any] = {"sep": sep} if sep is not None else {"sep": None,
-                                                                          "engine": "python"}
+        options: dict[str, Any] = pandas_separator(sep if sep is not None else sniff_separator(path))
         try:
             header = pd.read_csv(path, nrows=0, **options).columns
             # Gene columns: keep "NA", "NULL", ... as names; other columns: pandas' defaults.
@@ -793,7 +772,7 @@ class GRN:
         """Write :meth:`to_dataframe` tab-separated without index, atomically. A ``.gz``,
         ``.bz2`` or ``.xz`` suffix compresses. Returns the path."""
         frame = self.to_dataframe(extra)
-        _, compression = _split_suffix(Path(path))
+        _, compression = split_suffix(Path(path))
         return atomic_write(
             path, lambda tmp: frame.to_csv(tmp, sep="\t", index=False, compression=compression)
         )

@@ -43,15 +43,11 @@ turns a catalog name or a path into a local file.
 
 from __future__ import annotations
 
-import bz2
 import csv
 import functools
-import gzip
 import hashlib
 import inspect
-import io
 import logging
-import lzma
 import math
 import os
 import re
@@ -69,6 +65,8 @@ import pandas as pd
 import torch
 
 from grnvae.errors import GRNError, RegistryError
+from grnvae.tables import WHITESPACE as _WS
+from grnvae.tables import open_text, sniff_separator, split_suffix, stem
 from grnvae.grn import GRN
 from grnvae.utils import PathLike, atomic_write, atomic_write_text
 
@@ -500,7 +498,6 @@ class MatchReport:
 # Tables: opening, splitting, columns
 # --------------------------------------------------------------------------------------------
 
-_OPENERS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _HEADER_WORDS = frozenset({
     "tf", "source", "target", "regulator", "regulation", "interaction", "mor", "confidence",
     "weight", "sign", "gene", "genes", "symbol", "from", "to", "reference", "references",
@@ -510,38 +507,11 @@ _HEADER_WORDS = frozenset({
 })
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    opener = _OPENERS.get(path.suffix.lower())
-    try:
-        if opener is not None:
-            return opener(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
-        return open(path, encoding="utf-8-sig", errors="replace", newline="")
-    except OSError as exc:
-        raise GRNError(f"{path}: cannot be opened ({exc.strerror or exc})") from None
-
-
-def _plain_suffix(path: Path) -> str:
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] in _OPENERS:
-        suffixes.pop()
-    return suffixes[-1] if suffixes else ""
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    if path.suffix.lower() in _OPENERS:
-        name = name[: -len(path.suffix)]
-    return os.path.splitext(name)[0] or name
-
-
 def _is_comment(line: str, comment: str | None) -> bool:
     if not comment or not line.startswith(comment):
         return False
     first = re.split(r"[\t,; ]", line.strip(), maxsplit=1)[0]
     return first.upper() not in _EXCEL_ERRORS  # '#NAME?<TAB>...' is data, not a comment
-
-
-_WS = "whitespace"
 
 
 def _pick_sep(path: Path, sep: str | None, first_line: str | None) -> str:
@@ -551,17 +521,7 @@ def _pick_sep(path: Path, sep: str | None, first_line: str | None) -> str:
         if sep in (" ", r"\s+", "whitespace", "space"):
             return _WS
         return sep
-    ext = _plain_suffix(path)
-    if ext in (".tsv", ".tab"):
-        return "\t"
-    if ext == ".csv":
-        return ","
-    line = first_line or ""
-    if "\t" in line:
-        return "\t"
-    if "," in line:
-        return ","
-    return _WS
+    return sniff_separator(path, first_line or "")
 
 
 class _Table:
@@ -590,7 +550,7 @@ class _Table:
 
     def _first_line(self) -> str | None:
         assert self.path is not None
-        with _open_text(self.path) as fh:
+        with open_text(self.path) as fh:
             for line in fh:
                 if line.strip() and not _is_comment(line, self.comment):
                     return line
@@ -601,7 +561,7 @@ class _Table:
             yield from self._frame_rows()
             return
         assert self.path is not None
-        with _open_text(self.path) as fh:
+        with open_text(self.path) as fh:
             if self.sep == _WS:
                 for number, line in enumerate(fh, 1):
                     if not line.strip() or _is_comment(line, self.comment):
@@ -809,7 +769,7 @@ def _run_pipeline(
 ) -> tuple[GRN, PriorReport]:
     _check_case(case)
     if name is None and table.path is not None:
-        name = _stem(table.path)
+        name = stem(table.path)
     report = PriorReport(path=None if table.path is None else str(table.path), format=fmt,
                          name=name)
     need = max([source, target] + [c for p in parsers.values()
@@ -1233,7 +1193,7 @@ def _load_graphml(path: PathLike, sign: str | None = None, confidence: str | Non
         raise GRNError(f"{path}: cannot be read as GraphML ({type(exc).__name__}: {exc})"
                        ) from None
     if name is None:
-        name = _stem(path)
+        name = stem(path)
     return _load_networkx(graph, sign=sign, confidence=confidence, weight=weight,
                           node_attr=node_attr, strict=strict, case=case, name=name,
                           path=str(path), fmt="graphml")
@@ -1322,7 +1282,7 @@ def _load_dense(npy_path: PathLike, genes: PathLike | Sequence[str] | None = Non
         keep.append(i)
         names.append(gene)
     if name is None:
-        name = _stem(path)
+        name = stem(path)
     report = PriorReport(path=str(path), format="dense", name=name, rows=matrix.shape[0],
                          repaired=repaired)
     _finish(report, malformed, strict, where)
@@ -1333,8 +1293,8 @@ def _load_dense(npy_path: PathLike, genes: PathLike | Sequence[str] | None = Non
 
 
 def _sibling_gene_list(path: Path) -> Path:
-    stem = _stem(path)
-    candidates = [path.with_name(f"{stem}{suffix}") for suffix in
+    base = stem(path)
+    candidates = [path.with_name(f"{base}{suffix}") for suffix in
                   ("_genes.txt", ".genes.txt", "_genes.tsv", ".genes.tsv", ".txt", ".tsv")]
     candidates.append(path.with_name("genes.txt"))
     for candidate in candidates:
@@ -1497,7 +1457,7 @@ def sniff_format(path_or_df: pd.DataFrame | PathLike) -> str:
         where = "DataFrame"
     else:
         path = Path(path_or_df).expanduser()
-        ext = _plain_suffix(path)
+        ext = split_suffix(path)[0]
         if ext in (".graphml", ".xml"):
             return "graphml"
         if ext == ".npy":
@@ -2012,7 +1972,7 @@ def _extract_member(archive: Path, member: str) -> Path:
     """``member`` of a (verified) zip archive, extracted once next to it."""
     import zipfile
 
-    dest = archive.with_name(f"{_stem(archive)}.{Path(member).name}")
+    dest = archive.with_name(f"{stem(archive)}.{Path(member).name}")
     if dest.is_file() and dest.stat().st_mtime >= archive.stat().st_mtime:
         return dest
     try:

@@ -394,3 +394,23 @@ def test_data_is_pyg_data_usable_by_layers(rng):
     # adding fields to the Data view does not leak into the GRN
     data.x = x
     assert "x" not in grn.data
+
+
+@pytest.mark.parametrize("sep", ["\t", ",", "   "])
+def test_every_edge_reader_reads_a_txt_file_the_same_way(tmp_path, sep):
+    """One separator rule for GRN edge lists, prior networks and reference networks: a .txt
+    (or extension-less) file is split on tabs, else commas, else whitespace."""
+    from grnvae import priors
+    from grnvae.evaluation.grn_scoring import read_reference
+
+    edges = [("STAT1", "IRF1"), ("IRF1", "GBP1"), ("JAK2", "STAT1")]
+    for name in ("net.txt", "net"):
+        path = tmp_path / name
+        path.write_text(sep.join(["source", "target"]) + "\n" + "".join(sep.join(e) + "\n" for e in edges))
+        grn = GRN.from_edgelist(path)
+        prior = priors.read_edgelist(path)
+        ref = read_reference(path)
+        expected = set(edges)
+        assert set(zip(*[grn.to_dataframe()[c] for c in ("source", "target")])) == expected
+        assert set(zip(*[prior.to_dataframe()[c] for c in ("source", "target")])) == expected
+        assert set(zip(ref["source"], ref["target"])) == expected

@@ -31,7 +31,6 @@ enter the metrics; a learned edge is *positive* when the reference has the direc
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -44,6 +43,7 @@ import scipy.stats
 from ..errors import DataError, GRNError
 from ..grn import GRN
 from ..utils import PathLike
+from ..tables import pandas_separator, sniff_separator
 from .grn import average_precision, roc_auc
 
 __all__ = [
@@ -74,24 +74,6 @@ COMPLEX_SEPARATOR = ";"
 
 
 # ---------------------------------------------------------------------------------- reading
-def _guess_sep(path: Path) -> str:
-    """Tab for .tsv/.tab/.txt (optionally compressed), comma for .csv, else sniff line 1."""
-    name = path.name.lower()
-    for suffix in (".gz", ".bz2", ".xz", ".zst", ".zip"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    if name.endswith((".tsv", ".tab", ".txt")):
-        return "\t"
-    if name.endswith(".csv"):
-        return ","
-    try:
-        header = pd.read_csv(path, sep="\t", nrows=0).columns
-    except Exception:  # noqa: BLE001 - an unreadable file fails below with a clear message
-        return ","
-    return "\t" if len(header) > 1 else ","
-
-
 def _normalise(values: pd.Series) -> np.ndarray:
     """Strip and upper-case gene symbols (via categories: fast on millions of rows).
     Missing or empty symbols become None."""
@@ -153,10 +135,9 @@ def read_reference(
     path = Path(path)
     if not path.exists():
         raise GRNError(f"reference network {str(path)!r} does not exist; check the path")
-    if sep is None:
-        sep = _guess_sep(path)
+    options = pandas_separator(sep if sep is not None else sniff_separator(path))
     try:
-        header = [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+        header = [str(c) for c in pd.read_csv(path, nrows=0, **options).columns]
     except Exception as exc:  # noqa: BLE001
         raise GRNError(f"reference network {str(path)!r} cannot be read ({exc})") from None
 
@@ -190,7 +171,7 @@ def read_reference(
             if complex_col is None:
                 raise missing("cannot find the source/target (or complex member) columns")
 
-    read_kw: Dict[str, Any] = dict(sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    read_kw: Dict[str, Any] = dict(**options, dtype=str, keep_default_na=False, na_values=[""])
     try:
         if complex_col is None:
             frame = pd.read_csv(path, usecols=[src_col, tgt_col], **read_kw)
