@@ -19,7 +19,7 @@ from .errors import DataError, GRNError, GRNVAEError, RecipeError, RegistryError
 # does not import torch, PyG and Lightning before a command needs them
 _ATTRIBUTES = {
     "simulate": ".data.simulate", "GRN": ".grn", "GRNVAE": ".model", "ModelSpec": ".model",
-    "register_layer": ".nn.registry", "load_recipe": ".recipe", "Run": ".training", "train": ".training",
+    "register_layer": ".nn.registry", "load_recipe": ".recipe", "Run": ".run", "train": ".training",
     "Model": ".api",
 }
 _SUBMODULES = ("data", "evaluation", "nn", "plot", "priors")

@@ -135,7 +135,7 @@ class Model:
         """A saved model over ``adata``, whose genes must include the model's, whose perturbation
         targets must be GRN nodes of the model and whose covariate levels the model must know.
         (``trust_plugins``: see :meth:`grnvae.Run.load`.)"""
-        from .training import Run
+        from .run import Run
 
         run = Run.load(path, trust_plugins=trust_plugins)
         model = cls.__new__(cls)

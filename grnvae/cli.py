@@ -83,7 +83,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from .training import Run
+    from .run import Run
 
     run = Run.load(args.run, checkpoint=args.checkpoint, trust_plugins=args.trust_plugins)
     fmt = args.format

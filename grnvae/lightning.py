@@ -156,6 +156,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
-        from .training import read_checkpoint
+        from .run import read_checkpoint
 
         return read_checkpoint(Path(path))

@@ -273,6 +273,9 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+#: gene features an amortised edge prior can read (model.edges.features; see grnvae.data.features)
+FEATURES = ("expression", "response")
+
 #: allowed values of string-valued choice keys (checked after composition)
 CHOICES = {
     "data.pairing": ("random", "mean", "ot"),
@@ -528,8 +531,6 @@ def _check(cfg: DictConfig, where: str, data_given: bool = False) -> None:
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("~") or ".." in name:
         raise RecipeError(f"{where}: 'name' is {name[:60]!r}; a run name is one plain folder name under runs/ "
                           f"(no '/', '\\', '..' or '~'); give the output directory with --out instead")
-    from .data.features import FEATURES
-
     bad = [f for f in cfg.model.edges.features if f not in FEATURES]
     if bad:
         raise RecipeError(f"{where}: 'model.edges.features' has {bad}, expected a list of {', '.join(FEATURES)}")

@@ -82,3 +82,56 @@ def test_the_command_line_starts_without_the_heavy_libraries():
             "assert callable(grnvae.train) and 'torch' in sys.modules  # and they load on first use\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def _import_graph():
+    """Which parts of grnvae import which (every import statement, at module level or inside a
+    function): part = top-level module, or sub-package (data, evaluation, nn)."""
+    import ast
+    from collections import defaultdict
+
+    def part(module: str) -> str:
+        pieces = module.split(".")
+        return pieces[1] if len(pieces) > 1 else "grnvae"
+
+    graph = defaultdict(set)
+    for f in (ROOT / "grnvae").rglob("*.py"):
+        module = ".".join(f.relative_to(ROOT).with_suffix("").parts)
+        package = module.removesuffix(".__init__") if f.name == "__init__.py" else module.rsplit(".", 1)[0]
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                targets = [target] if node.module else [f"{target}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for t in targets:
+                if t.startswith("grnvae.") and part(t) != part(module):
+                    graph[part(module)].add(part(t))
+    return graph
+
+
+def test_the_package_has_no_import_cycle():
+    """Data flows one way (recipe -> data -> GRN -> model -> run -> training / results): no part
+    of grnvae imports, even inside a function, a part that imports it back."""
+    graph = _import_graph()
+    state: dict = {}
+
+    def visit(node, path):
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                raise AssertionError(f"import cycle: {' -> '.join(path + [nxt])}")
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert "training" not in graph["evaluation"] and "evaluation" not in graph["data"]

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-FEATURES = ("expression", "response")
+from ..recipe import FEATURES
 
 
 def _top_components(Y: np.ndarray, k: int) -> np.ndarray:

@@ -89,7 +89,7 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
     of ``pearson_systema`` is the mean training delta (the ``mean_effect`` prediction), so that
     baseline's ``pearson_systema`` is NaN by construction (its centred prediction is zero).
     """
-    from ..training import Run, load_data
+    from ..run import Run, load_data
     from . import baselines as B
     from .metrics import score_effects, split_half_ceiling
 
@@ -318,7 +318,7 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
     """
     import anndata as ad
 
-    from ..training import Run, load_data
+    from ..run import Run, load_data
 
     run = Run.load(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
