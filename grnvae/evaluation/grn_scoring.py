@@ -372,25 +372,18 @@ def score_reference(
 
 # ---------------------------------------------------------------------------------- causal test
 def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q-values), in input order.
-
-    ``q_(i) = min_{j >= i} m p_(j) / j`` over the p-values sorted ascending, capped at 1, with
-    ``m`` the number of non-NaN p-values; NaN stays NaN. A test is significant at FDR ``alpha``
-    when ``q <= alpha``.
+    """Benjamini-Hochberg adjusted p-values (q-values), in input order
+    (``scipy.stats.false_discovery_control``): ``q_(i) = min_{j >= i} m p_(j) / j`` over the
+    p-values sorted ascending, capped at 1, with ``m`` the number of non-NaN p-values; NaN stays
+    NaN. A test is significant at FDR ``alpha`` when ``q <= alpha``.
     """
+    from scipy.stats import false_discovery_control
+
     p = np.asarray(p_values, dtype=np.float64)
     q = np.full(p.shape, np.nan)
     ok = ~np.isnan(p)
-    m = int(ok.sum())
-    if m == 0:
-        return q
-    pv = p[ok]
-    order = np.argsort(pv, kind="mergesort")
-    scaled = pv[order] * m / np.arange(1, m + 1)
-    scaled = np.minimum.accumulate(scaled[::-1])[::-1]
-    adjusted = np.empty(m)
-    adjusted[order] = np.minimum(scaled, 1.0)
-    q[ok] = adjusted
+    if ok.any():
+        q[ok] = false_discovery_control(p[ok], method="bh")
     return q
 
 
