@@ -83,14 +83,38 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_export(args) -> int:
+    fmt = args.format
+    out = Path(args.out) if args.out else Path(args.run) / f"grn.{fmt}"
+    if fmt == "tsv" and args.checkpoint == "best" and _export_written_tsv(Path(args.run), out):
+        return 0
     from .run import Run
 
     run = Run.load(args.run, checkpoint=args.checkpoint, trust_plugins=args.trust_plugins)
-    fmt = args.format
-    out = Path(args.out) if args.out else Path(args.run) / f"grn.{fmt}"
     run.export_grn(out, fmt)
     print(f"wrote {run.model.edge_index.shape[1]} edges over {run.model.num_nodes} genes to {out}")
     return 0
+
+
+def _export_written_tsv(run: Path, out: Path) -> bool:
+    """A finished run's ``grn.tsv`` is the best checkpoint's GRN as export writes it: copy it
+    (no model to load, no torch). False when the run has no such file."""
+    from .rundir import read_marker
+    from .utils import atomic_write
+
+    tsv, best = run / "grn.tsv", run / "checkpoints" / "best.ckpt"
+    marker = read_marker(run)
+    if (marker is None or marker.get("status") != "finished" or not tsv.is_file() or not best.is_file()
+            or tsv.stat().st_mtime < best.stat().st_mtime):
+        return False
+    if out.is_dir():
+        raise RunError(f"export: '{out}' is a directory; give a file path, e.g. {out / 'grn.tsv'}")
+    if out.resolve() != tsv.resolve():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data = tsv.read_bytes()
+        atomic_write(out, lambda tmp: Path(tmp).write_bytes(data))
+    edges = max(sum(1 for _ in tsv.open()) - 1, 0)
+    print(f"wrote {edges} edges (the best checkpoint's GRN, as training wrote it) to {out}")
+    return True
 
 
 def _cmd_simulate(args) -> int:

@@ -66,6 +66,10 @@ def test_run_load_round_trip_and_export(tiny_run, tmp_path):
     df = pd.read_csv(tmp_path / "g.tsv", sep="\t")
     ref = pd.read_csv(tiny_run.path / "grn.tsv", sep="\t")
     pd.testing.assert_frame_equal(df, ref, check_exact=False, rtol=1e-5)
+    # the fast path (the best checkpoint's grn.tsv, copied) writes what loading the model writes
+    tiny_run.export_grn(tmp_path / "from_model.tsv")
+    assert (tmp_path / "g.tsv").read_bytes() == (tmp_path / "from_model.tsv").read_bytes()
+    assert main(["export-grn", str(tiny_run.path), "--checkpoint", "last", "--out", str(tmp_path / "last.tsv")]) == 0
     with pytest.raises(RunError, match="not a grnvae run directory"):
         grnvae.Run.load(tmp_path)
 
@@ -185,3 +189,18 @@ def test_loggers(tmp_path):
         assert not (tmp_path / "m").exists()
     with pytest.raises(grnvae.RecipeError, match=r"did you mean 'csv'"):
         grnvae.load_recipe("quickstart", ["train.logger=cvs"])
+
+
+def test_exporting_a_finished_runs_grn_needs_no_model(tiny_run, tmp_path):
+    """export-grn of the best checkpoint's table copies grn.tsv without importing torch."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    code = ("import sys; from grnvae.cli import main\n"
+            f"assert main(['export-grn', {str(tiny_run.path)!r}, '--out', {str(tmp_path / 'g.tsv')!r}]) == 0\n"
+            "assert 'torch' not in sys.modules\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (tmp_path / "g.tsv").read_bytes() == (tiny_run.path / "grn.tsv").read_bytes()
