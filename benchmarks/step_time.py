@@ -340,6 +340,8 @@ def main(argv=None) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from grnvae.errors import RecipeError
+
     cap = cap_address_space(args.max_gb)
     try:
         t = time.perf_counter()
@@ -359,6 +361,8 @@ def main(argv=None) -> None:
             t = time.perf_counter()
             parts.append(step(model, opt, batch, args.particles))
             times.append(time.perf_counter() - t)
+    except RecipeError as exc:  # a layer's own memory bound (standard PyG layers over graph copies)
+        did_not_fit(str(exc))
     except (MemoryError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, RuntimeError) and "alloc" not in msg.lower() and "memory" not in msg.lower():

@@ -47,3 +47,20 @@ def test_layer_shapes_gradients_and_masked_edges(name, hops):
     same = masked[:1].expand(P, -1)
     res = module(D, grn.edge_index, same)
     assert torch.allclose(res[0], res[1], atol=1e-6) and torch.allclose(res[0], res[2], atol=1e-6)
+
+
+def test_standard_layers_refuse_graph_copies_beyond_the_memory_bound(monkeypatch):
+    """A standard PyG layer runs over P x C copies of the GRN; past the bound it stops with a
+    one-line error naming the sizes and the ways out, instead of exhausting memory."""
+    import grnvae.nn.effect as effect_mod
+    from grnvae.errors import RecipeError
+    from grnvae.nn.effect import EffectModule
+
+    module = EffectModule("gcn", hops=2, hidden=8)
+    edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
+    dosage = torch.eye(3)
+    weight = torch.randn(4, 3)
+    assert module(dosage, edge_index, weight).shape == (4, 3, 3)  # within the bound
+    monkeypatch.setattr(effect_mod, "STANDARD_LAYER_BYTES", 1000)
+    with pytest.raises(RecipeError, match=r"4 particles x 3 conditions = 12 copies of the 3-edge GRN.*gpo_linear"):
+        module(dosage, edge_index, weight)

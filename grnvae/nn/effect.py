@@ -112,6 +112,10 @@ def _keys(dosage: Tensor) -> Tensor:
     return cv[:, 0] * dosage.shape[1] + cv[:, 1]
 
 
+#: memory bound of a standard PyG layer's P x C graph copies (bytes); above it, a clear error
+STANDARD_LAYER_BYTES = 8 * 2**30
+
+
 class EffectModule(nn.Module):
     """A stack of registered effect layers run over the GRN, once per unique condition.
 
@@ -269,6 +273,16 @@ class EffectModule(nn.Module):
         P, E = edge_weight.shape
         C, V = dosage.shape
         B = P * C
+        width = max(max(getattr(layer, "out_channels", 1) for layer in self.layers), 1)
+        # per copied edge: its int64 source, target and offset, and float32 messages kept for backward
+        need = B * E * (24 + 3 * 4 * width)
+        if need > STANDARD_LAYER_BYTES:
+            raise RecipeError(
+                f"model.effect.layer={self.layer_name} runs over {P} particles x {C} conditions = {B:,} copies of "
+                f"the {E:,}-edge GRN (about {need / 2**30:.0f} GB of messages, above the "
+                f"{STANDARD_LAYER_BYTES / 2**30:.0f} GB bound); use a particle-batched layer (gpo_linear), fewer "
+                f"conditions per batch (train.batch_size), fewer particles (train.particles), a smaller "
+                f"model.effect.hidden or a sparser GRN (grn.edges=knn with a smaller grn.knn)")
         # copy b = p * C + c holds condition c under particle p
         offsets = (torch.arange(B, device=dosage.device) * V).repeat_interleave(E)
         ei = edge_index.repeat(1, B) + offsets
