@@ -440,7 +440,7 @@ class FeatureEdgePosterior(nn.Module):
                 Y = (self.response[:, targets] - self.response_delta[targets]).t().masked_fill(own, 0.0)
                 F = self.features.double().cpu().numpy()
                 Ft, Fr = F[targets.cpu().numpy()], F[self.response_nodes.cpu().numpy()]
-                W = torch.as_tensor(bilinear_ridge(Ft, Y.numpy(), Fr, self.linear_ridge))
+                W = torch.as_tensor(bilinear_ridge(Ft, Y.double().cpu().numpy(), Fr, self.linear_ridge))
                 use = (self.response_known[tgt] & (src != tgt)).cpu()
                 s_, t_ = src.cpu()[use], tgt.cpu()[use]
                 feats = self.features.double().cpu()
