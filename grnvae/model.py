@@ -505,9 +505,26 @@ class GRNVAE(nn.Module):
         return {"probability": self.edges.edge_probability().cpu(),
                 "weight": self.edges.mean_weight().detach().cpu()}
 
+    @torch.no_grad()
+    def edge_evidence(self) -> Dict[str, Tensor]:
+        """What the data can say about each edge: ``informed`` (bool ``[E]``) when its regulator
+        has training cells and its target is a measured gene or reaches one over the effect
+        module's remaining hops (an edge into a node that touches no measured gene changes
+        nothing the likelihood sees through the skip, so it keeps its prior), and ``evidence``
+        ``[E]``, the number of training cells in which its regulator is perturbed."""
+        src, tgt = self.edge_index.cpu()
+        counts = self.node_counts.cpu()
+        reach = torch.zeros(self.num_nodes, dtype=torch.bool)
+        reach[self.measured_nodes.cpu()] = True
+        for _ in range(len(self.effect.layers) - 1):  # a node reaching a measured one in h hops
+            reach = reach | torch.zeros_like(reach).index_fill(0, src[reach[tgt]], True)
+        return {"informed": (counts[src] > 0) & reach[tgt], "evidence": counts[src].to(torch.int64)}
+
     def learned_grn(self) -> GRN:
-        """The GRN with the learned ``probability`` and ``weight`` of every edge as attributes."""
+        """The GRN with the learned ``probability`` and ``weight`` of every edge as attributes,
+        and what the data can say about it (:meth:`edge_evidence`)."""
         table = self.edge_table()
+        table.update(self.edge_evidence())
         if self.spec.in_prior is not None:
             table["in_prior"] = self.spec.in_prior.bool()
         return GRN(self.spec.nodes, self.edge_index.cpu(), edge_attr=table, name="learned")

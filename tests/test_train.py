@@ -47,7 +47,7 @@ def test_tensorboard_logs_every_loss_term(tiny_run):
 
 def test_grn_tsv_has_one_row_per_edge_with_gene_names(tiny_run):
     df = pd.read_csv(tiny_run.path / "grn.tsv", sep="\t")
-    assert list(df.columns) == ["source", "target", "probability", "weight"]
+    assert list(df.columns) == ["source", "target", "probability", "weight", "informed", "evidence"]
     assert len(df) == tiny_run.model.edge_index.shape[1] == 12 * 12  # complete graph with self loops
     assert set(df["source"]) == set(tiny_run.model.spec.nodes)
     assert df["probability"].between(0, 1).all() and np.isfinite(df["weight"]).all()
@@ -168,6 +168,31 @@ def test_train_on_an_anndata_without_a_path(tmp_path):
         evaluate(run.path, plots=False)
     metrics = evaluate(run.path, plots=False, adata=a)["metrics"]
     assert metrics["n_perturbations"] > 0
+
+
+def test_edges_say_what_the_data_can_inform(tmp_path):
+    """grn.tsv marks an edge informed only when its regulator has training cells and its target
+    is a measured gene, or reaches one over the remaining hops; evidence counts the regulator's
+    training cells."""
+    a = grnvae.simulate(n_genes=30, n_regulators=5, n_cells=500, n_doubles=0, seed=4)
+    keep = [g for g in a.var_names if g != "G0001"]  # G0001: perturbed, not measured
+    a = a[:, keep].copy()
+    over = ["train.max_epochs=1", "train.progress_bar=false", "model.latent_dim=4"]
+    run = grnvae.train("grnvae", overrides=over, adata=a, out=tmp_path / "one_hop")
+    df = pd.read_csv(run.path / "grn.tsv", sep="\t")
+    counts = a.obs["perturbation"].astype(str).value_counts()
+    train_cells = dict(zip(run.model.spec.nodes, run.model.node_counts.tolist()))
+    assert (df["evidence"] == df["source"].map(train_cells)).all()
+    assert 0 < train_cells["G0002"] <= counts["G0002"]
+    into_unmeasured = df["target"] == "G0001"
+    assert into_unmeasured.any() and not df.loc[into_unmeasured, "informed"].any()
+    seen = df["evidence"] > 0
+    assert df.loc[~into_unmeasured & seen, "informed"].all()  # seen regulators into measured genes
+    assert (~seen).any() and not df.loc[~seen, "informed"].any()  # self-loops of never-perturbed genes
+    # with two hops, an edge into G0001 is informed when G0001 reaches a measured gene
+    run = grnvae.train("grnvae", overrides=over + ["model.effect.hops=2"], adata=a, out=tmp_path / "two_hops")
+    df = pd.read_csv(run.path / "grn.tsv", sep="\t")
+    assert df.loc[df["target"] == "G0001", "informed"].all()
 
 
 def test_loggers(tmp_path):
