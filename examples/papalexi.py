@@ -62,7 +62,8 @@ def main(argv=None):
             shutil.copy(png, figures / f"{name}_{png.name}")
         grn = res["grn"]["causal"]["model"]
         top = run.grn().to_dataframe()
-        top = top[top.source != top.target].sort_values("probability", ascending=False).head(10)
+        top = top[(top.source != top.target) & top.informed]  # edges the data could inform
+        top = top.sort_values("probability", ascending=False).head(10)
         epochs = json.loads((run.path / "metrics.json").read_text()).get("epochs")
         sections.append((name, extra, res["metrics"], grn, top, sorted(figures.glob(f"{name}_*.png")), epochs))
         print(f"{name}:\n{table(res['metrics'])}\n")

@@ -751,6 +751,7 @@ def grn_neighbourhood(
     score: str = "probability",
     hops: int = 1,
     extra: Mapping[str, Any] | None = None,
+    uninformed: bool = False,
     ax: Any = None,
     show: bool = False,
     save: PathLike | None = None,
@@ -786,6 +787,10 @@ def grn_neighbourhood(
     extra : dict of str -> array, optional
         Per-edge values in GRN edge order not stored on the GRN (see
         :meth:`GRN.to_dataframe`), e.g. ``{"probability": p, "weight": w}``.
+    uninformed : bool
+        Also draw edges the data could not inform (``informed`` False in a learned GRN: their
+        regulator has no training cells, or their target touches no measured gene); they are
+        left out by default.
     ax : matplotlib Axes (or a sequence of them, one per panel), optional
         Draw into these instead of a new figure; the figure returned is theirs.
     show : bool
@@ -824,6 +829,8 @@ def grn_neighbourhood(
             f"{_suggest(score, attrs)} (available: {attrs}); pass score= or the learned "
             "values with extra={...}"
         )
+    if "informed" in df.columns and not uninformed:  # edges the data could not inform keep their prior
+        df = df[df["informed"].astype(bool)].copy()
     df["_strength"] = np.abs(pd.to_numeric(df[score], errors="coerce").to_numpy(np.float64))
     own = df[(df["source"] == gene) | (df["target"] == gene)]
     df = df[df["_strength"] > threshold]

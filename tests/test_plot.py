@@ -9,6 +9,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
@@ -359,3 +360,14 @@ def test_plots_draw_into_given_axes_and_save(effects, scores, tmp_path):
     shown = plot.metric_bars(table, ceiling=ceiling, show=True)  # a pyplot figure, shown (Agg: no window)
     assert shown.number in plt.get_fignums() and len(plt.get_fignums()) == before + 1
     plt.close("all")
+
+
+def test_grn_neighbourhood_leaves_out_edges_the_data_cannot_inform():
+    grn = small_grn()
+    df = grn.to_dataframe()
+    informed = torch.tensor([not (s == "GATA1" and t == "A") for s, t in zip(df.source, df.target)])
+    marked = GRN(grn.genes, grn.edge_index, {**grn.edge_attr, "informed": informed}, name="toy")
+    default = len(arrows(plot.grn_neighbourhood(marked, "GATA1", threshold=0.0)))
+    everything = len(arrows(plot.grn_neighbourhood(marked, "GATA1", threshold=0.0, uninformed=True)))
+    assert everything == len(arrows(plot.grn_neighbourhood(grn, "GATA1", threshold=0.0)))
+    assert int((~informed).sum()) == 1 and default == everything - 1
