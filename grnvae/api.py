@@ -30,6 +30,7 @@ import pandas as pd
 from .errors import DataError, RunError
 
 SETUP_KEY = "grnvae_setup"  # adata.uns entry written by Model.setup_anndata
+SETUP_KEYS = ("perturbation_key", "control", "covariates", "separator", "layer")
 LATENT_KEY = "X_grnvae"
 EXPECTED_LAYER = "grnvae_expected"
 GRN_KEY = "grnvae_grn"
@@ -41,6 +42,21 @@ def _overrides(overrides: Union[Sequence[str], Mapping[str, Any]], settings: Map
     out = list(overrides.items()) if isinstance(overrides, Mapping) else list(overrides)
     out += [(k.replace("__", "."), v) for k, v in settings.items()]
     return [item if isinstance(item, str) else f"{item[0]}={_value(item[1])}" for item in out]
+
+
+def _overridden(overrides: Union[Sequence[str], Mapping[str, Any]], settings: Mapping[str, Any]) -> set:
+    """The ``data.*`` keys that explicit overrides or settings set (they win over registration)."""
+    keys = {item.split("=", 1)[0].strip() for item in _overrides(overrides, settings)}
+    return {k[len("data."):] for k in keys if k.startswith("data.")}
+
+
+def _plain(v: Any) -> Any:
+    """Lists, tuples, arrays and recipe lists as plain lists; anything else as it is."""
+    from omegaconf import ListConfig
+
+    if isinstance(v, (np.ndarray, ListConfig, tuple, list)):
+        return list(v.tolist() if isinstance(v, np.ndarray) else v)
+    return v
 
 
 def _value(v: Any) -> str:
@@ -70,8 +86,18 @@ class Model:
 
         self.adata = adata
         setup = dict(adata.uns.get(SETUP_KEY, {}))
+        odd = sorted(set(setup) - set(SETUP_KEYS))
+        if odd:
+            raise DataError(f"adata.uns['{SETUP_KEY}'] has keys {odd}; expected some of {', '.join(SETUP_KEYS)} "
+                            f"(write it with grnvae.Model.setup_anndata)")
         registered = [f"data.{k}={_value(v)}" for k, v in setup.items()]
         self.recipe = load_recipe(recipe, registered + _overrides(overrides, settings), data_given=True)
+        explicit = _overridden(overrides, settings)
+        for key, value in setup.items():  # a value the override syntax would alter is refused, not changed
+            want, got = _plain(value), _plain(self.recipe.data[key])
+            if key not in explicit and got != want:
+                raise DataError(f"adata.uns['{SETUP_KEY}']['{key}'] = {want!r} cannot be passed to the recipe "
+                                f"as it is (it reads back as {got!r}); rename it")
         self.run = None
 
     # ------------------------------------------------------------------------ registration
@@ -158,7 +184,7 @@ class Model:
         """Each cell's basal state (posterior mean) ``[n_obs, latent_dim]``; NaN for cells the
         recipe's quality filters leave out. ``write``: also in ``adata.obsm["X_grnvae"]``."""
         adata = self.adata if adata is None else adata
-        out = self._encode(adata)["latent"]
+        out = self._encode(adata, expected=False)["latent"]
         if write:
             adata.obsm[LATENT_KEY] = out
         return out
@@ -170,7 +196,7 @@ class Model:
         ``[n_obs, n_genes]`` in the model's gene order. ``write``: also in
         ``adata.layers["grnvae_expected"]`` (needs ``adata``'s genes in the model's order)."""
         adata = self.adata if adata is None else adata
-        out = self._encode(adata)["expected"]
+        out = self._encode(adata, expected=True)["expected"]
         if write:
             genes = list(self._trained().model.spec.genes)
             if list(map(str, adata.var_names)) != genes:
@@ -223,9 +249,10 @@ class Model:
                 raise DataError(f"covariate '{name}' has levels the model never saw: {new[:10]} "
                                 f"(known: {levels[:10]})")
 
-    def _encode(self, adata, chunk: int = 2048) -> Dict[str, np.ndarray]:
-        """``latent`` and ``expected`` (see :meth:`GRNVAE.encode_cells`) for every cell of
-        ``adata`` (NaN rows for cells the data filters leave out)."""
+    def _encode(self, adata, expected: bool, chunk: int = 2048) -> Dict[str, np.ndarray]:
+        """``latent`` and, with ``expected``, the expected expression (see
+        :meth:`GRNVAE.encode_cells`) for every cell of ``adata`` (NaN rows for cells the data
+        filters leave out)."""
         import torch
 
         from .data import PerturbationData
@@ -240,7 +267,7 @@ class Model:
         to_model = torch.as_tensor([pos[n] for n in data.nodes], dtype=torch.long)
         levels = spec.covariates
         latent = np.full((adata.n_obs, run.model.latent_dim), np.nan, dtype=np.float32)
-        expected = np.full((adata.n_obs, len(spec.genes)), np.nan, dtype=np.float32)
+        expr = np.full((adata.n_obs, len(spec.genes)), np.nan, dtype=np.float32) if expected else None
         rows = pd.Index(list(map(str, adata.obs_names))).get_indexer(data.obs_names)
         torch.manual_seed(int(self.recipe.seed))
         for a in range(0, data.n_cells, chunk):
@@ -255,7 +282,8 @@ class Model:
                     codes = [known.index(str(v)) for v in data.covariates[name][cells]]
                     blocks.append(torch.nn.functional.one_hot(torch.as_tensor(codes), len(known)).float())
                 cov = torch.cat(blocks, dim=1)
-            out = run.model.encode_cells(b["x"], dosage, b["cond_index"], b["library"], cov)
+            out = run.model.encode_cells(b["x"], dosage, b["cond_index"], b["library"], cov, expected=expected)
             latent[rows[cells]] = out["latent"].numpy()
-            expected[rows[cells]] = out["expected"].numpy()
-        return {"latent": latent, "expected": expected}
+            if expected:
+                expr[rows[cells]] = out["expected"].numpy()
+        return {"latent": latent, "expected": expr}

@@ -479,19 +479,23 @@ class GRNVAE(nn.Module):
 
     @torch.no_grad()
     def encode_cells(self, x: Tensor, cond_dosage: Tensor, cond_index: Tensor, library: Tensor,
-                     covariates: Optional[Tensor] = None, samples: int = 10) -> Dict[str, Tensor]:
+                     covariates: Optional[Tensor] = None, samples: int = 10,
+                     expected: bool = True) -> Dict[str, Tensor]:
         """Each cell's basal state (posterior mean, ``latent`` ``[N, L]``) and its expected
         log-normalised expression under the model (``expected`` ``[N, G]``): averaged over
         ``samples`` draws of the basal state from its posterior, with the cell's own condition's
         effects (posterior mean edge weights) and observed library. ``cond_dosage`` ``[C, V]``
         holds the cells' conditions, ``cond_index`` ``[N]`` each cell's row; with penetrance, a
-        cell is taken with all of its targets in effect."""
+        cell is taken with all of its targets in effect. ``expected=False``: the basal states only
+        (the decoder is not run)."""
         self.eval()
         comps = None if self.penetrance is None else self.penetrance.components(cond_dosage)
         z_p, _, _ = self._effects(cond_dosage if comps is None else comps.dosage, 1, mean=True)
         idx = cond_index if comps is None else comps.full[cond_index]
         loc, scale = self.encoder(self.standardise(x), self.encoder.project_effect(z_p), idx, samples, None,
                                   covariates)
+        if not expected:
+            return {"latent": loc[0]}
         z_b = loc + scale * torch.randn_like(loc)
         mean = self.decoder.mean(z_b, self.decoder.project_effect(z_p), idx, library, None, covariates,
                                  self.gene_effects(z_p))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
@@ -480,8 +481,10 @@ def _parse_overrides(overrides: Iterable[str]) -> List[DictConfig]:
             raise RecipeError(f"command-line override {item!r} has an empty key")
         try:
             layer = OmegaConf.from_dotlist([f"{key}={value}"])
-        except OmegaConfBaseException as exc:
-            raise RecipeError(f"command-line override {item!r}: {str(exc).splitlines()[0]}") from None
+        except (OmegaConfBaseException, yaml.YAMLError) as exc:  # YAML: e.g. an unclosed '[a,b'
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RecipeError(f"command-line override {item!r}: {first}; quote the value or close its "
+                              f"brackets") from None
         layers.append(layer)
     return layers
 

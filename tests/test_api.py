@@ -88,3 +88,18 @@ def test_save_and_load_against_a_new_anndata(trained, adata, tmp_path):
     alien.obs["guide"] = alien.obs["guide"].astype(str).replace("G0001", "NOTAGENE")
     with pytest.raises(DataError, match=r"no GRN node for: \['NOTAGENE'\]"):
         grnvae.Model.load(path, adata=alien)
+
+
+def test_registration_from_a_file_is_checked(adata):
+    """adata.uns['grnvae_setup'] comes from a file: unknown keys are refused, and a value the
+    override syntax would read differently is refused rather than silently changed."""
+    a = adata.copy()
+    a.uns["grnvae_setup"] = {"perturbation_key": "guide", "control": "NT", "path": "/etc/passwd"}
+    with pytest.raises(DataError, match=r"has keys \['path'\]"):
+        grnvae.Model(a, recipe="grnvae")
+    a.uns["grnvae_setup"] = {"perturbation_key": "guide", "control": "[NT,ctrl]"}  # would become a list
+    with pytest.raises(DataError, match=r"reads back as \['NT', 'ctrl'\]"):
+        grnvae.Model(a, recipe="grnvae")
+    a.uns["grnvae_setup"] = {"perturbation_key": "guide", "control": "[NT"}
+    with pytest.raises(grnvae.RecipeError, match=r"quote the value or close its brackets"):
+        grnvae.Model(a, recipe="grnvae")

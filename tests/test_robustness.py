@@ -189,6 +189,8 @@ CASES = [
                                            "--out", d / "p.h5ad"], "NOPE1"),
     ("export into a folder", lambda d, r: ["export-grn", r.path, "--out", d / "precious"], "is a directory"),
     ("inspect a missing file", lambda d, r: ["inspect", d / "missing.h5ad"], "missing.h5ad"),
+    ("unclosed list in an override", lambda d, r: ["train", "quickstart", "data.control=[a,b", "--out", d / "u"],
+     "close its brackets"),
 ]
 
 

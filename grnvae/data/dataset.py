@@ -613,7 +613,14 @@ class PerturbationData:
     def condition_effects(self, split: str, max_cells: Optional[int] = None, seed: int = 0) -> Dict[int, np.ndarray]:
         """Mean log-normalised change from the split's controls of each perturbed condition with
         cells in the split (at most ``max_cells`` each, a seeded subset): condition -> ``[G]``.
-        Only the split's cells enter (the honest reference for held-out splits)."""
+        Only the split's cells enter (the honest reference for held-out splits). Computed once
+        per arguments (the node features and the data prior both read the training effects)."""
+        key = f"condition_effects:{split}:{max_cells}:{seed}"
+        if key not in self._cache:
+            self._cache[key] = self._condition_effects(split, max_cells, seed)
+        return dict(self._cache[key])  # type: ignore[arg-type]
+
+    def _condition_effects(self, split: str, max_cells: Optional[int], seed: int) -> Dict[int, np.ndarray]:
         idx = self.split_index(split)
         ctrl = idx[self.pair[idx] == -1]
         if len(ctrl) == 0:
