@@ -50,7 +50,7 @@ class GRNVAEModule(pl.LightningModule):
         first = bad[0]
         raise RunError(
             f"{stage} step {self.global_step} (epoch {self.current_epoch}): the loss term '{first}' is "
-            f"{float(terms[first])}; training stopped. Lower train.lr (now {self.cfg.train.lr}) or "
+            f"{float(terms[first].detach())}; training stopped. Lower train.lr (now {self.cfg.train.lr}) or "
             f"check the data for extreme values")
 
     def training_step(self, batch, batch_idx):

@@ -131,7 +131,7 @@ class GRNVAE(nn.Module):
                 weight_prior_scale=ecfg.weight_prior_scale, temperature=ecfg.temperature,
                 hidden=ecfg.feature_hidden, mask=ecfg.mask, prior_dropout=ecfg.prior_dropout,
                 learn_scale=ecfg.learn_prior_scale, min_scale=ecfg.min_prior_scale, linear_ridge=ecfg.linear_ridge,
-                response=response)
+                response=response, learned_map=ecfg.learned_map, linear_pcs=ecfg.response_pcs)
         else:
             self.edges = EdgePosterior(
                 self.edge_index, V,

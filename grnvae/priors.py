@@ -1954,14 +1954,14 @@ def resolve_prior(ref: PathLike, cache_dir: PathLike | None = None,
     if path.is_dir():
         raise GRNError(f"prior {str(ref)!r} is a directory; give the network file inside it")
     try:
-        entries = catalog()
-    except GRNError:
-        entries = {}
+        entries, problem = catalog(), ""
+    except GRNError as exc:  # an unreadable catalog is reported, not mistaken for a missing one
+        entries, problem = {}, f" (the catalog cannot be used: {exc})"
     if isinstance(ref, str) and ref in entries:
         local = download(ref, cache_dir=cache_dir, allow_unverified=allow_unverified)
         member = entries[ref].member
         return _extract_member(local, member) if member else local
-    known = ", ".join(sorted(entries)) or "none (catalog not found)"
+    known = ", ".join(sorted(entries)) or f"none{problem}"
     raise GRNError(
         f"prior {str(ref)!r} is neither an existing file nor a catalog name; catalog names: "
         f"{known}; or give the path of a network file ({', '.join(FORMATS)})"

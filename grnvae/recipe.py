@@ -152,9 +152,15 @@ class EdgeConfig:
     prior_dropout: float = 0.0  # training: chance a seen regulator is drawn from the feature prior for a step
     learn_prior_scale: bool = False  # weight: features: learn each target's prior scale (empirical Bayes)
     min_prior_scale: float = 0.0  # a floor under the learned prior scales
-    # weight: features: add the closed-form ridge fit of the seen weights by the features (the
-    # linear baseline on edge weights) to the prior mean, with this ridge penalty; null: none
-    linear_ridge: Optional[float] = None
+    # weight: features: add a closed-form linear term to the prior mean; null: none. With
+    # prior_mean=data it is the linear baseline fitted to the seen regulators' changes, with this
+    # ridge relative to the fit's scale, or "auto": chosen by cross-validation over the seen
+    # regulators; with prior_mean=posterior, the ridge fit of the seen weights by the features
+    # (an absolute penalty)
+    linear_ridge: Any = None
+    # weight: features: the learned map from the regulator's and target's features to the prior
+    # mean (off: the prior mean is the data's mean response, plus the linear term if any)
+    learned_map: bool = True
     # weight: features: where the prior's per-target mean and linear term come from: "posterior"
     # (moment estimates from the seen regulators' posterior weights) or "data" (the seen
     # regulators' mean log-normalised changes in training cells, as weights: the mean_effect and
@@ -544,9 +550,11 @@ def _check(cfg: DictConfig, where: str, data_given: bool = False) -> None:
     if pen.enabled and not (0.0 < pen.prior < 1.0 and pen.spread > 0):
         raise RecipeError(f"{where}: 'model.penetrance.prior' must lie in (0, 1) and 'model.penetrance.spread' "
                           f"be > 0, got prior={pen.prior}, spread={pen.spread}")
-    if e.linear_ridge is not None and e.linear_ridge < 0:
-        raise RecipeError(f"{where}: 'model.edges.linear_ridge' must be >= 0 (or null for no linear term), "
-                          f"got {e.linear_ridge}")
+    ridge = e.linear_ridge
+    if ridge is not None and not (ridge == "auto" and e.prior_mean == "data") and (
+            isinstance(ridge, (bool, str)) or not isinstance(ridge, (int, float)) or ridge < 0):
+        raise RecipeError(f"{where}: 'model.edges.linear_ridge' is {excerpt(ridge)!r}; give a number >= 0, null for "
+                          f"no linear term, or 'auto' (with model.edges.prior_mean=data)")
     if e.weight == "features" and not e.mask and (cfg.loss.sparsity > 0 or cfg.loss.align.weight > 0):
         raise RecipeError(f"{where}: model.edges.mask=false has no edge probabilities for loss.sparsity or "
                           f"loss.align to act on; set them to 0 or model.edges.mask=true")
@@ -638,10 +646,12 @@ def load_recipe(
             _refuse_resolvers(layer, source)
         cfg = _merge_layer(cfg, layer, source)
     for layer, item in zip(_parse_overrides(overrides), overrides):
-        where = f"override {excerpt(item)!r}"
+        source = f"override {excerpt(item)!r}"
         if not resolvers:
-            _refuse_resolvers(layer, where)
-        cfg = _merge_layer(cfg, layer, where)
+            _refuse_resolvers(layer, source)
+        cfg = _merge_layer(cfg, layer, source)
+    if overrides:  # the composed result: a bad value may come from the file or any override
+        where = f"{where} with its overrides"
     _check(cfg, where, data_given)
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, True)

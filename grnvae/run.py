@@ -183,6 +183,8 @@ def read_checkpoint(path: Path) -> Dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError (zip), EOFError, ...
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in first or "Weights only" in first:  # torch's hint points to the unsafe load
+            first = "it holds Python objects other than tensors and containers"
         raise RunError(f"{path} cannot be read as a grnvae checkpoint ({first}); it is truncated, "
                        f"corrupt or holds objects other than tensors, so it was not loaded") from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -28,7 +29,8 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp)`` on a temp file next to ``path``, then ``os.replace`` it into place.
 
     A reader never sees a half-written file, and an interrupted write leaves the previous file
-    (or nothing) behind.
+    (or nothing) behind. A failed write is an ``OSError`` naming ``path`` (a writer that reports
+    I/O failures otherwise, as ``torch.save`` does with a ``RuntimeError``, included).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -42,11 +44,16 @@ def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
         except OSError:
             pass
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        if isinstance(exc, RuntimeError):  # e.g. torch.save on a full disk
+            first = (str(exc).strip().splitlines() or ["unknown error"])[0][:120]
+            raise OSError(errno.EIO, f"could not write the file ({first})", str(path)) from exc
         raise
     return path
 
@@ -79,14 +86,31 @@ def jsonable(obj):
     return obj
 
 
-def bilinear_ridge(G, Y, P, ridge: float):
+def pca_scores(Y, k: int):
+    """Row scores ``U_k S_k`` of the top-k principal components of ``Y`` (rows: genes) with each
+    column centred over the rows (as R's ``prcomp(Y)$x``): the gene embedding of the ``linear``
+    baseline and of the node features. ``k`` is capped at ``Y``'s smaller side."""
+    import numpy as np
+
+    Y = np.asarray(Y, dtype=np.float64)
+    Yc = Y - Y.mean(axis=0, keepdims=True)
+    k = max(0, min(int(k), *Yc.shape))
+    if k == 0:
+        return np.zeros((Y.shape[0], 0))
+    U, S, _ = np.linalg.svd(Yc, full_matrices=False)
+    return U[:, :k] * S[:k]
+
+
+def bilinear_ridge(G, Y, P, ridge: float, relative: bool = False):
     """``W`` minimising ``||Y - G W P^T||_F^2 + ridge ||W||_F^2`` exactly (float64 numpy).
 
     ``Y`` ``[n, m]``, ``G`` ``[n, K]``, ``P`` ``[m, J]`` -> ``W`` ``[K, J]``. With
     ``G^T G = U diag(g) U^T`` and ``P^T P = V diag(q) V^T``,
     ``W = U [ (U^T G^T Y P V) / (g_i q_j + ridge) ] V^T``. Eigenvalues at rounding level count as
     0 and entries with ``g_i q_j + ridge == 0`` are 0, so ``ridge == 0`` gives the minimum-norm
-    least-squares solution. The bilinear map of the ``linear`` baseline and of the edge prior.
+    least-squares solution. With ``relative`` the penalty is ``ridge`` times the largest
+    ``g_i q_j`` (scale-free: 1 shrinks even the strongest direction by half). The bilinear map of
+    the ``linear`` baseline and of the edge prior.
     """
     import numpy as np
 
@@ -96,6 +120,8 @@ def bilinear_ridge(G, Y, P, ridge: float):
     eps = 1e3 * max(G.shape[1], P.shape[1]) * np.finfo(np.float64).eps
     g = np.where(g > eps * max(float(g.max(initial=0.0)), 0.0), g, 0.0)
     q = np.where(q > eps * max(float(q.max(initial=0.0)), 0.0), q, 0.0)
+    if relative:
+        ridge = float(ridge) * float(g.max(initial=0.0)) * float(q.max(initial=0.0))
     denom = g[:, None] * q[None, :] + float(ridge)
     rhs = U.T @ (G.T @ Y @ P) @ V
     coef = np.divide(rhs, denom, out=np.zeros_like(rhs), where=denom > 0)

@@ -5,6 +5,7 @@ pieces it relies on (measured nodes, regulator edges, dosage sign)."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -368,8 +369,9 @@ def test_data_prior_is_the_seen_regulators_fold_changes(sim):
     """model.edges.prior_mean=data: the seen regulators' mean log-normalised changes, turned into
     weights through the expected-lognorm map, track the simulator's true log-fold changes; each
     target's prior mean is the weight of their average change (what an unseen regulator without
-    features gets: the mean_effect baseline through the likelihood), and self-loops get no
-    linear term (a knocked-out gene's own change is the self term's)."""
+    features gets: the mean_effect baseline through the likelihood), and the linear term makes
+    every edge of a measured regulator, self-loops included, the weight of the linear baseline's
+    prediction."""
     from grnvae.data.features import response_weights, to_weights
 
     data, model = _model(sim, "model.edges.prior_mean=data", "model.penetrance.population=true",
@@ -395,5 +397,22 @@ def test_data_prior_is_the_seen_regulators_fold_changes(sim):
     assert torch.allclose(d[measured], torch.as_tensor(lfc[cols[cols >= 0]], dtype=torch.float32), atol=1e-5)
     src, tgt = edges.edge_index
     lin = edges.linear_term(d)
-    assert torch.all(lin[src == tgt] == 0) and lin[src != tgt].abs().sum() > 0
     assert torch.equal(lin, edges.linear_term(d))  # a constant, computed once
+    # the linear baseline on the same changes, with the penalty the relative ridge stands for
+    from grnvae.evaluation.baselines import linear
+    from grnvae.utils import pca_scores
+
+    train = pd.DataFrame(r["delta"].T, index=list(data.genes), columns=[data.nodes[n] for n in nodes])
+    Gm = pca_scores(train.to_numpy(), 10)
+    Pm = Gm[[list(data.genes).index(p) for p in train.columns]]
+    scale = np.linalg.eigvalsh(Gm.T @ Gm).max() * np.linalg.eigvalsh(Pm.T @ Pm).max()
+    regs = [n for n in range(len(data.nodes)) if cols[n] >= 0 and data.nodes[n] not in train.columns][:3]
+    assert regs
+    expect = linear(train, [data.nodes[n] for n in regs], ridge=1.0 * scale)
+    for n in regs:
+        out = (src == n) & torch.as_tensor(cols >= 0)[tgt]
+        genes_out = cols[tgt[out].numpy()]
+        want = to_weights(expect[data.nodes[n]].to_numpy()[genes_out], genes_out, r["table"], r["grid"]) / data.dose
+        got = (d[tgt[out]] + lin[out]).numpy()
+        assert np.allclose(got, want, atol=1e-4), data.nodes[n]
+        assert (src[out] == tgt[out]).any()  # its self-loop is among them

@@ -250,6 +250,23 @@ def test_full_disk_is_one_line(files, capsys, monkeypatch):
     assert "No space left on device" in err and "recipe.yaml" in err
 
 
+def test_checkpoint_write_failure_is_one_line(files, capsys, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError from its zip writer: still one line
+    naming the checkpoint, and the run is left resumable."""
+    import torch
+
+    d, _ = files
+
+    def failing_save(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    status, err = _cli(_q(d, "--out", d / "fullckpt"), capsys)
+    assert status == 2 and "Traceback" not in err
+    assert "could not write the file" in err and ".ckpt" in err
+    assert not list((d / "fullckpt").rglob("*.tmp"))  # no half-written file left behind
+
+
 def test_metrics_are_strict_json(files):
     _, run = files
     json.loads((run.path / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"bare {c}"))
@@ -281,6 +298,7 @@ def test_pickled_payload_in_a_checkpoint_runs_nothing(files, tmp_path, capsys):
                  ["predict", hostile, "--perturbations", "G0001", "--out", tmp_path / "p.h5ad"]):
         status, err = _cli(argv, capsys)
         assert status == 2 and "cannot be read as a grnvae checkpoint" in err and "Traceback" not in err
+        assert "weights_only" not in err  # no hint towards the unsafe load
         assert not marker.exists(), argv
     # the same payload does run under a plain unpickler: the test can fail
     torch.load(hostile / "checkpoints" / "best.ckpt", weights_only=False)
@@ -436,6 +454,20 @@ def test_download_refuses_other_schemes(tmp_path, monkeypatch):
         with pytest.raises(GRNError, match="only over https"):
             priors.download("x", url=url, allow_unverified=True)
     assert not any(tmp_path.rglob("*.tsv"))
+
+
+def test_a_catalog_with_a_plain_http_entry_says_so(tmp_path, monkeypatch):
+    """A catalog that cannot be used is reported with its reason, not as a missing catalog."""
+    from grnvae import priors
+    from grnvae.errors import GRNError
+
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text("priors:\n  plain:\n    url: http://example.org/p.tsv\n    format: tsv\n    citation: x\n"
+                   "    sha256: null\n    description: x\n    license: x\n    species: human\n")
+    monkeypatch.setenv("GRNVAE_PRIOR_CATALOG", str(cat))
+    with pytest.raises(GRNError) as info:
+        priors.resolve_prior("plain")
+    assert "cannot be used" in str(info.value) and "https" in str(info.value)
 
 
 def test_unverified_cache_is_rechecked(tmp_path, monkeypatch):

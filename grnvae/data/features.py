@@ -22,16 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..recipe import FEATURES
-
-
-def _top_components(Y: np.ndarray, k: int) -> np.ndarray:
-    """Row scores ``U_k S_k`` of the top-k components of column-centred ``Y`` (rows: genes)."""
-    Yc = Y - Y.mean(axis=0, keepdims=True)
-    k = max(0, min(k, *Yc.shape))
-    if k == 0:
-        return np.zeros((Y.shape[0], 0))
-    U, S, _ = np.linalg.svd(Yc, full_matrices=False)
-    return U[:, :k] * S[:k]
+from ..utils import bilinear_ridge, pca_scores
 
 
 def _unit(block: np.ndarray) -> np.ndarray:
@@ -56,12 +47,12 @@ def node_features(data, kinds: Sequence[str] = FEATURES, expression_pcs: int = 2
         Z = data.lognorm_rows(cells, cols).toarray().astype(np.float64)
         Z = (Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-6)
         # gene loadings: rows of the genes x cells matrix projected on its top components
-        blocks.append(_unit(_top_components(Z.T, expression_pcs)))
+        blocks.append(_unit(pca_scores(Z.T, expression_pcs)))
     if "response" in kinds:
         responses = data.condition_effects("train", max_cells=2000, seed=seed)
         if responses:
             Y = np.stack([r[cols] for r in responses.values()], axis=1)  # genes x perturbations
-            blocks.append(_unit(_top_components(Y, response_pcs)))
+            blocks.append(_unit(pca_scores(Y, response_pcs)))
     F = np.zeros((V, sum(b.shape[1] for b in blocks) + 1), dtype=np.float32)
     start = 0
     for b in blocks:
@@ -137,6 +128,57 @@ def to_weights(delta: np.ndarray, columns: np.ndarray, table: np.ndarray, grid: 
         at = columns == g
         out[at] = np.interp(delta[at], col, grid)
     return out
+
+
+RIDGE_GRID = (1e-4, 1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)  # relative ridges the data prior chooses among
+
+
+def linear_response_map(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, num_nodes: int,
+                        pcs: int = 10, ridge="auto", folds: int = 5, seed: int = 0):
+    """The ``linear`` baseline (Ahlmann-Eltze et al. 2025) fitted to the seen regulators'
+    responses, as a map on GRN nodes: ``(emb [V, K], W [K, K], ridge)`` such that the predicted
+    change of target node j under a perturbation of node i is ``mean_j + emb[j] @ W @ emb[i]``.
+
+    ``response`` ``[S, T]`` holds regulator ``regulators[s]``'s mean change of target node
+    ``targets[t]`` (measured genes). ``emb`` holds the targets' principal-component scores of
+    those changes (:func:`grnvae.utils.pca_scores`, ``pcs`` of them) and zeros on every other
+    node, so a regulator that is not a measured gene gets ``mean_j`` alone; ``W`` is the exact
+    ridge fit (:func:`grnvae.utils.bilinear_ridge`) with a *relative* penalty. ``ridge="auto"``
+    chooses it from :data:`RIDGE_GRID` by ``folds``-fold cross-validation over the regulators
+    (mean squared error of the held-out regulators' changes, embedding and mean refitted without
+    them): with few measured regulators the fit extrapolates and a strong penalty wins, with many
+    a weak one, where the baseline's fixed small penalty can predict changes several times too large.
+    Returns the ridge used.
+    """
+    Y = np.asarray(response, dtype=np.float64).T  # targets x regulators
+    targets, regulators = np.asarray(targets), np.asarray(regulators)
+    where = np.full(num_nodes, -1)
+    where[targets] = np.arange(len(targets))
+
+    def fit(cols, lam):
+        G = pca_scores(Y[:, cols], pcs)
+        rows = where[regulators[cols]]
+        P = np.where(rows[:, None] >= 0, G[np.maximum(rows, 0)], 0.0)
+        mean = Y[:, cols].mean(axis=1, keepdims=True)
+        return G, mean, bilinear_ridge(G, Y[:, cols] - mean, P, lam, relative=True)
+
+    S = Y.shape[1]
+    if ridge == "auto":
+        order = np.random.default_rng(seed).permutation(S)
+        splits = [order[k::folds] for k in range(min(folds, S))] if S >= 2 else []
+        errors = np.zeros(len(RIDGE_GRID))
+        for held in splits:
+            keep = np.setdiff1d(np.arange(S), held)
+            for k, lam in enumerate(RIDGE_GRID):
+                G, mean, W = fit(keep, lam)
+                rows = where[regulators[held]]
+                Ph = np.where(rows[:, None] >= 0, G[np.maximum(rows, 0)], 0.0)
+                errors[k] += ((Y[:, held] - mean - G @ W @ Ph.T) ** 2).sum()
+        ridge = RIDGE_GRID[int(np.argmin(errors))] if splits else RIDGE_GRID[-1]
+    G, _, W = fit(np.arange(S), float(ridge))
+    emb = np.zeros((num_nodes, G.shape[1]))
+    emb[targets] = G
+    return emb, W, float(ridge)
 
 
 def response_weights(data, split: str = "train", max_cells: int = 2000, seed: int = 0) -> dict:

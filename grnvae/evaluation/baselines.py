@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..utils import bilinear_ridge
+from ..utils import bilinear_ridge, pca_scores
 
 
 def _perturbation_list(perturbations, where: str) -> List[str]:
@@ -128,14 +128,6 @@ def additive(train_delta: pd.DataFrame, perturbations: Sequence, separator: str 
     return _frame(out, train_delta.index, perts)
 
 
-def _pca_scores(Y: np.ndarray, k: int) -> np.ndarray:
-    """Top-k principal-component scores of the rows (genes) of Y: ``U_k S_k`` of the SVD of Y
-    with each column (perturbation) centred over genes (as R's ``prcomp(Y)$x``)."""
-    Yc = Y - Y.mean(axis=0, keepdims=True)
-    U, S, _ = np.linalg.svd(Yc, full_matrices=False)
-    return U[:, :k] * S[:k]
-
-
 def linear(
     train_delta: pd.DataFrame,
     perturbations: Sequence,
@@ -183,7 +175,7 @@ def linear(
         k = int(min(n_components, n_genes, n_train))
         if k < 1:
             raise DataError(f"linear: n_components must be >= 1, got {n_components}")
-        G = _pca_scores(Y, k)
+        G = pca_scores(Y, k)
         emb_index: Dict[str, int] = {str(g): i for i, g in enumerate(genes)}
         emb = G
     elif isinstance(gene_embedding, pd.DataFrame):

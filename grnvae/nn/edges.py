@@ -285,19 +285,28 @@ class FeatureEdgePosterior(nn.Module):
             ``weight_prior_scale`` (a Gaussian scale fitted to mostly-null effects shrinks the
             few large ones hard).
         min_scale (float): a floor under the learned ``s_j``.
-        linear_ridge (float): add the closed-form linear term with this ridge penalty (None: none).
+        linear_ridge (float or str): add the closed-form linear term with this ridge penalty (None:
+            none). With ``response`` the penalty is relative and ``"auto"`` chooses it by
+            cross-validation over the seen regulators (:func:`grnvae.data.features.linear_response_map`).
         response (dict): the data-fitted prior's inputs (:func:`grnvae.data.features.response_weights`
             on the target nodes): ``nodes [S]``, ``delta [S, V]`` (NaN where the target is not a
             measured gene), ``grid [K]``, ``table [K, V]`` and the scalar ``dose``.
+        learned_map (bool): the learned bilinear term ``<B_s(f_i), B_j>`` of the prior mean; with
+            False the prior mean is ``d_j`` (plus the self term and the linear term), so an unseen
+            regulator gets exactly the ``mean_effect`` or ``linear`` baseline through the likelihood.
+        linear_pcs (int): principal components of the linear term's embedding with ``response``.
     """
 
     def __init__(self, edge_index: Tensor, features: Tensor, seen: Optional[Tensor] = None, mask_prior: float = 0.5,
                  logit_init: float = 0.0, weight_prior_scale: float = 0.5, temperature: float = 1.0,
                  hidden: int = 32, mask: bool = True, prior_dropout: float = 0.0, learn_scale: bool = False,
                  min_scale: float = 0.0, linear_ridge: Optional[float] = None,
-                 response: Optional[dict] = None):
+                 response: Optional[dict] = None, learned_map: bool = True, linear_pcs: int = 10):
         super().__init__()
-        self.linear_ridge = None if linear_ridge is None else float(linear_ridge)
+        self.linear_ridge = linear_ridge if linear_ridge in (None, "auto") else float(linear_ridge)
+        self.linear_ridge_used: Optional[float] = None
+        self.learned_map = bool(learned_map)
+        self.response_pcs = int(linear_pcs)
         E = edge_index.shape[1]
         V = features.shape[0]
         self.prior_dropout = float(prior_dropout)
@@ -421,12 +430,14 @@ class FeatureEdgePosterior(nn.Module):
                           self.response_grid.cpu().numpy()) / self.response_dose
 
     def _data_linear_term(self) -> Tensor:
-        """The linear term fitted to the data's responses (``prior_mean=data``): the ridge fit,
-        by the features, of the responding regulators' mean log-normalised changes on the
-        measured targets, centred on their mean (the ``linear`` baseline), turned into weights
-        and less ``d_j``; 0 on targets that are not measured genes and on self-loops (a
-        knocked-out gene's own change is the self term's). A constant, computed once."""
-        from ..utils import bilinear_ridge
+        """The linear term fitted to the data's responses (``prior_mean=data``): the ``linear``
+        baseline itself (:func:`grnvae.data.features.linear_response_map`: the seen regulators'
+        mean log-normalised changes on the measured targets, centred on their mean, fitted by the
+        principal-component scores of the same changes with ridge ``linear_ridge``), turned into
+        weights and less ``d_j``, self-loops included (a knocked-out gene's own change is part of
+        what the baseline fits); 0 on targets that are not measured genes. A constant, computed
+        once."""
+        from ..data.features import linear_response_map
 
         if self._linear_cache is not None and self._linear_cache.device == self.q_loc.device:
             return self._linear_cache
@@ -435,16 +446,14 @@ class FeatureEdgePosterior(nn.Module):
             out = torch.zeros_like(self.q_loc)
             targets = torch.nonzero(self.response_known).flatten()
             if self.response_nodes.numel() and targets.numel():
-                # a regulator's own gene is left out of the fit (set to the mean: no residual)
-                own = (targets[:, None] == self.response_nodes[None, :])  # targets x regulators
-                Y = (self.response[:, targets] - self.response_delta[targets]).t().masked_fill(own, 0.0)
-                F = self.features.double().cpu().numpy()
-                Ft, Fr = F[targets.cpu().numpy()], F[self.response_nodes.cpu().numpy()]
-                W = torch.as_tensor(bilinear_ridge(Ft, Y.double().cpu().numpy(), Fr, self.linear_ridge))
-                use = (self.response_known[tgt] & (src != tgt)).cpu()
+                known = self.response_known.cpu().numpy()
+                emb, W, self.linear_ridge_used = linear_response_map(
+                    self.response.cpu().numpy()[:, known], self.response_nodes.cpu().numpy(), np.flatnonzero(known),
+                    self.num_nodes, self.response_pcs, self.linear_ridge)
+                emb, W = torch.as_tensor(emb), torch.as_tensor(W)
+                use = self.response_known[tgt].cpu()
                 s_, t_ = src.cpu()[use], tgt.cpu()[use]
-                feats = self.features.double().cpu()
-                change = self.response_delta.cpu()[t_] + ((feats[t_] @ W) * feats[s_]).sum(-1)
+                change = self.response_delta.cpu()[t_] + ((emb[t_] @ W) * emb[s_]).sum(-1)
                 weight = torch.as_tensor(self._to_weights(change.numpy(), t_.numpy()), dtype=out.dtype)
                 out[use.to(out.device)] = (weight - self.response_mean.cpu()[t_]).to(out.device)
         self._linear_cache = out
@@ -458,7 +467,9 @@ class FeatureEdgePosterior(nn.Module):
         s = self.source_net(self.features)
         t = self.target_net(self.features) + self.target_free
         c, d = self.target_means()
-        b = (s[src, H:] * t[tgt, H:]).sum(-1) + d[tgt] + self.self_terms[1] * self.is_self
+        b = d[tgt] + self.self_terms[1] * self.is_self
+        if self.learned_map:
+            b = b + (s[src, H:] * t[tgt, H:]).sum(-1)
         if self.linear_ridge is not None:
             b = b + self.linear_term(d)
         if not self.use_mask:  # no mask enters the loss: skip the logits' [E, H] product
