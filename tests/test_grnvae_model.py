@@ -416,3 +416,31 @@ def test_data_prior_is_the_seen_regulators_fold_changes(sim):
         got = (d[tgt[out]] + lin[out]).numpy()
         assert np.allclose(got, want, atol=1e-4), data.nodes[n]
         assert (src[out] == tgt[out]).any()  # its self-loop is among them
+
+
+def test_without_the_learned_map_an_unseen_regulator_gets_the_baselines(sim):
+    """model.edges.learned_map=false: the prior mean of every edge is the data's (mean change plus
+    the linear term, and the self term on self-loops), so an unseen regulator's edges are the
+    linear baseline's weights (mean_effect's for one without features) whatever the training does
+    to the prior networks; with the map on, training moves them."""
+    data, model = _model(sim, "model.edges.prior_mean=data", "model.edges.linear_ridge=0.1",
+                         "model.edges.learned_map=false")
+    edges = model.edges
+    src, tgt = edges.edge_index
+    _, d = edges.target_means()
+    want = d[tgt] + edges.linear_term(d)
+    with torch.no_grad():
+        for net in (edges.source_net, edges.target_net):
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))  # what training might do to the map
+        edges.target_free.add_(torch.randn_like(edges.target_free))
+    b = edges.prior()[1]
+    other = src != tgt
+    assert torch.allclose(b[other], want[other], atol=1e-5)
+    data, model = _model(sim, "model.edges.prior_mean=data", "model.edges.linear_ridge=0.1")
+    edges = model.edges
+    with torch.no_grad():
+        edges.target_free.add_(torch.randn_like(edges.target_free))
+        edges.source_net[2].weight.add_(torch.randn_like(edges.source_net[2].weight))
+    _, d = edges.target_means()
+    assert not torch.allclose(edges.prior()[1][other], (d[tgt] + edges.linear_term(d))[other], atol=1e-3)

@@ -285,9 +285,8 @@ class FeatureEdgePosterior(nn.Module):
             ``weight_prior_scale`` (a Gaussian scale fitted to mostly-null effects shrinks the
             few large ones hard).
         min_scale (float): a floor under the learned ``s_j``.
-        linear_ridge (float or str): add the closed-form linear term with this ridge penalty (None:
-            none). With ``response`` the penalty is relative and ``"auto"`` chooses it by
-            cross-validation over the seen regulators (:func:`grnvae.data.features.linear_response_map`).
+        linear_ridge (float): add the closed-form linear term with this ridge penalty (None: none);
+            with ``response`` the penalty is relative (:func:`grnvae.data.features.linear_response_map`).
         response (dict): the data-fitted prior's inputs (:func:`grnvae.data.features.response_weights`
             on the target nodes): ``nodes [S]``, ``delta [S, V]`` (NaN where the target is not a
             measured gene), ``grid [K]``, ``table [K, V]`` and the scalar ``dose``.
@@ -303,8 +302,7 @@ class FeatureEdgePosterior(nn.Module):
                  min_scale: float = 0.0, linear_ridge: Optional[float] = None,
                  response: Optional[dict] = None, learned_map: bool = True, linear_pcs: int = 10):
         super().__init__()
-        self.linear_ridge = linear_ridge if linear_ridge in (None, "auto") else float(linear_ridge)
-        self.linear_ridge_used: Optional[float] = None
+        self.linear_ridge = None if linear_ridge is None else float(linear_ridge)
         self.learned_map = bool(learned_map)
         self.response_pcs = int(linear_pcs)
         E = edge_index.shape[1]
@@ -447,7 +445,7 @@ class FeatureEdgePosterior(nn.Module):
             targets = torch.nonzero(self.response_known).flatten()
             if self.response_nodes.numel() and targets.numel():
                 known = self.response_known.cpu().numpy()
-                emb, W, self.linear_ridge_used = linear_response_map(
+                emb, W = linear_response_map(
                     self.response.cpu().numpy()[:, known], self.response_nodes.cpu().numpy(), np.flatnonzero(known),
                     self.num_nodes, self.response_pcs, self.linear_ridge)
                 emb, W = torch.as_tensor(emb), torch.as_tensor(W)
