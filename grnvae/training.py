@@ -337,7 +337,7 @@ def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:
                        f"written to grn.tsv: lower train.lr (now {t.lr}) and train again with --overwrite")
     grn.to_tsv(run.path / "grn.tsv")
     if data.true_grn is not None:
-        from .evaluation.grn import score_against_truth
+        from .evaluation.grn_scoring import score_reference
 
-        metrics["grn_recovery"] = score_against_truth(grn, data.true_grn)
+        metrics["grn_recovery"] = score_reference(grn, data.true_grn, complete=True)
     atomic_write_text(run.path / "metrics.json", json.dumps(jsonable(metrics), indent=2, allow_nan=False))

@@ -16,7 +16,6 @@ import scipy.sparse as sp
 import scipy.stats
 
 from grnvae.errors import GRNError
-from grnvae.evaluation.grn import score_against_truth
 from grnvae.evaluation.grn_scoring import (
     benjamini_hochberg,
     causal_test,
@@ -84,6 +83,20 @@ def test_score_reference_hand_computed():
     assert out["recall"] == pytest.approx(2 / 3)
     assert out["f1"] == pytest.approx(2 / 3)
     json.dumps(out)  # JSON-friendly
+
+
+def test_a_complete_truth_scores_every_pair():
+    """complete=True (a simulator's truth): every edge between distinct nodes is evaluable, so an
+    edge from a regulator the truth gives no target is a false positive, not left out."""
+    grn = make_grn([("A", "B", 0.9), ("D", "B", 0.8), ("A", "C", 0.1), ("B", "B", 0.99)])
+    truth = pd.DataFrame({"source": ["A"], "target": ["B"]})
+    partial = score_reference(grn, truth)
+    full = score_reference(grn, truth, complete=True)
+    assert partial["evaluable_pairs"] == 1  # D is no source and C is not in the truth: left out
+    assert full["evaluable_pairs"] == 3 and full["positives"] == 1  # the self loop never counts
+    assert full["auprc"] == 1.0 and full["auprc_random"] == 1 / 3
+    worse = score_reference(make_grn([("A", "B", 0.5), ("D", "B", 0.8), ("A", "C", 0.1)]), truth, complete=True)
+    assert worse["auprc"] == 0.5 and worse["early_precision"] == 0.0
 
 
 def test_score_reference_ties_names_and_errors():
@@ -314,7 +327,7 @@ def test_correlation_grn_known_pair_and_top_k():
         ("G0", "G2"), ("G2", "G0")}
     # scored the same way as learned GRNs
     truth = pd.DataFrame({"source": ["G0", "G2"], "target": ["G2", "G0"]})
-    assert score_against_truth(grn, truth)["auprc"] == 1.0
+    assert score_reference(grn, truth, complete=True)["auprc"] == 1.0
     assert score_reference(grn, truth, ks=(2,))["precision_at_2"] == 1.0
 
 

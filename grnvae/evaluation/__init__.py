@@ -4,12 +4,12 @@
 """
 
 from . import baselines
-from .grn import average_precision, roc_auc, score_against_truth
+from .grn import average_precision, roc_auc
 from .grn_scoring import causal_test, correlation_grn, read_reference, score_reference
 from .metrics import METRICS, effect_metrics, score_effects, split_half_ceiling
 
 __all__ = [
     "METRICS", "average_precision", "baselines", "causal_test", "correlation_grn", "effect_metrics",
-    "read_reference", "roc_auc", "score_against_truth", "score_effects", "score_reference",
+    "read_reference", "roc_auc", "score_effects", "score_reference",
     "split_half_ceiling",
 ]

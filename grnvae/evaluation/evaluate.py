@@ -241,7 +241,6 @@ def summarise_seeds(metrics_list: Iterable[Union[Mapping, str, Path]]) -> Dict:
 
 def evaluate_grn(run, data, split: str, cells, controls, reference: Optional[str]) -> Dict:
     """GRN scores: against the simulated truth, a reference file, and held-out cells."""
-    from .grn import score_against_truth
     from .grn_scoring import causal_test, correlation_grn, read_reference, score_reference
 
     grn = run.grn()
@@ -251,8 +250,8 @@ def evaluate_grn(run, data, split: str, cells, controls, reference: Optional[str
     corr = correlation_grn(data.lognorm_rows(sample, None), list(data.genes), list(grn.genes))
     out: Dict = {"edges": grn.num_edges, "nodes": grn.num_nodes}
     if data.true_grn is not None:
-        out["truth"] = {"model": score_against_truth(grn, data.true_grn),
-                        "correlation": score_against_truth(corr, data.true_grn)}
+        out["truth"] = {"model": score_reference(grn, data.true_grn, complete=True),
+                        "correlation": score_reference(corr, data.true_grn, complete=True)}
     if reference:
         ref = read_reference(reference)
         out["reference"] = {"file": str(reference), "model": score_reference(grn, ref),

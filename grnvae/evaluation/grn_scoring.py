@@ -247,13 +247,16 @@ def score_reference(
     score: str = "probability",
     ks: Iterable[int] = (10, 50, 100),
     threshold: float = 0.5,
+    complete: bool = False,
 ) -> Dict[str, Any]:
     """Score a GRN's edge scores against a reference network on evaluable pairs only.
 
     **Evaluable-pair rule**: a GRN edge ``s -> t`` (``s != t``; self loops are never scored) is
     evaluable when ``s`` is a source of ``reference`` (a regulator the reference has data for)
     and ``t`` appears anywhere in ``reference`` (as a target or a source). This is the usual
-    way to avoid counting pairs the reference cannot speak to as false positives. Gene names
+    way to avoid counting pairs the reference cannot speak to as false positives. With
+    ``complete`` the reference is the whole truth (a simulator's GRN): every edge between two
+    distinct nodes is evaluable, and one the reference lacks is a false positive. Gene names
     are matched after ``strip().upper()``. An evaluable edge is *positive* when the reference
     has the directed pair ``(s, t)``; precision and recall are over evaluable edges only
     (recall is relative to the positives among the GRN's evaluable edges, not to the whole
@@ -326,7 +329,7 @@ def score_reference(
     es, et = node_id[ei[0]].astype(np.int64), node_id[ei[1]].astype(np.int64)
     loop = es == et
     es, et, scores = es[~loop], et[~loop], scores_all[~loop]
-    evaluable = is_source[es] & in_ref[et]
+    evaluable = np.ones(len(es), dtype=bool) if complete else is_source[es] & in_ref[et]
     es, et, scores = es[evaluable], et[evaluable], scores[evaluable]
     labels = np.isin(es * n_vocab + et, ref_keys)
     n, n_pos = int(len(scores)), int(labels.sum())
@@ -627,7 +630,7 @@ def correlation_grn(
     *training* cells only). The result is a :class:`GRN` over ``nodes`` (unmeasured nodes have
     no edges) with edge attribute ``probability`` = ``|r|`` in ``[0, 1]``, so it can go through
     :func:`score_reference`, :func:`causal_test` and
-    :func:`grnvae.evaluation.grn.score_against_truth`. A gene with zero variance gets
+    :func:`score_reference` with ``complete`` (a simulator's truth). A gene with zero variance gets
     ``|r| = 0`` with every other gene.
 
     Parameters
