@@ -36,7 +36,7 @@ import torch
 from torch_geometric.data import Data
 
 from grnvae.errors import GRNError
-from grnvae.tables import pandas_separator, sniff_separator, split_suffix, stem
+from grnvae.tables import read_table, split_suffix, stem
 from grnvae.utils import PathLike, atomic_write
 
 __all__ = ["GRN"]
@@ -49,13 +49,6 @@ ArrayLike = Any  # numpy array, torch tensor, pandas Series, list, ...
 # attribute names (``data.size`` would stay the method); these two are plain stored keys.
 _DATA_SAFE_NAMES = frozenset({"edge_weight", "edge_attr"})
 _RESERVED_NAMES = frozenset({"source", "target", "gene_names", "num_nodes", "edge_index"})
-# Strings read as missing in attribute columns (pandas' defaults); gene columns keep them.
-_NA_STRINGS = [
-    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
-]
-
-
 def _preview(items: Iterable[Any], limit: int = 5) -> str:
     """``'a', 'b', 'c' (+4 more)`` for error messages."""
     items = list(items)
@@ -436,7 +429,7 @@ class GRN:
             where = f"edge list {str(path)!r}"
             if not path.is_file():
                 raise GRNError(f"{where}: no such file; check the path")
-            frame = cls._read_table(path, source, target, attrs, sep, where)
+            frame = read_table(path, gene_columns=(source, target), sep=sep, where=where)
             if name is None:
                 name = stem(path)
         else:
@@ -497,29 +490,6 @@ class GRN:
             tensors[key] = _as_edge_attr(key, values, num_edges, where)
 
         return cls._from_names(genes, names["source"], names["target"], tensors, name, where)
-
-    @staticmethod
-    def _read_table(
-        path: Path,
-        source: str,
-        target: str,
-        attrs: Sequence[str] | None,
-        sep: str | None,
-        where: str,
-    ) -> pd.DataFrame:
-        options: dict[str, Any] = pandas_separator(sep if sep is not None else sniff_separator(path))
-        try:
-            header = pd.read_csv(path, nrows=0, **options).columns
-            # Gene columns: keep "NA", "NULL", ... as names; other columns: pandas' defaults.
-            na_values = {c: _NA_STRINGS for c in header if c not in (source, target)}
-            dtype = {c: str for c in (source, target) if c in header}
-            return pd.read_csv(path, dtype=dtype, keep_default_na=False, na_values=na_values,
-                               **options)
-        except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise GRNError(
-                f"{where}: cannot be read as a table ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}); pass sep= or check the file"
-            ) from None
 
     @classmethod
     def from_networkx(

@@ -66,7 +66,7 @@ import torch
 
 from grnvae.errors import GRNError, RegistryError
 from grnvae.tables import WHITESPACE as _WS
-from grnvae.tables import open_text, sniff_separator, split_suffix, stem
+from grnvae.tables import open_text, separator, split_suffix, stem
 from grnvae.grn import GRN
 from grnvae.utils import PathLike, atomic_write, atomic_write_text
 
@@ -514,18 +514,12 @@ def _is_comment(line: str, comment: str | None) -> bool:
     return first.upper() not in _EXCEL_ERRORS  # '#NAME?<TAB>...' is data, not a comment
 
 
-def _pick_sep(path: Path, sep: str | None, first_line: str | None) -> str:
-    if sep is not None:
-        if sep in ("\\t", "tab"):
-            return "\t"
-        if sep in (" ", r"\s+", "whitespace", "space"):
-            return _WS
-        return sep
-    return sniff_separator(path, first_line or "")
-
-
 class _Table:
-    """Rows of a delimited text file (or DataFrame) as ``(line number, stripped fields)``."""
+    """Rows of a delimited text file (or DataFrame) as ``(line number, stripped fields)``.
+
+    Line by line on purpose, unlike :func:`grnvae.tables.read_table`: prior networks from the
+    wild carry comment lines and malformed rows, and each skipped row is reported with its line
+    number; the separator follows the same rules (:func:`grnvae.tables.separator`)."""
 
     def __init__(self, source: pd.DataFrame | PathLike, sep: str | None = None,
                  comment: str | None = "#") -> None:
@@ -546,7 +540,7 @@ class _Table:
         self.frame = None
         self.path = path
         self.where = str(path)
-        self.sep = _pick_sep(path, sep, self._first_line())
+        self.sep = separator(path, sep, self._first_line() or "")
 
     def _first_line(self) -> str | None:
         assert self.path is not None

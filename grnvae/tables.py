@@ -1,5 +1,6 @@
 """Delimited text files, one set of rules for every reader (GRN edge lists, prior networks,
-reference networks): compression by suffix, the file's stem and the column separator.
+reference networks): compression by suffix, the file's stem, the column separator and, for the
+readers that parse whole columns (:func:`read_table`), missing values.
 
 The separator follows the extension when it is unambiguous (``.tsv``/``.tab``: tab, ``.csv``:
 comma); otherwise (``.txt``, no extension) the first line decides: tab if it has one, else comma
@@ -14,7 +15,7 @@ import io
 import lzma
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .errors import GRNError
 
@@ -76,6 +77,62 @@ def sniff_separator(path: Path, line: Optional[str] = None) -> str:
     return WHITESPACE
 
 
+def separator(path: Path, sep: Optional[str] = None, line: Optional[str] = None) -> str:
+    """The separator of a file: ``sep`` when given (``"tab"`` / ``"\\t"`` and ``"whitespace"`` /
+    ``"space"`` / ``"\\s+"`` name the tab and runs of whitespace), else :func:`sniff_separator`."""
+    if sep is None:
+        return sniff_separator(path, line)
+    if sep in ("\\t", "tab"):
+        return "\t"
+    if sep in (" ", r"\s+", "whitespace", "space"):
+        return WHITESPACE
+    return sep
+
+
 def pandas_separator(sep: str) -> dict:
     """``read_csv`` keywords for a separator from :func:`sniff_separator`."""
     return {"sep": r"\s+"} if sep == WHITESPACE else {"sep": sep}
+
+
+# Strings read as missing outside gene columns (pandas' defaults); gene columns keep them as names.
+NA_STRINGS = [
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+]
+
+
+def read_header(path: Path, sep: Optional[str] = None, where: Optional[str] = None) -> list:
+    """The column names of a delimited file (``sep``: a separator override)."""
+    import pandas as pd
+
+    options = pandas_separator(separator(path, sep))
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0, **options).columns]
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, where, exc) from None
+
+
+def read_table(path: Path, gene_columns: Sequence[str] = (), usecols: Optional[Sequence[str]] = None,
+               sep: Optional[str] = None, where: Optional[str] = None):
+    """A delimited file as a ``pandas.DataFrame``: ``gene_columns`` are strings in which names
+    such as ``NA`` or ``NULL`` stay names and only an empty field is missing; other columns read
+    pandas' missing-value strings as missing. ``usecols`` parses only those columns (large
+    gzipped tables read in seconds). An unreadable file is a :class:`GRNError` naming ``where``
+    (default: the path)."""
+    import pandas as pd
+
+    options = pandas_separator(separator(path, sep))
+    header = read_header(path, sep, where)
+    genes = [c for c in gene_columns if c in header]
+    na_values = {c: ([""] if c in genes else NA_STRINGS) for c in (usecols or header)}
+    try:
+        return pd.read_csv(path, usecols=usecols, dtype={c: str for c in genes}, keep_default_na=False,
+                           na_values=na_values, **options)
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise _unreadable(path, where, exc) from None
+
+
+def _unreadable(path: Path, where: Optional[str], exc: Exception) -> GRNError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return GRNError(f"{where or path}: cannot be read as a table ({type(exc).__name__}: {first}); "
+                    f"pass sep= or check the file")

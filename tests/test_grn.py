@@ -414,3 +414,22 @@ def test_every_edge_reader_reads_a_txt_file_the_same_way(tmp_path, sep):
         assert set(zip(*[grn.to_dataframe()[c] for c in ("source", "target")])) == expected
         assert set(zip(*[prior.to_dataframe()[c] for c in ("source", "target")])) == expected
         assert set(zip(ref["source"], ref["target"])) == expected
+
+
+def test_edge_list_readers_share_one_rule(tmp_path):
+    """GRN.from_edgelist and read_reference read a file by the same rules (grnvae.tables): the
+    same separator names, a gene called NA stays a gene, an empty field is missing."""
+    from grnvae.evaluation.grn_scoring import read_reference
+
+    path = tmp_path / "edges.txt"
+    path.write_text("source target weight\nNA STAT1 0.5\nJAK2 NA NA\n")
+    grn = GRN.from_edgelist(path, sep="whitespace")
+    assert sorted(grn.genes) == ["JAK2", "NA", "STAT1"]
+    assert np.isnan(grn.edge_attr["weight"].numpy()).sum() == 1  # NA in a number column: missing
+    ref = read_reference(path, sep="space")
+    assert list(zip(ref["source"], ref["target"])) == [("NA", "STAT1"), ("JAK2", "NA")]
+    tabbed = tmp_path / "edges.dat"
+    tabbed.write_text("source\ttarget\nA\tB\n\tC\n")
+    with pytest.raises(GRNError, match="no source gene"):
+        GRN.from_edgelist(tabbed, sep="tab")
+    assert len(read_reference(tabbed, sep="tab")) == 1  # the row without a source is dropped

@@ -43,7 +43,7 @@ import scipy.stats
 from ..errors import DataError, GRNError
 from ..grn import GRN
 from ..utils import PathLike
-from ..tables import pandas_separator, sniff_separator
+from ..tables import read_header, read_table
 from .grn import average_precision, roc_auc
 
 __all__ = [
@@ -135,11 +135,8 @@ def read_reference(
     path = Path(path)
     if not path.exists():
         raise GRNError(f"reference network {str(path)!r} does not exist; check the path")
-    options = pandas_separator(sep if sep is not None else sniff_separator(path))
-    try:
-        header = [str(c) for c in pd.read_csv(path, nrows=0, **options).columns]
-    except Exception as exc:  # noqa: BLE001
-        raise GRNError(f"reference network {str(path)!r} cannot be read ({exc})") from None
+    where = f"reference network {str(path)!r}"
+    header = read_header(path, sep, where)
 
     def missing(what: str) -> GRNError:
         return GRNError(
@@ -171,14 +168,8 @@ def read_reference(
             if complex_col is None:
                 raise missing("cannot find the source/target (or complex member) columns")
 
-    read_kw: Dict[str, Any] = dict(**options, dtype=str, keep_default_na=False, na_values=[""])
-    try:
-        if complex_col is None:
-            frame = pd.read_csv(path, usecols=[src_col, tgt_col], **read_kw)
-        else:
-            frame = pd.read_csv(path, usecols=[complex_col], **read_kw)
-    except Exception as exc:  # noqa: BLE001
-        raise GRNError(f"reference network {str(path)!r} cannot be read ({exc})") from None
+    genes = [src_col, tgt_col] if complex_col is None else [complex_col]
+    frame = read_table(path, gene_columns=genes, usecols=genes, sep=sep, where=where)
 
     if complex_col is None:
         rows = len(frame)
