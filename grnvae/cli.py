@@ -60,7 +60,20 @@ def _cmd_evaluate(args) -> int:
     for cat, section in (m.get("by_category") or {}).items():
         print(f"\ncategory {cat}: {section['n_perturbations']} perturbations")
         table(section)
-    print(f"written to {out}: metrics.json, per_perturbation.csv, grn_metrics.json and plots")
+    grn_keys = ("auprc", "auroc", "early_precision", "ece")
+    for where, label in (("truth", "the simulated truth"), ("reference", "the reference network")):
+        scores = {k: v for k, v in (res["grn"].get(where) or {}).items() if isinstance(v, dict)}
+        if scores:
+            first = next(iter(scores.values()))
+            print(f"\nGRN against {label} ({first['evaluable_pairs']} evaluable pairs, "
+                  f"random AUPRC {first['auprc_random']:.3f})")
+            print(f"{'':<16}" + "".join(f"{k:>18}" for k in grn_keys))
+            for name, vals in scores.items():
+                print(f"{name:<16}" + "".join(
+                    f"{vals[k]:>18.3f}" if isinstance(vals.get(k), (int, float)) and vals[k] == vals[k] else f"{'-':>18}"
+                    for k in grn_keys))
+    plots = "" if args.no_plots else " and plots"
+    print(f"written to {out}: metrics.json, per_perturbation.csv, grn_metrics.json{plots}")
     return 0
 
 

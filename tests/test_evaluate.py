@@ -50,7 +50,10 @@ def test_evaluate_writes_full_table(run, capsys):
     assert set(METRICS) <= set(per.columns)
     assert per.loc[per["method"] == "mean_effect", "pearson_systema"].isna().all()
     grn = json.loads((ev / "grn_metrics.json").read_text())
-    assert grn["truth"]["model"]["auprc"] is not None and "correlation" in grn["truth"]
+    assert grn["truth"]["model"]["auprc"] is not None and {"correlation", "perturbation_de"} <= set(grn["truth"])
+    # every GRN scored the same way, probabilities with their calibration
+    assert grn["truth"]["perturbation_de"]["evaluable_pairs"] > 0
+    assert 0 <= grn["truth"]["model"]["ece"] <= 1 and grn["truth"]["model"]["reliability"]
     assert {"fraction_significant", "false_omission_rate", "mean_wasserstein"} <= set(grn["causal"]["model"])
     pngs = list(ev.glob("*.png"))
     assert len(pngs) >= 3

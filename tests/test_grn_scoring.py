@@ -351,3 +351,36 @@ def test_correlation_grn_blockwise_matches_dense(monkeypatch):
     # top-k from blocks equals top-k computed in one go
     one = correlation_grn(x, genes, genes, k=25)
     assert one.edge_index.tolist() == blocked_sparse.edge_index.tolist()
+
+
+def test_calibration_is_the_gap_between_probability_and_truth():
+    from grnvae.evaluation.grn_scoring import calibration
+
+    scores = np.r_[np.full(10, 0.05), np.full(10, 0.95)]
+    labels = np.r_[np.zeros(10, bool), np.ones(10, bool)]
+    out = calibration(scores, labels)
+    assert out["ece"] == pytest.approx(0.05)
+    assert [row[2] for row in out["reliability"]] == [10, 10]
+    # calibrated: 30% of the edges given 0.3 are true
+    out = calibration(np.full(10, 0.3), np.arange(10) < 3)
+    assert out["ece"] == pytest.approx(0.0)
+    # over-confident: everything at 0.9, half true
+    assert calibration(np.full(10, 0.9), np.arange(10) < 5)["ece"] == pytest.approx(0.4)
+    assert calibration(np.array([1.5, 0.2]), np.array([True, False])) == {}  # not probabilities
+
+
+def test_perturbation_de_grn_calls_changed_genes():
+    """Regulator A moves gene B (and, downstream, C) but not D: A -> B and A -> C are called, A -> D
+    is not, no self loop, and the weight is the signed mean change."""
+    from grnvae.evaluation.grn_scoring import perturbation_de_grn
+
+    rng = np.random.default_rng(0)
+    genes = ["A", "B", "C", "D"]
+    ctrl = rng.normal(0, 1, (300, 4))
+    pert = rng.normal(0, 1, (300, 4)) + np.array([-3.0, 2.0, -1.0, 0.0])
+    grn = perturbation_de_grn({"A": pert, "X": pert[:1]}, ctrl, genes, genes + ["X"])
+    edges = {(grn.genes[s], grn.genes[t]): (p, w) for (s, t), p, w in zip(
+        grn.edge_index.t().tolist(), grn.edge_attr["probability"].tolist(), grn.edge_attr["weight"].tolist())}
+    assert set(edges) == {("A", "B"), ("A", "C"), ("A", "D")}  # X has one cell: not tested
+    assert edges[("A", "B")][0] > 0.99 and edges[("A", "C")][0] > 0.99 and edges[("A", "D")][0] < 0.9
+    assert edges[("A", "B")][1] == pytest.approx(2.0, abs=0.2) and edges[("A", "C")][1] < 0

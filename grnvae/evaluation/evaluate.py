@@ -240,26 +240,54 @@ def summarise_seeds(metrics_list: Iterable[Union[Mapping, str, Path]]) -> Dict:
 
 
 def evaluate_grn(run, data, split: str, cells, controls, reference: Optional[str]) -> Dict:
-    """GRN scores: against the simulated truth, a reference file, and held-out cells."""
-    from .grn_scoring import causal_test, correlation_grn, read_reference, score_reference
+    """GRN scores: against the simulated truth and a reference file (the model beside the GRN
+    baselines: correlation, perturbation differential expression, and the prior network alone
+    when the run has one), and on held-out cells."""
+    from ..grn import GRN
+    from .grn_scoring import (causal_test, correlation_grn, perturbation_de_grn, read_reference,
+                              score_reference)
 
     grn = run.grn()
     train = data.split_index("train")
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(train, size=min(len(train), 5000), replace=False))
-    corr = correlation_grn(data.lognorm_rows(sample, None), list(data.genes), list(grn.genes))
+    methods = {"model": grn,
+               "correlation": correlation_grn(data.lognorm_rows(sample, None), list(data.genes), list(grn.genes))}
+    de_cells, de_controls = _training_cells_by_regulator(data, list(grn.genes), rng)
+    methods["perturbation_de"] = perturbation_de_grn(de_cells, de_controls, list(data.genes), list(grn.genes))
+    if "in_prior" in grn.edge_attr:
+        methods["prior"] = GRN(grn.genes, grn.edge_index, {"probability": grn.edge_attr["in_prior"].float()},
+                               name="prior")
     out: Dict = {"edges": grn.num_edges, "nodes": grn.num_nodes}
     if data.true_grn is not None:
-        out["truth"] = {"model": score_reference(grn, data.true_grn, complete=True),
-                        "correlation": score_reference(corr, data.true_grn, complete=True)}
+        out["truth"] = {k: score_reference(g, data.true_grn, complete=True) for k, g in methods.items()}
     if reference:
         ref = read_reference(reference)
-        out["reference"] = {"file": str(reference), "model": score_reference(grn, ref),
-                            "correlation": score_reference(corr, ref)}
+        out["reference"] = {"file": str(reference), **{k: score_reference(g, ref) for k, g in methods.items()}}
+    corr = methods["correlation"]
     summary, _ = _causal(causal_test, grn, cells, controls, data)
     corr_summary, _ = _causal(causal_test, corr, cells, controls, data)
     out["causal"] = {"split": split, "model": summary, "correlation": corr_summary}
     return out
+
+
+def _training_cells_by_regulator(data, nodes: Sequence[str], rng, per_regulator: int = 500,
+                                 max_controls: int = 2000):
+    """Log-normalised training cells of each single-target perturbation whose target is a GRN
+    node (at most ``per_regulator`` each), and of (at most ``max_controls``) controls."""
+    train = data.split_index("train")
+    node_set = set(nodes)
+
+    def rows(cells, n):
+        return data.lognorm_rows(np.sort(rng.choice(cells, size=min(len(cells), n), replace=False)), None)
+
+    out = {}
+    for c, targets in enumerate(data.condition_nodes):
+        if len(targets) == 1 and data.nodes[targets[0]] in node_set:
+            idx = train[data.cell_condition[train] == c]
+            if len(idx):
+                out[data.nodes[targets[0]]] = rows(idx, per_regulator)
+    return out, rows(train[data.pair[train] == -1], max_controls)
 
 
 def _causal(causal_test, grn, cells, controls, data):

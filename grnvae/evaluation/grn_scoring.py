@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import scipy.stats
+import torch
 
 from ..errors import DataError, GRNError
 from ..grn import GRN
@@ -52,6 +53,8 @@ __all__ = [
     "causal_test",
     "benjamini_hochberg",
     "correlation_grn",
+    "perturbation_de_grn",
+    "calibration",
 ]
 
 logger = logging.getLogger(__name__)
@@ -277,7 +280,8 @@ def score_reference(
         for each k, ``early_precision`` (precision at k = positives), and for the thresholded
         set ``threshold``, ``predicted`` (evaluable edges with score > threshold),
         ``precision`` (NaN when nothing is predicted), ``recall``, ``f1`` (= 2 TP / (predicted +
-        positives), 0 when nothing is predicted but positives exist).
+        positives), 0 when nothing is predicted but positives exist); for scores in [0, 1],
+        ``ece`` and ``reliability`` (see :func:`calibration`).
     """
     if not isinstance(grn, GRN):
         raise GRNError(f"score_reference() takes a GRN, got {type(grn).__name__}")
@@ -353,6 +357,7 @@ def score_reference(
     for k in ks:
         out[f"precision_at_{k}"], out[f"recall_at_{k}"] = at(k)
     out["early_precision"] = at(n_pos)[0] if n_pos else nan
+    out.update(calibration(scores, labels))
     chosen = scores > threshold  # NaN compares False
     n_pred = int(chosen.sum())
     tp = int((chosen & labels).sum())
@@ -365,6 +370,86 @@ def score_reference(
 
 
 # ---------------------------------------------------------------------------------- causal test
+def calibration(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> Dict[str, Any]:
+    """How far edge probabilities are from the fraction of true edges among the edges given them.
+
+    Evaluable edges are grouped into ``bins`` equal-width bins of their score in [0, 1];
+    ``reliability`` lists ``[low, high, edges, mean score, fraction true]`` per non-empty bin and
+    ``ece`` (expected calibration error) is the edge-weighted mean of ``|mean score - fraction
+    true|``: 0 for calibrated probabilities. Empty (``{}``) when a score lies outside [0, 1] or
+    is NaN (not a probability) or there is no edge; read it against a complete truth, as a partial
+    reference's "false" edges are only unknown.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    if not len(scores) or np.isnan(scores).any() or scores.min() < 0 or scores.max() > 1:
+        return {}
+    which = np.minimum((scores * bins).astype(np.int64), bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        at = which == b
+        n = int(at.sum())
+        if n:
+            conf, frac = float(scores[at].mean()), float(labels[at].mean())
+            table.append([b / bins, (b + 1) / bins, n, conf, frac])
+            ece += n * abs(conf - frac)
+    return {"ece": ece / len(scores), "reliability": table}
+
+
+def perturbation_de_grn(
+    cells_by_pert: Mapping[str, Any],
+    controls: Any,
+    genes: Sequence[str],
+    nodes: Sequence[str],
+    name: str = "perturbation_de",
+) -> GRN:
+    """The perturbation differential-expression baseline GRN: regulator ``a`` -> every measured
+    gene, scored by how surely ``a``'s perturbation changes it.
+
+    For every node ``a`` with cells in ``cells_by_pert`` (pass *training* cells) and every
+    measured gene ``b != a``, Welch's t-test of ``b``'s expression in ``a``'s cells against the
+    controls; p-values are Benjamini-Hochberg corrected over all pairs. Edge attributes:
+    ``probability = 1 - q`` (a change called at FDR q has score 1 - q) and ``weight`` = the mean
+    change. It calls indirect targets too (anything downstream changes), which is what a GRN
+    method using the same perturbations should beat on direct edges.
+    """
+    genes = [str(g) for g in genes]
+    nodes = [str(g) for g in nodes]
+    gene_index = {g: i for i, g in enumerate(genes)}
+    node_index = {g: i for i, g in enumerate(nodes)}
+    y = _dense(controls)
+    src, tgt, pvals, delta = [], [], [], []
+    measured = np.asarray([gene_index.get(n, -1) for n in nodes])
+    targets = np.flatnonzero(measured >= 0)
+    for a, cells in cells_by_pert.items():
+        if a not in node_index or _n_rows_cols(cells)[0] < 2:
+            continue
+        x = _dense(cells)
+        keep = targets[targets != node_index[a]]
+        cols = measured[keep]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = scipy.stats.ttest_ind(x[:, cols], y[:, cols], equal_var=False, axis=0)
+        src.append(np.full(len(keep), node_index[a]))
+        tgt.append(keep)
+        pvals.append(np.where(np.isnan(res.pvalue), 1.0, res.pvalue))
+        delta.append(x[:, cols].mean(0) - y[:, cols].mean(0))
+    if src:
+        src, tgt = np.concatenate(src), np.concatenate(tgt)
+        q = benjamini_hochberg(np.concatenate(pvals))
+        attrs = {"probability": 1.0 - q, "weight": np.concatenate(delta)}
+    else:
+        src = tgt = np.zeros(0, dtype=np.int64)
+        attrs = {"probability": np.zeros(0), "weight": np.zeros(0)}
+    order = np.lexsort((tgt, src))
+    edge_index = torch.as_tensor(np.stack([src[order], tgt[order]]), dtype=torch.long)
+    return GRN(nodes, edge_index, {k: torch.as_tensor(v[order], dtype=torch.float32) for k, v in attrs.items()},
+               name=name)
+
+
+def _dense(matrix: Any) -> np.ndarray:
+    return np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float64)
+
+
 def benjamini_hochberg(p_values: Sequence[float]) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (q-values), in input order
     (``scipy.stats.false_discovery_control``): ``q_(i) = min_{j >= i} m p_(j) / j`` over the
@@ -620,8 +705,8 @@ def correlation_grn(
     ``genes``), the edge score is ``|r|`` of their expression across the given cells (pass
     *training* cells only). The result is a :class:`GRN` over ``nodes`` (unmeasured nodes have
     no edges) with edge attribute ``probability`` = ``|r|`` in ``[0, 1]``, so it can go through
-    :func:`score_reference`, :func:`causal_test` and
-    :func:`score_reference` with ``complete`` (a simulator's truth). A gene with zero variance gets
+    :func:`score_reference` (with ``complete`` for a simulator's truth) and :func:`causal_test`.
+    A gene with zero variance gets
     ``|r| = 0`` with every other gene.
 
     Parameters
