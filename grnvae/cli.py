@@ -77,6 +77,21 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _cmd_explain(args) -> int:
+    from .explain import explain, format_explanation
+    from .utils import atomic_write_text
+
+    if args.top < 1 or args.paths < 1:
+        raise RunError(f"--top and --paths must be at least 1, got {args.top} and {args.paths}")
+    table = explain(args.run, args.perturbation, gene=args.gene, top=args.top, paths=args.paths,
+                    use_data=not args.prior, trust_plugins=args.trust_plugins)
+    print(format_explanation(table, args.perturbation))
+    if args.out:
+        atomic_write_text(args.out, table.to_csv(sep="\t", index=False))
+        print(f"written to {args.out}")
+    return 0
+
+
 def _cmd_predict(args) -> int:
     from .evaluation.evaluate import predict_perturbations
 
@@ -222,6 +237,17 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--prior", action="store_true", help="draw basal states from the prior, not from control cells")
     _trust_flag(pd_)
     pd_.set_defaults(func=_cmd_predict)
+
+    x = sub.add_parser("explain", help="decompose a predicted effect over the GRN paths that carry it")
+    x.add_argument("run", help="run directory")
+    x.add_argument("--perturbation", required=True, help='one label, e.g. "STAT1" or "A+B" (seen or not)')
+    x.add_argument("--gene", help="the gene to explain (default: the perturbation's top responding genes)")
+    x.add_argument("--top", type=int, default=5, help="genes to explain without --gene (default 5)")
+    x.add_argument("--paths", type=int, default=10, help="walks shown per gene; the rest are summed (default 10)")
+    x.add_argument("--out", help="also write the table as TSV")
+    x.add_argument("--prior", action="store_true", help="draw basal states from the prior, not from control cells")
+    _trust_flag(x)
+    x.set_defaults(func=_cmd_explain)
 
     e = sub.add_parser("export-grn", help="export a run's learned GRN")
     e.add_argument("run", help="run directory")

@@ -335,7 +335,8 @@ def _plots(out_dir: Path, run, predictions, obs, per, ceiling_table, n: int) -> 
 
 def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[str], use_data: bool = True,
                           particles: int = 5, max_controls: int = 500, trust_plugins: bool = False, adata=None):
-    """Predicted mean expression for perturbation labels (``A``, ``A+B``) as an AnnData.
+    """Predicted mean expression for perturbation labels (``A``, ``A+B``) as an AnnData
+    (``run_path``: a run directory or a loaded :class:`grnvae.Run`).
 
     ``X`` holds the predicted mean log-normalised expression, ``layers['delta']`` the change from
     the predicted control; the first row is the control, and ``obs`` names each row in the
@@ -347,7 +348,7 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
 
     from ..run import Run, load_data
 
-    run = Run.load(run_path, trust_plugins=trust_plugins)
+    run = run_path if isinstance(run_path, Run) else Run.load(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
     nodes = list(run.model.spec.nodes)
     pos = {n: i for i, n in enumerate(nodes)}
