@@ -20,6 +20,7 @@ from pathlib import Path
 
 import grnvae
 from grnvae.evaluation.evaluate import evaluate
+from grnvae.explain import format_explanation
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "perturbseq" / "papalexi2021_thp1_subset.h5ad"
@@ -65,7 +66,9 @@ def main(argv=None):
         top = top[(top.source != top.target) & top.informed]  # edges the data could inform
         top = top.sort_values("probability", ascending=False).head(10)
         epochs = json.loads((run.path / "metrics.json").read_text()).get("epochs")
-        sections.append((name, extra, res["metrics"], grn, top, sorted(figures.glob(f"{name}_*.png")), epochs))
+        asked = "STAT1" if name == "by_cell" else UNSEEN[0]  # a seen one, then one never seen in training
+        why = (asked, format_explanation(run.explain(asked, top=3, paths=4), asked))
+        sections.append((name, extra, res["metrics"], grn, top, sorted(figures.glob(f"{name}_*.png")), epochs, why))
         print(f"{name}:\n{table(res['metrics'])}\n")
     write_markdown(figures.parent / "papalexi.md", sections, args, figures)
 
@@ -106,7 +109,7 @@ def write_markdown(path: Path, sections, args, figures: Path) -> None:
         f"To reproduce: `grnvae train {args.recipe} data.path=... data.split.by=cells --out RUN` then",
         "`grnvae evaluate RUN`.",
     ]
-    for name, extra, metrics, causal, top, pngs, epochs in sections:
+    for name, extra, metrics, causal, top, pngs, epochs, (asked, why) in sections:
         md += ["", f"## {name.replace('_', ' ')} split (`{' '.join(extra)}`)", "", table(metrics), ""]
         md += [reading(metrics, top, epochs), ""]
         md += [f"Learned GRN on held-out cells (CausalBench-style): {causal['n_tested']} predicted edges tested, "
@@ -115,7 +118,9 @@ def write_markdown(path: Path, sections, args, figures: Path) -> None:
                f"{causal['false_omission_rate']:.2f}.", ""]
         md += ["Strongest learned edges:", "", "| source | target | probability | weight |", "|---|---|---|---|"]
         md += [f"| {r.source} | {r.target} | {r.probability:.3f} | {r.weight:.3f} |" for r in top.itertuples()]
-        md.append("")
+        md += ["", f"Why the model predicts what it does for {asked} (`grnvae explain RUN --perturbation {asked} "
+               "--top 3 --paths 4`): each walk's log-rate term, its share, and the log-normalised change it "
+               "carries; the walks add up to the prediction.", "", "```", why, "```", ""]
         for png in pngs:
             md.append(f"![{png.stem}]({rel / png.name})")
         md.append("")
