@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grnvae
 from grnvae.evaluation.evaluate import evaluate
-from grnvae.explain import format_explanation
+from grnvae.explain import explain, format_explanation
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "perturbseq" / "papalexi2021_thp1_subset.h5ad"
@@ -67,7 +67,7 @@ def main(argv=None):
         top = top.sort_values("probability", ascending=False).head(10)
         epochs = json.loads((run.path / "metrics.json").read_text()).get("epochs")
         asked = "STAT1" if name == "by_cell" else UNSEEN[0]  # a seen one, then one never seen in training
-        why = (asked, format_explanation(run.explain(asked, top=3, paths=4), asked))
+        why = (asked, format_explanation(explain(run, asked, top=3, paths=4), asked))
         sections.append((name, extra, res["metrics"], grn, top, sorted(figures.glob(f"{name}_*.png")), epochs, why))
         print(f"{name}:\n{table(res['metrics'])}\n")
     write_markdown(figures.parent / "papalexi.md", sections, args, figures)

@@ -180,6 +180,13 @@ class Model:
         return predict_perturbations(run.path, list(perturbations), use_data=use_data, particles=particles,
                                      adata=self.adata, trust_plugins=True)
 
+    def explain(self, perturbation: str, gene: Optional[str] = None, top: int = 5, paths: int = 10):
+        """The predicted effect of ``perturbation`` on ``gene`` (or its ``top`` responding genes)
+        decomposed over the GRN walks that carry it: see :func:`grnvae.explain.explain`."""
+        from .explain import explain
+
+        return explain(self._trained(), perturbation, gene=gene, top=top, paths=paths, adata=self.adata)
+
     def get_latent_representation(self, adata=None, write: bool = False) -> np.ndarray:
         """Each cell's basal state (posterior mean) ``[n_obs, latent_dim]``; NaN for cells the
         recipe's quality filters leave out. ``write``: also in ``adata.obsm["X_grnvae"]``."""

@@ -62,7 +62,7 @@ def _cmd_evaluate(args) -> int:
         table(section)
     grn_keys = ("auprc", "auroc", "early_precision", "ece")
     for where, label in (("truth", "the simulated truth"), ("reference", "the reference network")):
-        scores = {k: v for k, v in (res["grn"].get(where) or {}).items() if isinstance(v, dict)}
+        scores = {k: v for k, v in ((res.get("grn") or {}).get(where) or {}).items() if isinstance(v, dict)}
         if scores:
             first = next(iter(scores.values()))
             print(f"\nGRN against {label} ({first['evaluable_pairs']} evaluable pairs, "

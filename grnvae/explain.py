@@ -75,7 +75,8 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     """The predicted effect of ``perturbation`` (``A`` or ``A+B``) on ``gene`` (or on its ``top``
     responding genes) decomposed over the GRN walks that carry it (see the module docstring).
 
-    ``run`` is a run directory or a loaded :class:`grnvae.Run`. Returns one row per (gene, walk),
+    ``run`` is a run directory or a loaded :class:`grnvae.Run` (for a :class:`grnvae.Model`:
+    ``model.explain(...)``). Returns one row per (gene, walk),
     at most ``paths`` walks per gene by absolute share plus a row ``"(other walks)"`` with the
     rest. Columns: ``gene``, ``kind``, ``path`` (``A -> B -> gene``), ``regulator``, ``steps``,
     ``log_rate``, ``share``, ``lognorm``, and per gene ``predicted`` (its log-normalised change)

@@ -117,14 +117,6 @@ class Run:
         """The learned GRN: every candidate edge with its probability and weight."""
         return self.model.learned_grn()
 
-    def explain(self, perturbation: str, gene: Optional[str] = None, top: int = 5, paths: int = 10,
-                use_data: bool = True, adata=None):
-        """The predicted effect of ``perturbation`` on ``gene`` (or its ``top`` responding genes)
-        decomposed over the GRN walks that carry it: see :func:`grnvae.explain.explain`."""
-        from .explain import explain
-
-        return explain(self, perturbation, gene=gene, top=top, paths=paths, use_data=use_data, adata=adata)
-
     def export_grn(self, out: Union[str, Path], format: str = "tsv") -> Path:
         """Write the learned GRN as ``tsv`` (source, target, probability, weight, informed,
         evidence) or ``graphml``."""

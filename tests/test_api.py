@@ -103,3 +103,14 @@ def test_registration_from_a_file_is_checked(adata):
     a.uns["grnvae_setup"] = {"perturbation_key": "guide", "control": "[NT"}
     with pytest.raises(grnvae.RecipeError, match=r"quote the value or close its brackets"):
         grnvae.Model(a, recipe="grnvae")
+
+
+def test_the_model_explains_its_predictions(trained):
+    """Model.explain: the walks behind a predicted change add up to it (the AnnData's controls
+    give the basal states, as in predict)."""
+    regulator = str(trained.grn()["source"].iloc[0])
+    table = trained.explain(regulator, top=2)
+    pred = trained.predict([regulator])
+    for gene, part in table.groupby("gene"):
+        rows = part[part["kind"].isin(["walk", "rest"])]
+        assert rows["lognorm"].sum() == pytest.approx(float(pred[:, gene].layers["delta"][1, 0]), abs=1e-4)

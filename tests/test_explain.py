@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from grnvae.errors import RunError
+from grnvae.explain import explain
 
 SIM = ("data.simulate={n_genes: 40, n_regulators: 6, n_cells: 800, n_doubles: 4, seed: 0}")
 
@@ -32,7 +33,7 @@ def test_walks_sum_to_the_prediction(run):
     from grnvae.evaluation.evaluate import predict_perturbations
 
     regulator = run.model.spec.nodes[0]
-    table = run.explain(regulator, top=3, paths=3)
+    table = explain(run, regulator, top=3, paths=3)
     assert table["gene"].nunique() == 3
     pred = predict_perturbations(run, [regulator])
     nodes = list(run.model.spec.nodes)
@@ -58,17 +59,17 @@ def test_walks_sum_to_the_prediction(run):
 def test_a_combination_shows_each_single_and_the_interaction(run):
     a, b = run.model.spec.nodes[:2]
     gene = run.model.spec.genes[5]
-    table = run.explain(f"{a}+{b}", gene=gene)
+    table = explain(run, f"{a}+{b}", gene=gene)
     part, predicted, total = _decomposition(table, gene)
     assert part["lognorm"].sum() == pytest.approx(predicted, abs=1e-6)
     singles = table[table["kind"] == "single"].set_index("regulator")["lognorm"]
     assert set(singles.index) == {a, b}
     for name in (a, b):  # each single's own predicted change
-        assert singles[name] == pytest.approx(_decomposition(run.explain(name, gene=gene), gene)[1], abs=1e-5)
+        assert singles[name] == pytest.approx(_decomposition(explain(run, name, gene=gene), gene)[1], abs=1e-5)
     interaction = float(table.loc[table["kind"] == "interaction", "lognorm"].iloc[0])
     assert interaction == pytest.approx(predicted - singles.sum(), abs=1e-9)
     # linear layers: the log-rate change of the combination is the sum of the singles'
-    alone = sum(_decomposition(run.explain(n, gene=gene), gene)[2] for n in (a, b))
+    alone = sum(_decomposition(explain(run, n, gene=gene), gene)[2] for n in (a, b))
     assert total == pytest.approx(alone, abs=1e-5)
     assert set(part.loc[part["kind"] == "walk", "regulator"]) <= {a, b}
 
@@ -77,7 +78,7 @@ def test_an_unseen_perturbation_is_explained_too(run):
     counts = run.model.spec.node_counts.numpy()
     unseen = [n for n, c in zip(run.model.spec.nodes, counts) if c == 0]
     assert unseen
-    table = run.explain(unseen[0], top=2)
+    table = explain(run, unseen[0], top=2)
     for gene in table["gene"].unique():
         part, predicted, total = _decomposition(table, gene)
         assert part["log_rate"].sum() == pytest.approx(total, abs=1e-6)
@@ -96,4 +97,4 @@ def test_explain_cli_and_its_limits(run, tiny_run, tmp_path, capsys):
     assert main(["explain", str(tiny_run.path), "--perturbation", tiny_run.model.spec.nodes[0]]) == 2
     assert "explain needs node effects on their own genes" in capsys.readouterr().err
     with pytest.raises(RunError, match="not among the run's"):
-        run.explain(run.model.spec.nodes[0], gene="NOPE")
+        explain(run, run.model.spec.nodes[0], gene="NOPE")
