@@ -183,6 +183,8 @@ CASES = [
     ("evaluate a non-run", lambda d, r: ["evaluate", d / "precious"], "not a grnvae run directory"),
     ("predict no labels", lambda d, r: ["predict", r.path, "--perturbations", ",", "--out", d / "p.h5ad"],
      "names no perturbation"),
+    ("predict a bare separator", lambda d, r: ["predict", r.path, "--perturbations", "+", "--out", d / "p2.h5ad"],
+     "names no target"),
     ("predict 0 particles", lambda d, r: ["predict", r.path, "--perturbations", "G0001", "--particles", "0",
                                           "--out", d / "p.h5ad"], "particles"),
     ("predict unknown gene", lambda d, r: ["predict", r.path, "--perturbations", "NOPE1", "--prior",

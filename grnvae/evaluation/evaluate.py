@@ -363,8 +363,10 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
 
             hint = "; ".join(f"{u}: did you mean {difflib.get_close_matches(u, nodes, n=1)[0]}?"
                              for u in unknown if difflib.get_close_matches(u, nodes, n=1))
+            if not targets:
+                raise RunError(f"cannot predict {label!r}: it names no target; give labels such as \"A\" or \"A{sep}B\"")
             raise RunError(
-                f"cannot predict {label!r}: {unknown or 'no target'} not among the run's {len(nodes)} GRN "
+                f"cannot predict {label!r}: {unknown} not among the run's {len(nodes)} GRN "
                 f"nodes{' (' + hint + ')' if hint else ''}; a GRN node is needed to carry a perturbation"
             )
         row = torch.zeros(len(nodes))
