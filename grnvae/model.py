@@ -504,10 +504,17 @@ class GRNVAE(nn.Module):
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def edge_table(self) -> Dict[str, Tensor]:
-        """Learned edge probabilities (see ``edge_probability`` of the edge posterior) and
-        posterior mean weights given the edge is present."""
-        return {"probability": self.edges.edge_probability().cpu(),
-                "weight": self.edges.mean_weight().detach().cpu()}
+        """Learned edge probabilities (see ``edge_probability`` of the edge posterior; fitted on
+        the edges the data can inform, :meth:`edge_evidence`) and posterior mean weights given
+        the edge is present, with their central 90 % posterior interval (``weight_low``,
+        ``weight_high``) where the edge posterior gives one."""
+        edges = self.edges
+        probability = edges.edge_probability(fit=self.edge_evidence()["informed"].to(self.edge_index.device))
+        table = {"probability": probability.cpu(), "weight": edges.mean_weight().detach().cpu()}
+        if hasattr(edges, "weight_interval"):
+            low, high = edges.weight_interval(0.9)
+            table.update(weight_low=low.cpu(), weight_high=high.cpu())
+        return table
 
     @torch.no_grad()
     def edge_evidence(self) -> Dict[str, Tensor]:

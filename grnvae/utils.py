@@ -127,3 +127,55 @@ def bilinear_ridge(G, Y, P, ridge: float, relative: bool = False):
     coef = np.divide(rhs, denom, out=np.zeros_like(rhs), where=denom > 0)
     return U @ coef @ V.T
 
+
+
+def two_group_probability(loc, scale, fit=None, iters: int = 500, tol: float = 1e-8):
+    """Posterior probability that each effect is non-null under a two-group empirical-Bayes model.
+
+    Each estimate ``loc_e`` (with posterior standard deviation ``scale_e``) is taken to come from
+    ``pi0 N(0, scale_e^2 + tau0^2) + pi1 N(0, scale_e^2 + tau1^2)``: a null group whose true
+    effects spread only by ``tau0`` (noise, weak indirect effects) and a non-null group spread by
+    ``tau1 > tau0``. ``pi1``, ``tau0`` and ``tau1`` are fitted by EM (maximum likelihood) on the
+    entries flagged in ``fit`` (default: all), and every entry gets its posterior probability of
+    the non-null group, ``pi1 N1 / (pi0 N0 + pi1 N1)`` (one minus its local false discovery
+    rate). A probability of 0.3 means that about 30 % of edges scored 0.3 are real, as far as the
+    mixture describes the estimates (Efron's two-group model, with per-entry uncertainty).
+
+    float64 numpy arrays in, ``[E]`` probabilities out. With fewer than 3 entries to fit, or no
+    spread among them, nothing can be fitted and every entry gets ``0.5``.
+    """
+    import numpy as np
+
+    loc = np.asarray(loc, dtype=np.float64)
+    var = np.square(np.asarray(scale, dtype=np.float64))
+    fit = np.ones(loc.shape, dtype=bool) if fit is None else np.asarray(fit, dtype=bool)
+    w2, v = loc[fit] ** 2, var[fit]
+    if w2.size < 3 or not np.any(w2 > v):
+        return np.full(loc.shape, 0.5)
+
+    def logpdf(w2_, v_):  # log N(w; 0, v) without the constant
+        return -0.5 * (w2_ / v_ + np.log(v_))
+
+    spread = float(np.mean(w2))
+    t0, t1, pi1 = 0.01 * spread, spread, 0.1
+    last = -np.inf
+    for _ in range(iters):
+        l0 = np.log1p(-pi1) + logpdf(w2, v + t0)
+        l1 = np.log(pi1) + logpdf(w2, v + t1)
+        top = np.maximum(l0, l1)
+        total = top + np.log(np.exp(l0 - top) + np.exp(l1 - top))
+        r = np.exp(l1 - total)
+        pi1 = float(np.clip(r.mean(), 1e-6, 1 - 1e-6))
+        # M-step for each variance: the fixed point of d/dtau sum_i r_i log N(w_i; 0, v_i + tau)
+        for _ in range(3):
+            u0, u1 = (v + t0) ** -2, (v + t1) ** -2
+            t0 = max(float(np.sum((1 - r) * (w2 - v) * u0) / max(np.sum((1 - r) * u0), 1e-300)), 0.0)
+            t1 = max(float(np.sum(r * (w2 - v) * u1) / max(np.sum(r * u1), 1e-300)), t0)
+        ll = float(total.sum())
+        if ll - last < tol * abs(ll):
+            break
+        last = ll
+    w2, v = loc ** 2, var
+    l0 = np.log1p(-pi1) + logpdf(w2, v + t0)
+    l1 = np.log(pi1) + logpdf(w2, v + t1)
+    return 1.0 / (1.0 + np.exp(np.clip(l0 - l1, -700, 700)))

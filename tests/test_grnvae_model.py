@@ -444,3 +444,52 @@ def test_without_the_learned_map_an_unseen_regulator_gets_the_baselines(sim):
         edges.source_net[2].weight.add_(torch.randn_like(edges.source_net[2].weight))
     _, d = edges.target_means()
     assert not torch.allclose(edges.prior()[1][other], (d[tgt] + edges.linear_term(d))[other], atol=1e-3)
+
+
+def test_two_group_probability_is_calibrated_on_its_own_model():
+    # 5,000 edges, 5 % with a real effect N(0, 1), each estimated with its own noise; the fitted
+    # probabilities match the fraction of real effects among the edges they are given to
+    from grnvae.utils import two_group_probability
+
+    rng = np.random.default_rng(0)
+    n = 5000
+    real = rng.random(n) < 0.05
+    sd = rng.uniform(0.05, 0.2, n)
+    effect = np.where(real, rng.normal(0, 1.0, n), 0.0)
+    p = two_group_probability(effect + sd * rng.normal(size=n), sd)
+    assert abs(p.mean() - real.mean()) < 0.01
+    for lo, hi in [(0.0, 0.1), (0.1, 0.5), (0.5, 0.9), (0.9, 1.0)]:
+        sel = (p >= lo) & (p < hi)
+        if sel.sum() >= 30:
+            assert abs(real[sel].mean() - p[sel].mean()) < 0.1, (lo, hi, real[sel].mean(), p[sel].mean())
+    # an estimate far from zero is a real effect whatever the rest; one at zero is not
+    assert p[np.abs(effect) > 1].min() > 0.99 and np.median(p[~real]) < 0.01
+    # only the flagged entries are fitted: flagging the real effects alone changes the fit
+    assert two_group_probability(effect, sd, fit=real).mean() > p.mean()
+    # nothing to fit: no information either way
+    assert np.all(two_group_probability([0.1, 0.2], [0.1, 0.1]) == 0.5)
+    assert np.all(two_group_probability(np.zeros(10), np.ones(10)) == 0.5)
+
+
+def test_weight_only_edges_report_calibrated_probabilities_and_intervals():
+    # without masks, an edge's probability is its two-group posterior (not the sign certainty,
+    # which is ~1 for every estimate far from 0 relative to a small posterior sd), fitted on the
+    # seen regulators' edges other than self-loops
+    rng = np.random.default_rng(1)
+    V = 60
+    src = np.repeat(np.arange(10), V)
+    tgt = np.tile(np.arange(V), 10)
+    ei = torch.as_tensor(np.stack([src, tgt]))
+    post = FeatureEdgePosterior(ei, torch.randn(V, 3), seen=torch.arange(V) < 8, mask=False)
+    real = rng.random(ei.shape[1]) < 0.05
+    loc = np.where(real, rng.choice([-1.0, 1.0], ei.shape[1]), 0.0) + 0.05 * rng.normal(size=ei.shape[1])
+    with torch.no_grad():
+        post.q_loc.copy_(torch.as_tensor(loc, dtype=torch.float32))
+        post.q_log_scale.fill_(np.log(0.05))
+    p = post.edge_probability()
+    seen = src < 8
+    assert abs(float(p[torch.as_tensor(seen)].mean()) - real[seen].mean()) < 0.03
+    assert float(p[torch.as_tensor(real & seen)].min()) > 0.9
+    low, high = post.weight_interval(0.9)
+    assert torch.all(low < post.mean_weight()) and torch.all(high > post.mean_weight())
+    assert torch.allclose((high - low)[torch.as_tensor(seen)], torch.tensor(2 * 1.6449 * 0.05), atol=1e-3)

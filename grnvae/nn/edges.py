@@ -220,8 +220,9 @@ class EdgePosterior(nn.Module):
         weights depend on the whole mask row; they are taken at its mode)."""
         return self.probabilities() * self.mean_weight()
 
-    def edge_probability(self) -> Tensor:
-        """The posterior probability that each edge is present, ``sigmoid(phi)``: ``[E]``."""
+    def edge_probability(self, fit: Optional[Tensor] = None) -> Tensor:
+        """The posterior probability that each edge is present, ``sigmoid(phi)``: ``[E]``
+        (``fit`` is accepted for interface parity: nothing is fitted here)."""
         return self.probabilities().detach()
 
     def mean_weight(self) -> Tensor:
@@ -535,15 +536,33 @@ class FeatureEdgePosterior(nn.Module):
         logits, loc, _, _ = self.posterior()
         return torch.sigmoid(logits) * loc if self.use_mask else loc
 
-    def edge_probability(self) -> Tensor:
+    def edge_probability(self, fit: Optional[Tensor] = None) -> Tensor:
         """What the learned GRN reports as each edge's ``probability``: ``[E]``.
 
         With masks, the posterior probability that the edge is present. Without (``mask=False``,
-        every edge present), the posterior probability that the weight has the sign of its mean,
-        ``Phi(|loc| / scale)`` in [0.5, 1]: 0.5 for an edge the data say nothing about, near 1
-        for an effect far from zero relative to its uncertainty."""
+        every edge present, only weights learned), the probability that the edge carries a
+        non-null effect under a two-group empirical-Bayes model of the posterior mean weights and
+        their uncertainties (:func:`grnvae.utils.two_group_probability`), fitted on the seen
+        regulators' edges other than self-loops (and only those flagged in ``fit``, bool
+        ``[E]``, e.g. the edges the data can inform): a calibrated probability, where the
+        posterior alone would call almost every edge certain of its sign."""
+        from ..utils import two_group_probability
+
         with torch.no_grad():
             logits, loc, scale, _ = self.posterior()
             if self.use_mask:
                 return torch.sigmoid(logits)
-            return torch.special.ndtr(loc.abs() / scale)
+            use = self.seen & (self.is_self == 0)
+            if fit is not None:
+                use = use & fit.to(use.device)
+            p = two_group_probability(loc.double().cpu().numpy(), scale.double().cpu().numpy(), use.cpu().numpy())
+            return torch.as_tensor(p, dtype=loc.dtype, device=loc.device)
+
+    def weight_interval(self, level: float = 0.9) -> Tuple[Tensor, Tensor]:
+        """The central ``level`` posterior interval of each edge's weight given that it is
+        present, ``(low, high)`` ``[E]`` each (Normal posterior; an unseen regulator's edges get
+        their prior's)."""
+        with torch.no_grad():
+            _, loc, scale, _ = self.posterior()
+            half = scale * float(torch.special.ndtri(torch.tensor(0.5 + level / 2, dtype=torch.float64)))
+            return loc - half, loc + half
