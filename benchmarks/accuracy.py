@@ -51,6 +51,7 @@ SUITE = {
 }
 METHODS = ("model", "no_change", "train_mean", "mean_effect", "additive", "linear", "ceiling")
 COLUMNS = ("pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse")
+GRN_COLUMNS = ("auprc", "auroc", "early_precision", "ece")
 
 
 def run_one(name: str, seed: int, out: Path, recipe: str) -> dict:
@@ -61,9 +62,10 @@ def run_one(name: str, seed: int, out: Path, recipe: str) -> dict:
     res = evaluate(run.path, plots=False)
     metrics = res["metrics"]
     metrics["train"] = {"epochs": run.metrics.get("epochs"), "wall_s": wall}
-    recovery = res["grn"].get("truth", {}).get("model")
-    if recovery:
-        metrics["grn_auprc"] = {"auprc": recovery["auprc"], "random": recovery["auprc_random"]}
+    truth = res["grn"].get("truth", {})
+    if truth.get("model"):
+        metrics["grn"] = {method: {k: scores.get(k) for k in GRN_COLUMNS} for method, scores in truth.items()}
+        metrics["grn"]["random"] = {"auprc": truth["model"]["auprc_random"]}
     return metrics
 
 
@@ -89,10 +91,13 @@ def section(name: str, pooled: dict, seeds) -> str:
             f"training {tr.get('epochs', {}).get('mean', float('nan')):.0f} epochs, "
             f"{tr.get('wall_s', {}).get('mean', float('nan')) / 60:.1f} min to early stopping)")
     parts = [head, "", table(pooled)]
-    if "grn_auprc" in pooled:
-        g = pooled["grn_auprc"]
-        parts += ["", f"GRN recovery against the simulated truth: AUPRC {_cell(g['auprc'])} "
-                      f"(random {g['random']['mean']:.3f})."]
+    if "grn" in pooled:
+        g = pooled["grn"]
+        parts += ["", f"GRN recovery against the simulated truth (direct edges; random AUPRC "
+                      f"{g['random']['auprc']['mean']:.3f}; `ece`: calibration of the edge probabilities):", "",
+                  "| GRN | " + " | ".join(GRN_COLUMNS) + " |", "|---" * (len(GRN_COLUMNS) + 1) + "|"]
+        parts += [f"| {m} | " + " | ".join(_cell(g[m].get(k)) for k in GRN_COLUMNS) + " |"
+                  for m in ("model", "perturbation_de", "correlation", "prior") if m in g]
     for cat, sub in sorted(pooled.get("by_category", {}).items()):
         parts += ["", f"Category `{cat}` ({sub['n_perturbations']['mean']:.0f} perturbations):", "", table(sub)]
     return "\n".join(parts)
