@@ -88,6 +88,11 @@ def _cmd_explain(args) -> int:
     if args.out:
         atomic_write_text(args.out, table.to_csv(sep="\t", index=False))
         print(f"written to {args.out}")
+    if args.plot:
+        from .plot import explanation
+
+        explanation(table, args.perturbation, save=args.plot)
+        print(f"figure written to {args.plot}")
     return 0
 
 
@@ -244,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--top", type=int, default=5, help="genes to explain without --gene (default 5)")
     x.add_argument("--paths", type=int, default=10, help="walks shown per gene; the rest are summed (default 10)")
     x.add_argument("--out", help="also write the table as TSV")
+    x.add_argument("--plot", help="also draw the walks (edge width ~ contribution) into this image file (.png, .pdf, .svg)")
     x.add_argument("--prior", action="store_true", help="draw basal states from the prior, not from control cells")
     _trust_flag(x)
     x.set_defaults(func=_cmd_explain)

@@ -43,7 +43,7 @@ from grnvae.errors import DataError, GRNError
 from grnvae.grn import GRN
 from grnvae.utils import PathLike, atomic_write
 
-__all__ = ["effects_scatter", "metric_bars", "grn_neighbourhood", "save", "method_colours"]
+__all__ = ["effects_scatter", "metric_bars", "grn_neighbourhood", "explanation", "save", "method_colours"]
 
 
 #: fixed colours so that a method has the same colour in every figure; "model" is always blue
@@ -967,4 +967,101 @@ def grn_neighbourhood(
     shown = (f"{len(edges)} of {n_qualified} edges" if n_qualified > len(edges)
              else f"{len(edges)} edges")
     ax.set_title(f"{title}\n{counts}; {shown} shown", fontsize=11)
+    return _done(fig, show, save)
+
+
+# ---------------------------------------------------------------------------- explanation
+def explanation(
+    table: pd.DataFrame,
+    perturbation: str,
+    ax: Any = None,
+    show: bool = False,
+    save: PathLike | None = None,
+) -> Figure:
+    """The GRN walks behind a prediction (the table of :func:`grnvae.explain.explain`).
+
+    Nodes sit in columns by their step along the walks (the perturbed genes on the left, the
+    explained genes on the right); each edge is as wide as the absolute log-rate contribution of
+    the walks through it, summed over the explained genes, and coloured by the sign of that sum
+    (red: raises the target, blue: lowers it). A knocked-down gene's change of its own
+    expression (the walk along its self-loop) is the node's frame, as wide and coloured the same
+    way. The explained genes are labelled with their predicted log-normalised change, the share
+    of it that the drawn walks leave to other walks, and for a combination the interaction
+    term (the change beyond the sum of the singles').
+
+    Returns the figure (one axes; each edge a :class:`~matplotlib.patches.FancyArrowPatch` in
+    ``ax.patches``).
+    """
+    needed = {"gene", "kind", "path", "log_rate", "share", "predicted"}
+    if not isinstance(table, pd.DataFrame) or not needed <= set(table.columns):
+        raise DataError(f"explanation(): expected the table of grnvae.explain.explain (columns {sorted(needed)})")
+    walks = table[table["kind"] == "walk"]
+    genes = list(dict.fromkeys(table["gene"]))
+    flow: dict[tuple[str, str], float] = {}
+    width: dict[tuple[str, str], float] = {}
+    step: dict[str, int] = {}
+    for path, value in zip(walks["path"], walks["log_rate"].astype(float)):
+        names = path.split(" -> ")
+        for k, name in enumerate(names):
+            step[name] = min(step.get(name, k), k)
+        for a, b in zip(names[:-1], names[1:]):
+            flow[(a, b)] = flow.get((a, b), 0.0) + value
+            width[(a, b)] = width.get((a, b), 0.0) + abs(value)
+    last = max(step.values(), default=0) + 1
+    for g in genes:  # explained genes in the last column (also those no walk reaches)
+        if g not in step or step[g] > 0:
+            step[g] = last
+    columns: dict[int, list[str]] = {}
+    for name, k in sorted(step.items(), key=lambda item: (item[1], item[0])):
+        columns.setdefault(k, []).append(name)
+    order = sorted(columns)
+    pos = {}
+    for x, k in enumerate(order):
+        members = columns[k]
+        for i, name in enumerate(members):
+            pos[name] = (float(x), (len(members) - 1) / 2.0 - i)
+    height = max(len(m) for m in columns.values())
+    fig, given = _canvas((2.2 + 2.4 * len(order), 1.2 + 0.7 * max(height, 3)), ax, show)
+    ax = fig.subplots() if given is None else given[0]
+    ax.set_axis_off()
+    top = max(width.values(), default=1.0) or 1.0
+    graph = nx.DiGraph()
+    graph.add_nodes_from(pos)
+    for (a, b), w in width.items():
+        colour = _ACTIVATION if flow[(a, b)] > 0 else _REPRESSION if flow[(a, b)] < 0 else _UNSIGNED
+        lw = 0.6 + 5.4 * w / top
+        if a == b:  # drawn as the node's frame below
+            continue
+        drawn = nx.draw_networkx_edges(graph, pos, edgelist=[(a, b)], width=lw, edge_color=colour, arrows=True,
+                                       arrowstyle="-|>", arrowsize=12, node_size=2600, ax=ax, alpha=0.85)
+        for patch in drawn if isinstance(drawn, list) else [drawn]:
+            patch.set_zorder(1)
+    first = table.drop_duplicates("gene").set_index("gene")
+    rest = table[table["kind"] == "rest"].groupby("gene")["share"].sum()
+    interaction = table[table["kind"] == "interaction"].groupby("gene")["lognorm"].sum()
+    for name, (x, y) in pos.items():
+        label = name
+        if name in first.index:
+            label += f"\n{first.at[name, 'predicted']:+.2f}"
+            if name in rest.index and np.isfinite(rest[name]) and abs(rest[name]) >= 0.005:
+                label += f" ({100 * rest[name]:.0f}% other walks)"
+            if name in interaction.index:
+                label += f"\ninteraction {interaction[name]:+.2f}"
+        colour = "#ff9f1c" if step[name] == 0 else "#cfe3f5" if name in first.index else "#e6e6e6"
+        own = flow.get((name, name), 0.0)  # a knocked-down gene's change of its own expression
+        frame = (_ACTIVATION if own > 0 else _REPRESSION, 0.6 + 5.4 * width[(name, name)] / top) \
+            if (name, name) in width else ("#555555", 0.6)
+        ax.text(x, y, label, ha="center", va="center", fontsize=8, zorder=4,
+                bbox=dict(boxstyle="round,pad=0.3", facecolor=colour, edgecolor=frame[0], linewidth=frame[1]))
+    xs = [p[0] for p in pos.values()] or [0.0]
+    ys = [p[1] for p in pos.values()] or [0.0]
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
+    ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7)
+    handles = [Line2D([], [], color=_ACTIVATION, lw=2, label="raises the target"),
+               Line2D([], [], color=_REPRESSION, lw=2, label="lowers the target"),
+               Line2D([], [], color="black", lw=6, label=f"|log-rate| {top:.3g}")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False,
+              title="walks (width ~ contribution)", title_fontsize=8)
+    ax.set_title(f"{perturbation}: the GRN walks behind the predicted change of {len(genes)} "
+                 f"gene{'s' * (len(genes) != 1)}", fontsize=11)
     return _done(fig, show, save)

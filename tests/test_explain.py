@@ -98,3 +98,29 @@ def test_explain_cli_and_its_limits(run, tiny_run, tmp_path, capsys):
     assert "explain needs node effects on their own genes" in capsys.readouterr().err
     with pytest.raises(RunError, match="not among the run's"):
         explain(run, run.model.spec.nodes[0], gene="NOPE")
+
+
+def test_the_figure_draws_every_walked_edge_with_its_contribution(run, tmp_path, capsys):
+    from matplotlib.patches import FancyArrowPatch
+
+    from grnvae import plot
+    from grnvae.cli import main
+
+    a, b = run.model.spec.nodes[:2]
+    table = explain(run, f"{a}+{b}", top=3, paths=5)
+    walked = {tuple(p.split(" -> ")[k:k + 2]) for p in table.loc[table["kind"] == "walk", "path"]
+              for k in range(len(p.split(" -> ")) - 1)}
+    edges = {e for e in walked if e[0] != e[1]}
+    fig = plot.explanation(table, f"{a}+{b}")
+    ax = fig.axes[0]
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == len(edges)
+    widths = sorted(p.get_linewidth() for p in arrows)
+    assert widths[-1] > widths[0] or len(set(widths)) == 1
+    labels = " ".join(t.get_text() for t in ax.texts)
+    assert all(g in labels for g in table["gene"].unique()) and "interaction" in labels
+    with pytest.raises(Exception, match="table of grnvae.explain.explain"):
+        plot.explanation(table[["gene"]], a)
+    out = tmp_path / "why.png"
+    assert main(["explain", str(run.path), "--perturbation", a, "--top", "2", "--plot", str(out)]) == 0
+    assert out.stat().st_size > 1000 and "figure written to" in capsys.readouterr().out
