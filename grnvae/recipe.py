@@ -59,6 +59,7 @@ class SimulatorConfig:
     saturation: float = 0.0
     double_targets: str = "random"
     activation: bool = False
+    cascade: float = 0.4
 
 
 @dataclass

@@ -121,6 +121,19 @@ def test_effect_scale_scales_weights():
     np.testing.assert_allclose(w2, 0.5 * w1)
 
 
+def test_cascade_sets_how_many_edges_run_between_regulators():
+    kw = dict(n_genes=200, n_regulators=40, n_cells=600, n_doubles=0, seed=3)
+    share = {}
+    for cascade in (0.0, 0.4, 0.9):
+        grn = true_grn_edges(simulate(cascade=cascade, **kw))
+        to_regulator = grn["target"].str[1:].astype(int).to_numpy() < 40
+        share[cascade] = to_regulator.mean()
+        assert simulate(cascade=cascade, **kw).uns["grnvae_simulation"]["params"]["cascade"] == cascade
+    assert share[0.0] == 0.0 and 0.25 < share[0.4] < 0.55 and share[0.9] > 0.7
+    with pytest.raises(DataError, match="cascade"):
+        simulate(cascade=1.5, **kw)
+
+
 def test_knocked_down_gene_is_lower_in_its_cells(adata, normalised):
     labels, index, norm = normalised
     control = norm[labels == "control"].mean(axis=0)
@@ -252,7 +265,7 @@ def _digest(a: anndata.AnnData) -> str:
 def test_defaults_reproduce_the_previous_simulator_bit_for_bit(kwargs, digest):
     assert _digest(simulate(**kwargs)) == digest
     explicit = simulate(basal_grn=0.0, saturation=0.0, double_targets="random",
-                        activation=False, **kwargs)
+                        activation=False, cascade=0.4, **kwargs)
     assert _digest(explicit) == digest
 
 

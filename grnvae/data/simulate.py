@@ -11,7 +11,7 @@ the targets of the screen.
 
 *True GRN.* A sparse directed acyclic graph with signed weights ``W[i, j]`` (edge ``i -> j``).
 Every regulator ``i`` gets ``max(1, Poisson(edges_per_regulator))`` outgoing edges. Each edge
-goes, with probability 0.4, to a regulator of higher index than ``i`` (which makes the graph
+goes, with probability ``cascade`` (default 0.4), to a regulator of higher index than ``i`` (which makes the graph
 acyclic) and otherwise to a non-regulator gene (falling back to the other kind when one runs
 out, so the last regulator has no edge when every gene is a regulator); targets of one
 regulator are distinct. Signs are
@@ -101,7 +101,6 @@ UNS_KEY = "grnvae_simulation"
 
 _CHUNK = 2000  # cells generated at a time (fewer for very many genes)
 _CHUNK_ELEMENTS = 4_000_000  # cap on cells x genes per chunk
-_P_TO_REGULATOR = 0.4  # probability that an edge points to a (higher-index) regulator
 _P_ACTIVATING = 0.7
 _LFC_CLIP = 5.0
 _DOUBLE_TARGETS = ("random", "shared")
@@ -161,7 +160,7 @@ def _gene_names(n_genes: int) -> list[str]:
 
 
 def _sample_grn(rng: np.random.Generator, n_genes: int, n_regulators: int,
-                edges_per_regulator: float, effect_scale: float
+                edges_per_regulator: float, effect_scale: float, cascade: float = 0.4
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample the true DAG; returns (source, target, weight) arrays sorted by source."""
     n_other = n_genes - n_regulators
@@ -170,7 +169,7 @@ def _sample_grn(rng: np.random.Generator, n_genes: int, n_regulators: int,
     for i in range(n_regulators):
         n_higher = n_regulators - 1 - i
         n_edges = min(max(1, int(rng.poisson(edges_per_regulator))), n_higher + n_other)
-        n_reg = int(rng.binomial(n_edges, _P_TO_REGULATOR)) if n_higher > 0 else 0
+        n_reg = int(rng.binomial(n_edges, cascade)) if n_higher > 0 else 0
         n_reg = min(n_reg, n_higher)
         n_non = min(n_edges - n_reg, n_other)
         n_reg = min(n_edges - n_non, n_higher)  # fill up with regulators if too few others
@@ -376,7 +375,8 @@ def simulate(n_genes: int = 200, n_regulators: int = 40, n_cells: int = 4000,
              library_sigma: float = 0.35, dispersion: float = 8.0, seed: int = 0,
              perturbation_key: str = "perturbation", control: str = "control",
              separator: str = "+", basal_grn: float = 0.0, saturation: float = 0.0,
-             double_targets: str = "random", activation: bool = False) -> anndata.AnnData:
+             double_targets: str = "random", activation: bool = False,
+             cascade: float = 0.4) -> anndata.AnnData:
     """Simulate a CRISPR knockdown (or activation) Perturb-seq screen from a known sparse GRN.
 
     See the module docstring for the full generative model.
@@ -437,6 +437,12 @@ def simulate(n_genes: int = 200, n_regulators: int = 40, n_cells: int = 4000,
     activation
         False (default): CRISPRi knockdown screen. True: CRISPRa screen; the direct change of a
         targeted gene has the opposite sign, ``+e * log(1 / (1 - knockdown))``.
+    cascade
+        Probability, in [0, 1], that an edge points to another (higher-index) regulator rather
+        than to a non-regulator gene: how much of a perturbation's effect reaches genes
+        indirectly (0: every target is direct; near 1: long cascades whose indirect targets a
+        one-hop method mistakes for direct ones). Noise levels are set by ``library_size``
+        (sequencing depth) and ``dispersion``.
 
     Returns
     -------
@@ -484,6 +490,7 @@ def simulate(n_genes: int = 200, n_regulators: int = 40, n_cells: int = 4000,
     saturation = _check_float("saturation", saturation, 0.0)
     double_targets = _check_choice("double_targets", double_targets, _DOUBLE_TARGETS)
     activation = _check_bool("activation", activation)
+    cascade = _check_float("cascade", cascade, 0.0, 1.0)
 
     if n_regulators > n_genes:
         raise DataError(f"simulate: n_regulators ({n_regulators}) cannot exceed n_genes "
@@ -519,14 +526,14 @@ def simulate(n_genes: int = 200, n_regulators: int = 40, n_cells: int = 4000,
                   library_sigma=library_sigma, dispersion=dispersion, seed=seed,
                   perturbation_key=perturbation_key, control=control, separator=separator,
                   basal_grn=basal_grn, saturation=saturation, double_targets=double_targets,
-                  activation=activation,
+                  activation=activation, cascade=cascade,
                   modality="activation" if activation else "knockdown")
 
     rng = np.random.default_rng(seed)
 
     # ---- global structure ----------------------------------------------------------------
     source, target, weight = _sample_grn(rng, n_genes, n_regulators, edges_per_regulator,
-                                         effect_scale)
+                                         effect_scale, cascade)
     baseline = rng.normal(0.0, 1.2, size=n_genes)
     loadings = rng.normal(0.0, 0.3, size=(n_genes, n_programs))
     if double_targets == "shared":
