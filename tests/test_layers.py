@@ -49,9 +49,9 @@ def test_layer_shapes_gradients_and_masked_edges(name, hops):
     assert torch.allclose(res[0], res[1], atol=1e-6) and torch.allclose(res[0], res[2], atol=1e-6)
 
 
-def test_standard_layers_refuse_graph_copies_beyond_the_memory_bound(monkeypatch):
-    """A standard PyG layer runs over P x C copies of the GRN; past the bound it stops with a
-    one-line error naming the sizes and the ways out, instead of exhausting memory."""
+def test_standard_layers_refuse_hops_beyond_the_memory_bound(monkeypatch):
+    """Past the bound on one hop's messages a standard layer stops with a one-line error naming
+    the sizes and the ways out, instead of exhausting memory."""
     import grnvae.nn.effect as effect_mod
     from grnvae.errors import RecipeError
     from grnvae.nn.effect import EffectModule
@@ -62,5 +62,62 @@ def test_standard_layers_refuse_graph_copies_beyond_the_memory_bound(monkeypatch
     weight = torch.randn(4, 3)
     assert module(dosage, edge_index, weight).shape == (4, 3, 3)  # within the bound
     monkeypatch.setattr(effect_mod, "STANDARD_LAYER_BYTES", 1000)
-    with pytest.raises(RecipeError, match=r"4 particles x 3 conditions = 12 copies of the 3-edge GRN.*gpo_linear"):
+    with pytest.raises(RecipeError, match=r"hop 1 reaches 6 \(condition, node\) pairs with 6 in-edges, over 4 "
+                                          r"particles.*gpo_linear"):
         module(dosage, edge_index, weight)
+
+
+def _copies(module, dosage, edge_index, edge_weight):
+    """The reference: the layers over one copy of the GRN per particle and condition, f(d) - f(0)."""
+    P, E = edge_weight.shape
+    C, V = dosage.shape
+
+    def run(d):
+        B = P * C
+        ei = edge_index.repeat(1, B) + (torch.arange(B) * V).repeat_interleave(E)
+        w = edge_weight.repeat_interleave(C, dim=0).reshape(-1)
+        x = d.repeat(P, 1).reshape(B * V, 1)
+        for k, layer in enumerate(module.layers):
+            x = layer(x, ei, w)
+            if k < len(module.layers) - 1:
+                x = module.act(x)
+        return x.view(P, C, V)
+
+    return run(dosage) - run(torch.zeros_like(dosage))
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTIN if n != "gpo_linear"])
+@pytest.mark.parametrize("hops", [1, 2])
+def test_standard_layers_over_the_reached_pairs_equal_one_copy_per_condition(name, hops):
+    """Run over the (condition, node) pairs the perturbations reach plus one unperturbed copy per
+    particle, a standard layer gives exactly the effects (and gradients) of one GRN copy per
+    particle and condition; nodes out of reach get no effect, and nor does a control."""
+    from grnvae.nn.effect import SparseEffects
+
+    torch.manual_seed(1)
+    V, P = 40, 3
+    gen = torch.Generator().manual_seed(0)
+    src = torch.arange(V).repeat_interleave(2)
+    tgt = torch.randint(0, V, (2 * V,), generator=gen)
+    keep = src != tgt
+    edge_index = torch.unique(torch.stack([src[keep], tgt[keep]]), dim=1)
+    dosage = torch.zeros(5, V)
+    dosage[1, 0] = -1.0
+    dosage[2, [3, 7]] = -1.0
+    dosage[3, 11] = 0.5
+    dosage[4, 20] = -1.0
+    module = EffectModule(name, hops=hops, hidden=4)
+    w = torch.randn(P, edge_index.shape[1], requires_grad=True)
+    fast = module._standard(dosage, edge_index, w, max_density=1.0)
+    assert isinstance(fast, SparseEffects) and fast.values.shape[1] < 5 * V  # only the reached pairs
+    z = fast.dense()
+    ref = _copies(module, dosage, edge_index, w)
+    assert torch.allclose(z, ref, atol=1e-5), (z - ref).abs().max()
+    assert torch.all(z[:, 0] == 0)  # the control: no effect
+    g_fast = torch.autograd.grad(z.pow(2).sum(), w)[0]
+    g_ref = torch.autograd.grad(ref.pow(2).sum(), w)[0]
+    assert torch.allclose(g_fast, g_ref, atol=1e-4)
+    params = [p for p in module.parameters() if p.requires_grad]
+    for a, b in zip(torch.autograd.grad(module(dosage, edge_index, w).pow(2).sum(), params, allow_unused=True),
+                    torch.autograd.grad(_copies(module, dosage, edge_index, w).pow(2).sum(), params, allow_unused=True)):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-4)

@@ -112,7 +112,7 @@ def _keys(dosage: Tensor) -> Tensor:
     return cv[:, 0] * dosage.shape[1] + cv[:, 1]
 
 
-#: memory bound of a standard PyG layer's P x C graph copies (bytes); above it, a clear error
+#: memory bound of a standard PyG layer's messages per hop (bytes); above it, a clear error
 STANDARD_LAYER_BYTES = 8 * 2**30
 
 
@@ -127,9 +127,11 @@ class EffectModule(nn.Module):
       ``h_hops`` (``combine="last"``). GPO-VAE is ``gpo_linear`` with one hop.
     - *standard PyG layers* (anything else): built as ``cls(in_channels, out_channels,
       **options)`` with channels ``1 -> hidden -> ... -> 1`` and LeakyReLU between layers, and
-      called exactly like a PyG layer, ``layer(x [B*V, F], edge_index [2, B*E], edge_weight
-      [B*E])``, over B = P * C disjoint copies of the GRN (one per particle and condition, since
-      the sampled edge weights differ per particle). The output is the last layer's.
+      called exactly like a PyG layer, ``layer(x [N, F], edge_index [2, M], edge_weight [M])``.
+      The effect of a condition is the stack's output for its dosages minus its output for no
+      perturbation, ``f(d) - f(0)`` (so a control has no effect, whatever the layers' biases);
+      see :meth:`_standard` for how it is computed over the pairs the perturbations reach
+      rather than over P x C copies of the GRN.
 
     Shapes: dosages ``[C, V]``, ``edge_weight`` ``[P, E]`` -> latent effects ``[P, C, V]``.
     """
@@ -229,6 +231,8 @@ class EffectModule(nn.Module):
         This costs O(pairs x P) against O(E x C x P) for products over the whole GRN, whether the
         effects end up sparse or not.
         """
+        if not self.batched:
+            return self._standard(dosage, edge_index, edge_weight)
         if plan.support is None:
             return self.forward(dosage, edge_index, edge_weight, plan)
         C, V = dosage.shape
@@ -255,7 +259,8 @@ class EffectModule(nn.Module):
         ``plan`` (from :meth:`plan` for the same dosages and edges) is computed when not given.
         """
         if not self.batched:
-            return self._forward_standard(dosage, edge_index, edge_weight)
+            z = self._standard(dosage, edge_index, edge_weight)
+            return z.dense() if isinstance(z, SparseEffects) else z
         if plan is None:
             plan = self.plan(dosage, edge_index, dosage.shape[1])
         x = dosage.t().unsqueeze(1).expand(-1, edge_weight.shape[0], -1)  # [V, P, C]
@@ -269,30 +274,82 @@ class EffectModule(nn.Module):
             out = x if (out is None or self.combine == "last") else out + x
         return out.permute(1, 2, 0)  # [P, C, V]
 
-    def _forward_standard(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor) -> Tensor:
+    def _standard(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor,
+                  max_density: float = 0.1) -> Union[Tensor, SparseEffects]:
+        """Effects ``f(d) - f(0)`` of a stack of standard PyG layers, exactly, over the pairs the
+        perturbations reach.
+
+        A layer's output at node j depends on j's own state, on the states of its in-neighbours
+        along j's in-edges and on their weights, and (GCN's symmetric normalisation) on the
+        in-edges of those in-neighbours. So a condition's state after layer k differs from the
+        unperturbed one only on ``R_k``, its perturbed nodes and the nodes they reach in k steps.
+        Each layer runs once over one graph holding, per particle, (a) a copy of the whole GRN in
+        the unperturbed state (``f(0)``, shared by all conditions) and (b) one node per pair
+        ``(c, j)`` of ``R_k`` with every in-edge of j: from the pair ``(c, i)`` when i is in
+        ``R_k`` (whose own in-edges are then complete too), else from node i of the unperturbed
+        copy. That is ``P (E + sum_{(c, j) in R_k} indeg(j))`` edges instead of the
+        ``P C E`` of one copy per particle and condition; the result is the same for every
+        parameter value. Returns :class:`SparseEffects` on ``R_K`` when that is at most
+        ``max_density`` of ``C x V``, else dense ``[P, C, V]``.
+        """
         P, E = edge_weight.shape
         C, V = dosage.shape
-        B = P * C
+        device = dosage.device
+        src, tgt = edge_index
+        in_order = torch.argsort(tgt, stable=True)  # edge ids grouped by target
+        in_ptr = row_pointer(tgt, V)
+        out_edges = _OutEdges(edge_index, V)
+        keys = _keys(dosage)  # R_0
+        base = edge_weight.new_zeros(P * V, 1)  # the unperturbed state, per particle
+        state = dosage.flatten()[keys].repeat(P).unsqueeze(1)  # [P * |R_0|, 1], particle-major
         width = max(max(getattr(layer, "out_channels", 1) for layer in self.layers), 1)
-        # per copied edge: its int64 source, target and offset, and float32 messages kept for backward
-        need = B * E * (24 + 3 * 4 * width)
-        if need > STANDARD_LAYER_BYTES:
-            raise RecipeError(
-                f"model.effect.layer={self.layer_name} runs over {P} particles x {C} conditions = {B:,} copies of "
-                f"the {E:,}-edge GRN (about {need / 2**30:.0f} GB of messages, above the "
-                f"{STANDARD_LAYER_BYTES / 2**30:.0f} GB bound); use a particle-batched layer (gpo_linear), fewer "
-                f"conditions per batch (train.batch_size), fewer particles (train.particles), a smaller "
-                f"model.effect.hidden or a sparser GRN (grn.edges=knn with a smaller grn.knn)")
-        # copy b = p * C + c holds condition c under particle p
-        offsets = (torch.arange(B, device=dosage.device) * V).repeat_interleave(E)
-        ei = edge_index.repeat(1, B) + offsets
-        w = edge_weight.repeat_interleave(C, dim=0).reshape(-1)  # [B * E]
-        x = dosage.repeat(P, 1).reshape(B * V, 1)
+        cur = keys
         for k, layer in enumerate(self.layers):
-            x = layer(x, ei, w)
+            prev = cur
+            reached, _, _, _ = out_edges.expand(prev)
+            cur = torch.unique(torch.cat([prev, reached]))  # R_k, sorted
+            n = cur.numel()
+            c_cur, v_cur = cur // V, cur % V
+            deg = in_ptr[v_cur + 1] - in_ptr[v_cur]
+            total = int(deg.sum())
+            need = P * (E + total) * (24 + 3 * 4 * width)
+            if need > STANDARD_LAYER_BYTES:
+                raise RecipeError(
+                    f"model.effect.layer={self.layer_name}: hop {k + 1} reaches {n:,} (condition, node) pairs with "
+                    f"{total:,} in-edges, over {P} particles (about {need / 2**30:.2g} GB of messages, above the "
+                    f"{STANDARD_LAYER_BYTES / 2**30:.2g} GB bound); use a particle-batched layer (gpo_linear), "
+                    f"fewer hops (model.effect.hops), fewer conditions per batch (train.batch_size), fewer "
+                    f"particles (train.particles), a smaller model.effect.hidden or a sparser GRN "
+                    f"(grn.edges=knn with a smaller grn.knn)")
+            # the pairs' inputs: their state after the previous layer, unperturbed outside R_{k-1}
+            at = torch.searchsorted(prev, cur).clamp(max=max(prev.numel() - 1, 0))
+            hit = (prev[at] == cur) if prev.numel() else torch.zeros_like(cur, dtype=torch.bool)
+            F = base.shape[1]
+            x_pair = base.view(P, V, F)[:, v_cur].clone()
+            x_pair[:, hit] = state.view(P, -1, F)[:, at[hit]]
+            # every in-edge of every pair: from the pair (c, i) when it is in R_k, else from node i
+            # of the unperturbed copy
+            tpos = torch.repeat_interleave(torch.arange(n, device=device), deg)
+            slot = torch.repeat_interleave(in_ptr[v_cur] - (torch.cumsum(deg, 0) - deg), deg)
+            slot = slot + torch.arange(total, device=device)
+            e_ids = in_order[slot]
+            s_key = c_cur[tpos] * V + src[e_ids]
+            spos = torch.searchsorted(cur, s_key).clamp(max=max(n - 1, 0))
+            s_in = cur[spos] == s_key
+            offset = torch.arange(P, device=device).unsqueeze(1)
+            pair_src = torch.where(s_in, P * V + offset * n + spos, offset * V + src[e_ids])  # [P, total]
+            pair_dst = P * V + offset * n + tpos
+            base_src, base_dst = offset * V + src, offset * V + tgt  # [P, E]
+            ei = torch.stack([torch.cat([base_src.flatten(), pair_src.flatten()]),
+                              torch.cat([base_dst.flatten(), pair_dst.flatten()])])
+            w = torch.cat([edge_weight.flatten(), edge_weight[:, e_ids].flatten()])
+            out = layer(torch.cat([base, x_pair.reshape(P * n, F)]), ei, w)
             if k < len(self.layers) - 1:
-                x = self.act(x)
-        return x.view(P, C, V)
+                out = self.act(out)
+            base, state = out[:P * V], out[P * V:]
+        values = state.view(P, cur.numel(), -1)[..., 0] - base.view(P, V, -1)[:, cur % V, 0]
+        effects = SparseEffects(values, torch.stack([cur // V, cur % V]), C, V)
+        return effects if cur.numel() <= max_density * C * V else effects.dense()
 
 
 def propagate(h: Tensor, edge_index: Tensor, edge_value: Tensor, num_nodes: int) -> Tensor:
