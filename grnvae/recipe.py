@@ -155,9 +155,10 @@ class EdgeConfig:
     min_prior_scale: float = 0.0  # a floor under the learned prior scales
     # weight: features: add a closed-form linear term to the prior mean; null: none. With
     # prior_mean=data it is the linear baseline fitted to the seen regulators' changes, with this
-    # ridge relative to the fit's scale; with prior_mean=posterior, the ridge fit of the seen
-    # weights by the features (an absolute penalty)
-    linear_ridge: Optional[float] = None
+    # ridge relative to the fit's scale, or "auto": chosen by leaving each measured seen regulator
+    # out in turn; with prior_mean=posterior, the ridge fit of the seen weights by the features
+    # (an absolute penalty)
+    linear_ridge: Any = None
     # weight: features: the learned map from the regulator's and target's features to the prior
     # mean (off: the prior mean is the data's mean response, plus the linear term if any)
     learned_map: bool = True
@@ -550,9 +551,11 @@ def _check(cfg: DictConfig, where: str, data_given: bool = False) -> None:
     if pen.enabled and not (0.0 < pen.prior < 1.0 and pen.spread > 0):
         raise RecipeError(f"{where}: 'model.penetrance.prior' must lie in (0, 1) and 'model.penetrance.spread' "
                           f"be > 0, got prior={pen.prior}, spread={pen.spread}")
-    if e.linear_ridge is not None and e.linear_ridge < 0:
-        raise RecipeError(f"{where}: 'model.edges.linear_ridge' must be >= 0 (or null for no linear term), "
-                          f"got {e.linear_ridge}")
+    ridge = e.linear_ridge
+    if ridge is not None and not (ridge == "auto" and e.prior_mean == "data"):
+        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or ridge < 0:
+            raise RecipeError(f"{where}: 'model.edges.linear_ridge' must be a number >= 0, null for no linear term, "
+                              f"or auto (with model.edges.prior_mean=data), got {ridge!r}")
     if e.weight == "features" and not e.mask and (cfg.loss.sparsity > 0 or cfg.loss.align.weight > 0):
         raise RecipeError(f"{where}: model.edges.mask=false has no edge probabilities for loss.sparsity or "
                           f"loss.align to act on; set them to 0 or model.edges.mask=true")

@@ -493,3 +493,37 @@ def test_weight_only_edges_report_calibrated_probabilities_and_intervals():
     low, high = post.weight_interval(0.9)
     assert torch.all(low < post.mean_weight()) and torch.all(high > post.mean_weight())
     assert torch.allclose((high - low)[torch.as_tensor(seen)], torch.tensor(2 * 1.6449 * 0.05), atol=1e-3)
+
+
+def test_auto_ridge_follows_what_predicts_left_out_regulators():
+    # 30 targets, 12 regulators that are targets too. When each regulator's response is a
+    # low-rank function of its own target embedding, a weak ridge predicts left-out regulators
+    # best; when responses are independent noise around a shared mean, a strong one does
+    from grnvae.data.features import RIDGE_GRID, choose_ridge, left_out_scores
+
+    rng = np.random.default_rng(0)
+    T, S = 30, 12
+    regulators, targets = np.arange(S), np.arange(T)
+    shared = rng.normal(size=T)
+    A = rng.normal(size=(T, 2))
+    M = rng.normal(size=(2, 2))
+    structured = (shared[:, None] + A @ M @ A[:S].T).T  # [S, T]: response of target t to regulator s
+    ridge, scores, n = choose_ridge(structured + 0.01 * rng.normal(size=(S, T)), regulators, targets, pcs=3)
+    assert n == S and ridge <= 0.1 and scores[ridge] > scores[10.0] + 0.1
+    noise = shared[None, :] + rng.normal(size=(S, T))
+    ridge, scores, _ = choose_ridge(noise, regulators, targets, pcs=3)
+    assert ridge >= 1.0 and set(scores) == set(RIDGE_GRID)
+    # a regulator that is not a measured target is never left out; too few: the default
+    assert left_out_scores(structured, np.array([0, 1, 100, 101]), targets)[1] == 2
+    ridge, scores, n = choose_ridge(structured[:4], np.array([0, 1, 100, 101]), targets, default=0.25)
+    assert ridge == 0.25 and n == 2 and all(np.isnan(v) for v in scores.values())
+
+
+def test_linear_ridge_accepts_auto_only_with_the_data_prior():
+    assert _cfg("model.edges.linear_ridge=auto").model.edges.linear_ridge == "auto"
+    assert _cfg("model.edges.linear_ridge=0.5").model.edges.linear_ridge == 0.5
+    for bad, match in [("model.edges.linear_ridge=sometimes", "linear_ridge"),
+                       ("model.edges.linear_ridge=-1", "linear_ridge"),
+                       ("model.edges.prior_mean=posterior", "auto .with model.edges.prior_mean=data")]:
+        with pytest.raises(grnvae.errors.RecipeError, match=match):
+            _cfg(bad)

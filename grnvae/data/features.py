@@ -130,6 +130,59 @@ def to_weights(delta: np.ndarray, columns: np.ndarray, table: np.ndarray, grid: 
     return out
 
 
+#: relative ridges that ``linear_ridge: auto`` chooses among (:func:`left_out_scores`)
+RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+#: at most this many measured regulators are left out in turn (evenly spaced, deterministic)
+RIDGE_HELD_OUT = 40
+
+
+def left_out_scores(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, pcs: int = 10,
+                    grid=RIDGE_GRID) -> tuple:
+    """How well the linear map predicts a regulator it was not fitted to, per relative ridge.
+
+    Each seen regulator that is a measured target (at most :data:`RIDGE_HELD_OUT` of them) is
+    left out in turn: the map of :func:`linear_response_map` is fitted to the others' changes
+    (``response`` ``[S, T]``, as there) and predicts the left-out one's from its target
+    embedding; the score is the Pearson correlation of prediction and observed change over the
+    targets. Returns ``({ridge: mean score}, number left out)``; the scores are NaN when fewer
+    than three regulators can be left out.
+    """
+    Y = np.asarray(response, dtype=np.float64).T  # targets x regulators
+    regulators, targets = np.asarray(regulators), np.asarray(targets)
+    row = {int(t): i for i, t in enumerate(targets)}
+    held = [s for s, r in enumerate(regulators) if int(r) in row]
+    if len(held) > RIDGE_HELD_OUT:
+        held = [held[i] for i in np.linspace(0, len(held) - 1, RIDGE_HELD_OUT).round().astype(int)]
+    if len(held) < 3:
+        return {float(r): float("nan") for r in grid}, len(held)
+    scores = {float(r): [] for r in grid}
+    for s in held:
+        keep = np.arange(len(regulators)) != s
+        Yk = Y[:, keep]
+        G = pca_scores(Yk, pcs)
+        P = np.stack([G[row[int(r)]] if int(r) in row else np.zeros(G.shape[1]) for r in regulators[keep]])
+        mean = Yk.mean(axis=1)
+        for r in scores:
+            W = bilinear_ridge(G, Yk - mean[:, None], P, r, relative=True)
+            pred, obs = mean + G @ W @ G[row[int(regulators[s])]], Y[:, s]
+            ok = pred.std() > 0 and obs.std() > 0
+            scores[r].append(float(np.corrcoef(pred, obs)[0, 1]) if ok else float("nan"))
+    return {r: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for r, v in scores.items()}, len(held)
+
+
+def choose_ridge(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, pcs: int = 10,
+                 default: float = 0.1) -> tuple:
+    """``linear_ridge: auto``: the relative ridge of :data:`RIDGE_GRID` whose map best predicts
+    left-out regulators (:func:`left_out_scores`; ties go to the larger ridge), or ``default``
+    when fewer than three can be left out. Returns ``(ridge, scores, number left out)``."""
+    scores, n = left_out_scores(response, regulators, targets, pcs)
+    finite = {r: v for r, v in scores.items() if np.isfinite(v)}
+    if not finite:
+        return float(default), scores, n
+    best = max(finite.values())
+    return max(r for r, v in finite.items() if v >= best - 1e-12), scores, n
+
+
 def linear_response_map(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, num_nodes: int,
                         pcs: int = 10, ridge: float = 0.1):
     """The ``linear`` baseline (Ahlmann-Eltze et al. 2025) fitted to the seen regulators'

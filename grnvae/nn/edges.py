@@ -14,6 +14,7 @@ amortised over gene features, which alone carries regulators without training ce
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional, Tuple
 
@@ -24,6 +25,8 @@ from torch import Tensor, nn
 
 from .mlp import ResidualMLP
 from .spmm import edge_scores, sparse_matmul, stacked_rows
+
+log = logging.getLogger(__name__)
 
 
 class _StraightThrough(torch.autograd.Function):
@@ -287,7 +290,9 @@ class FeatureEdgePosterior(nn.Module):
             few large ones hard).
         min_scale (float): a floor under the learned ``s_j``.
         linear_ridge (float): add the closed-form linear term with this ridge penalty (None: none);
-            with ``response`` the penalty is relative (:func:`grnvae.data.features.linear_response_map`).
+            with ``response`` the penalty is relative (:func:`grnvae.data.features.linear_response_map`)
+            and ``"auto"`` chooses it by leaving each measured seen regulator out in turn
+            (:func:`grnvae.data.features.choose_ridge`; the choice is kept in ``chosen_ridge``).
         response (dict): the data-fitted prior's inputs (:func:`grnvae.data.features.response_weights`
             on the target nodes): ``nodes [S]``, ``delta [S, V]`` (NaN where the target is not a
             measured gene), ``grid [K]``, ``table [K, V]`` and the scalar ``dose``.
@@ -303,7 +308,9 @@ class FeatureEdgePosterior(nn.Module):
                  min_scale: float = 0.0, linear_ridge: Optional[float] = None,
                  response: Optional[dict] = None, learned_map: bool = True, linear_pcs: int = 10):
         super().__init__()
-        self.linear_ridge = None if linear_ridge is None else float(linear_ridge)
+        self.linear_ridge = None if linear_ridge is None else (
+            "auto" if linear_ridge == "auto" else float(linear_ridge))
+        self.chosen_ridge: Optional[float] = None  # what linear_ridge=auto chose
         self.learned_map = bool(learned_map)
         self.response_pcs = int(linear_pcs)
         E = edge_index.shape[1]
@@ -436,7 +443,7 @@ class FeatureEdgePosterior(nn.Module):
         weights and less ``d_j``, self-loops included (a knocked-out gene's own change is part of
         what the baseline fits); 0 on targets that are not measured genes. A constant, computed
         once."""
-        from ..data.features import linear_response_map
+        from ..data.features import choose_ridge, linear_response_map
 
         if self._linear_cache is not None and self._linear_cache.device == self.q_loc.device:
             return self._linear_cache
@@ -446,9 +453,16 @@ class FeatureEdgePosterior(nn.Module):
             targets = torch.nonzero(self.response_known).flatten()
             if self.response_nodes.numel() and targets.numel():
                 known = self.response_known.cpu().numpy()
-                emb, W = linear_response_map(
-                    self.response.cpu().numpy()[:, known], self.response_nodes.cpu().numpy(), np.flatnonzero(known),
-                    self.num_nodes, self.response_pcs, self.linear_ridge)
+                args = (self.response.cpu().numpy()[:, known], self.response_nodes.cpu().numpy(), np.flatnonzero(known))
+                ridge = self.linear_ridge
+                if ridge == "auto":
+                    ridge, scores, n = choose_ridge(*args, pcs=self.response_pcs)
+                    if self.chosen_ridge is None:
+                        log.info("model.edges.linear_ridge=auto: %g, chosen by leaving each of %d measured training "
+                                 "regulators out in turn (mean Pearson of the left-out prediction per ridge: %s)",
+                                 ridge, n, ", ".join(f"{r:g}: {v:.3f}" for r, v in scores.items()))
+                    self.chosen_ridge = float(ridge)
+                emb, W = linear_response_map(*args, self.num_nodes, self.response_pcs, ridge)
                 emb, W = torch.as_tensor(emb), torch.as_tensor(W)
                 use = self.response_known[tgt].cpu()
                 s_, t_ = src.cpu()[use], tgt.cpu()[use]
