@@ -437,7 +437,8 @@ def test_without_the_learned_map_an_unseen_regulator_gets_the_baselines(sim):
     b = edges.prior()[1]
     other = src != tgt
     assert torch.allclose(b[other], want[other], atol=1e-5)
-    data, model = _model(sim, "model.edges.prior_mean=data", "model.edges.linear_ridge=0.1")
+    data, model = _model(sim, "model.edges.prior_mean=data", "model.edges.linear_ridge=0.1",
+                         "model.edges.learned_map=true")
     edges = model.edges
     with torch.no_grad():
         edges.target_free.add_(torch.randn_like(edges.target_free))
