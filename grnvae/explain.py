@@ -12,6 +12,14 @@ gene's log-normalised change in proportion to its log-rate share. For a combinat
 log-rate effect is the sum of its singles' (the layers are linear in the dosages); the
 log-normalised change may differ from the sum of the singles' changes, and that difference is
 reported as the interaction.
+
+Non-linear effect layers (GCN, GAT, GIN, GraphConv, plug-ins) have no walk sum. Their node effect
+is attributed to single edges by integrated gradients along the straight path from no edge
+weights to the posterior mean ones, ``IG_e = w_e * mean_k d z_j / d w_e (alpha_k w)`` over
+``steps`` midpoints ``alpha_k``; the edge terms sum to ``z_j(w) - z_j(0)`` up to the Riemann
+error, and what no edge carries (``z_j(0)``: the layers' transformation of the dosage itself,
+plus that error) goes to the ``rest`` row with the edges beyond ``paths``. Rows are ``edge``
+instead of ``walk``; the log-normalised change is shared in the same proportion.
 """
 
 from __future__ import annotations
@@ -26,13 +34,15 @@ import torch
 from .errors import RunError
 
 
-def _check_linear(model) -> None:
+def _is_linear(model) -> bool:
+    """Whether the effect layers are linear walk sums (``gpo_linear`` with ``aggr: add``)."""
     effect = model.effect
     kinds = {type(layer).__name__ for layer in effect.layers}
-    linear = effect.batched and all(getattr(layer, "zero_preserving", False) for layer in effect.layers)
-    if not linear or kinds != {"GPOLinear"}:
-        raise RunError(f"explain decomposes linear effect layers (gpo_linear with aggr: add); this run's "
-                       f"layers are {sorted(kinds)}")
+    zero = effect.batched and all(getattr(layer, "zero_preserving", False) for layer in effect.layers)
+    return zero and kinds == {"GPOLinear"}
+
+
+def _check_skip(model) -> None:
     if not model.skip:
         raise RunError("explain needs node effects on their own genes (model.decoder.skip=true); with "
                        "effects only inside the decoder no path reaches a gene directly")
@@ -70,15 +80,40 @@ def walks(edge_index: torch.Tensor, weight: torch.Tensor, dose: Dict[int, float]
     return found
 
 
+def edge_attributions(model, dosage: torch.Tensor, weight: torch.Tensor, nodes: List[int],
+                      steps: int = 32) -> Dict[int, List[tuple]]:
+    """Integrated gradients of the effect on each of ``nodes`` over the edge weights, from no edge
+    weights to ``weight`` ``[E]`` (``steps`` midpoints), for the one condition ``dosage`` ``[1, V]``:
+    ``{node: [((source, target), attribution)]}`` for the edges with a non-zero attribution."""
+    if not nodes:
+        return {}
+    plan = model.plan_effects(dosage)
+    src, tgt = model.edge_index.cpu().numpy()
+    total = torch.zeros(len(nodes), weight.numel(), dtype=torch.float64)
+    index = torch.as_tensor(nodes, device=weight.device)
+    for k in range(steps):
+        w = (weight * ((k + 0.5) / steps)).unsqueeze(0).requires_grad_(True)
+        z = model.effect.compute(dosage, model.edge_index, w, plan)
+        z = (z.dense() if hasattr(z, "dense") else z)[0, 0, index]
+        for i in range(len(nodes)):
+            total[i] += torch.autograd.grad(z[i], w, retain_graph=i < len(nodes) - 1)[0][0].double().cpu()
+    ig = (total / steps) * weight.double().cpu()
+    out: Dict[int, List[tuple]] = {}
+    for i, node in enumerate(nodes):
+        nz = torch.nonzero(ig[i]).flatten().tolist()
+        out[node] = [((int(src[e]), int(tgt[e])), float(ig[i, e])) for e in nz]
+    return out
+
+
 def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, paths: int = 10,
             use_data: bool = True, adata=None, trust_plugins: bool = False) -> pd.DataFrame:
     """The predicted effect of ``perturbation`` (``A`` or ``A+B``) on ``gene`` (or on its ``top``
     responding genes) decomposed over the GRN walks that carry it (see the module docstring).
 
     ``run`` is a run directory or a loaded :class:`grnvae.Run` (for a :class:`grnvae.Model`:
-    ``model.explain(...)``). Returns one row per (gene, walk),
-    at most ``paths`` walks per gene by absolute share plus a row ``"(other walks)"`` with the
-    rest. Columns: ``gene``, ``kind``, ``path`` (``A -> B -> gene``), ``regulator``, ``steps``,
+    ``model.explain(...)``). Returns one row per (gene, walk), or per (gene, edge) with
+    integrated gradients for non-linear layers (``kind`` ``edge``), at most ``paths`` per gene by
+    absolute share plus a ``rest`` row with the others (and, for edges, what no edge carries). Columns: ``gene``, ``kind``, ``path`` (``A -> B -> gene``), ``regulator``, ``steps``,
     ``log_rate``, ``share``, ``lognorm``, and per gene ``predicted`` (its log-normalised change)
     and ``log_rate_total``. Over a gene's ``walk`` and ``rest`` rows, ``log_rate`` sums to its
     log-rate change exactly and ``lognorm`` to its predicted change. For a combination,
@@ -91,7 +126,8 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
 
     run = run if isinstance(run, Run) else Run.load(run, trust_plugins=trust_plugins)
     model = run.model
-    _check_linear(model)
+    _check_skip(model)
+    linear = _is_linear(model)
     sep = str(run.recipe.data.separator)
     targets = [t.strip() for t in str(perturbation).split(sep) if t.strip()]
     labels = [perturbation] + (targets if len(targets) > 1 else [])
@@ -102,8 +138,6 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     dose_value = float(model.spec.extra.get("dose", 1.0))
     dose = {pos[t]: dose_value for t in targets}
     weight = model.edges.expected_weight().detach()
-    hops = len(model.effect.layers)
-    found = walks(model.edge_index, weight, dose, hops, model.effect.combine)
     dosage = torch.zeros(1, len(nodes))
     dosage[0, list(dose)] = dose_value
     with torch.no_grad():
@@ -118,6 +152,12 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
         chosen = [gene]
     else:
         chosen = list(delta[perturbation].abs().sort_values(ascending=False).index[:top])
+    if linear:
+        found = walks(model.edge_index, weight, dose, len(model.effect.layers), model.effect.combine)
+    else:
+        found = edge_attributions(model, dosage.to(weight.device), weight,
+                                  [gene_node[g] for g in chosen if g in gene_node])
+    kind = "walk" if linear else "edge"
     rows = []
     for g in chosen:
         predicted = float(delta.at[g, perturbation])
@@ -128,13 +168,14 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
         base = {"gene": g, "predicted": predicted, "log_rate_total": total}
         for walk, value in shown:
             share = value / total if total else float("nan")
-            rows.append({**base, "kind": "walk", "path": " -> ".join(nodes[i] for i in walk), "regulator": nodes[walk[0]],
+            rows.append({**base, "kind": kind, "path": " -> ".join(nodes[i] for i in walk), "regulator": nodes[walk[0]],
                          "steps": len(walk) - 1, "log_rate": value, "share": share,
                          "lognorm": predicted * share if total else float("nan")})
         rest = total - sum(v for _, v in shown)
         if abs(rest) > 1e-9 * max(1.0, abs(total)) or not shown:
             share = rest / total if total else float("nan")
-            rows.append({**base, "kind": "rest", "path": "(other walks)" if node is not None else "(not a GRN node)",
+            rest_label = "(other walks)" if linear else "(other edges, and what no edge carries)"
+            rows.append({**base, "kind": "rest", "path": rest_label if node is not None else "(not a GRN node)",
                          "regulator": "", "steps": 0, "log_rate": rest, "share": share,
                          "lognorm": predicted * share if total else predicted})
         if len(targets) > 1:

@@ -124,3 +124,39 @@ def test_the_figure_draws_every_walked_edge_with_its_contribution(run, tmp_path,
     out = tmp_path / "why.png"
     assert main(["explain", str(run.path), "--perturbation", a, "--top", "2", "--plot", str(out)]) == 0
     assert out.stat().st_size > 1000 and "figure written to" in capsys.readouterr().out
+
+
+def test_a_nonlinear_layer_is_explained_by_integrated_gradients_over_edges(tmp_path):
+    """With a graph attention layer there are no walk sums: each edge gets its integrated
+    gradient, the edges add up to the effect minus the effect with no edge weights (up to the
+    Riemann error), and the rest row holds what no edge carries."""
+    import grnvae
+    from grnvae.explain import edge_attributions
+
+    run = grnvae.train("grnvae", overrides=[SIM, "train.max_epochs=2", "model.effect.layer=gat",
+                                            "model.effect.hops=2", "model.effect.hidden=4",
+                                            "train.progress_bar=false"], out=tmp_path / "gat")
+    model = run.model
+    a = model.spec.nodes[1]
+    table = explain(run, a, top=3, paths=1000)
+    assert set(table["kind"]) <= {"edge", "rest"} and (table["kind"] == "edge").any()
+    dosage = torch.zeros(1, model.num_nodes)
+    dosage[0, 1] = float(model.spec.extra.get("dose", 1.0))
+    weight = model.edges.expected_weight().detach()
+    plan = model.plan_effects(dosage)
+
+    def effect(w):
+        with torch.no_grad():
+            z = model.effect.compute(dosage, model.edge_index, w.unsqueeze(0), plan)
+        return (z.dense() if hasattr(z, "dense") else z)[0, 0]
+
+    full, none = effect(weight), effect(torch.zeros_like(weight))
+    node_of = {model.spec.genes[g]: n for n, g in enumerate(model.spec.node_gene) if g >= 0}
+    for gene, part in table.groupby("gene"):
+        assert part["log_rate"].sum() == pytest.approx(part["log_rate_total"].iloc[0], abs=1e-5)
+        assert part["lognorm"].sum() == pytest.approx(part["predicted"].iloc[0], abs=1e-5)
+        node = node_of[gene]
+        edges = part.loc[part["kind"] == "edge", "log_rate"].sum()
+        assert edges == pytest.approx(float(full[node] - none[node]), abs=2e-3 + 0.02 * abs(float(full[node])))
+    fine = edge_attributions(model, dosage, weight, [node_of[table["gene"].iloc[0]]], steps=128)
+    assert len(fine) == 1
