@@ -995,7 +995,7 @@ def explanation(
     needed = {"gene", "kind", "path", "log_rate", "share", "predicted"}
     if not isinstance(table, pd.DataFrame) or not needed <= set(table.columns):
         raise DataError(f"explanation(): expected the table of grnvae.explain.explain (columns {sorted(needed)})")
-    walks = table[table["kind"] == "walk"]
+    walks = table[table["kind"].isin(["walk", "edge"])]  # edge: integrated gradients of a non-linear layer
     genes = list(dict.fromkeys(table["gene"]))
     flow: dict[tuple[str, str], float] = {}
     width: dict[tuple[str, str], float] = {}
@@ -1062,6 +1062,7 @@ def explanation(
                Line2D([], [], color="black", lw=6, label=f"|log-rate| {top:.3g}")]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False,
               title="walks (width ~ contribution)", title_fontsize=8)
-    ax.set_title(f"{perturbation}: the GRN walks behind the predicted change of {len(genes)} "
+    what = "edges" if (table["kind"] == "edge").any() else "walks"
+    ax.set_title(f"{perturbation}: the GRN {what} behind the predicted change of {len(genes)} "
                  f"gene{'s' * (len(genes) != 1)}", fontsize=11)
     return _done(fig, show, save)

@@ -160,3 +160,11 @@ def test_a_nonlinear_layer_is_explained_by_integrated_gradients_over_edges(tmp_p
         assert edges == pytest.approx(float(full[node] - none[node]), abs=2e-3 + 0.02 * abs(float(full[node])))
     fine = edge_attributions(model, dosage, weight, [node_of[table["gene"].iloc[0]]], steps=128)
     assert len(fine) == 1
+    from matplotlib.patches import FancyArrowPatch
+
+    from grnvae import plot
+
+    fig = plot.explanation(table, a)
+    drawn = [q for q in fig.axes[0].patches if isinstance(q, FancyArrowPatch)]
+    edges = {tuple(q.split(" -> ")) for q in table.loc[table["kind"] == "edge", "path"]}
+    assert len(drawn) == len({e for e in edges if e[0] != e[1]}) > 0 and "edges behind" in fig.axes[0].get_title()
