@@ -114,6 +114,7 @@ def test_standard_layers_over_the_reached_pairs_equal_one_copy_per_condition(nam
     ref = _copies(module, dosage, edge_index, w)
     assert torch.allclose(z, ref, atol=1e-5), (z - ref).abs().max()
     assert torch.all(z[:, 0] == 0)  # the control: no effect
+    assert torch.all(module(torch.zeros(2, V), edge_index, w) == 0)  # a batch of controls only
     g_fast = torch.autograd.grad(z.pow(2).sum(), w)[0]
     g_ref = torch.autograd.grad(ref.pow(2).sum(), w)[0]
     assert torch.allclose(g_fast, g_ref, atol=1e-4)

@@ -326,7 +326,7 @@ class EffectModule(nn.Module):
             hit = (prev[at] == cur) if prev.numel() else torch.zeros_like(cur, dtype=torch.bool)
             F = base.shape[1]
             x_pair = base.view(P, V, F)[:, v_cur].clone()
-            x_pair[:, hit] = state.view(P, -1, F)[:, at[hit]]
+            x_pair[:, hit] = state.view(P, prev.numel(), F)[:, at[hit]]
             # every in-edge of every pair: from the pair (c, i) when it is in R_k, else from node i
             # of the unperturbed copy
             tpos = torch.repeat_interleave(torch.arange(n, device=device), deg)
@@ -347,7 +347,7 @@ class EffectModule(nn.Module):
             if k < len(self.layers) - 1:
                 out = self.act(out)
             base, state = out[:P * V], out[P * V:]
-        values = state.view(P, cur.numel(), -1)[..., 0] - base.view(P, V, -1)[:, cur % V, 0]
+        values = state.view(P, cur.numel(), base.shape[1])[..., 0] - base.view(P, V, -1)[:, cur % V, 0]
         effects = SparseEffects(values, torch.stack([cur // V, cur % V]), C, V)
         return effects if cur.numel() <= max_density * C * V else effects.dense()
 
