@@ -93,10 +93,10 @@ def pca_scores(Y, k: int):
     import numpy as np
 
     Y = np.asarray(Y, dtype=np.float64)
-    Yc = Y - Y.mean(axis=0, keepdims=True)
-    k = max(0, min(int(k), *Yc.shape))
-    if k == 0:
+    k = max(0, min(int(k), *Y.shape))
+    if k == 0:  # no rows or no columns (e.g. no measured gene): nothing to embed
         return np.zeros((Y.shape[0], 0))
+    Yc = Y - Y.mean(axis=0, keepdims=True)
     U, S, _ = np.linalg.svd(Yc, full_matrices=False)
     return U[:, :k] * S[:k]
 

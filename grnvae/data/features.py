@@ -26,6 +26,8 @@ from ..utils import bilinear_ridge, pca_scores
 
 
 def _unit(block: np.ndarray) -> np.ndarray:
+    if block.size == 0:
+        return block
     norm = np.sqrt(np.mean(np.sum(block ** 2, axis=1)))
     return block / norm if norm > 0 else block
 
