@@ -503,13 +503,15 @@ class GRNVAE(nn.Module):
 
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def edge_table(self) -> Dict[str, Tensor]:
+    def edge_table(self, evidence: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
         """Learned edge probabilities (see ``edge_probability`` of the edge posterior; fitted on
         the edges the data can inform, :meth:`edge_evidence`) and posterior mean weights given
         the edge is present, with their central 90 % posterior interval (``weight_low``,
-        ``weight_high``) where the edge posterior gives one."""
+        ``weight_high``) where the edge posterior gives one. ``evidence``: :meth:`edge_evidence`,
+        when the caller has it already."""
         edges = self.edges
-        probability = edges.edge_probability(fit=self.edge_evidence()["informed"].to(self.edge_index.device))
+        evidence = self.edge_evidence() if evidence is None else evidence
+        probability = edges.edge_probability(fit=evidence["informed"].to(self.edge_index.device))
         table = {"probability": probability.cpu(), "weight": edges.mean_weight().detach().cpu()}
         if hasattr(edges, "weight_interval"):
             low, high = edges.weight_interval(0.9)
@@ -534,8 +536,9 @@ class GRNVAE(nn.Module):
     def learned_grn(self) -> GRN:
         """The GRN with the learned ``probability`` and ``weight`` of every edge as attributes,
         and what the data can say about it (:meth:`edge_evidence`)."""
-        table = self.edge_table()
-        table.update(self.edge_evidence())
+        evidence = self.edge_evidence()
+        table = self.edge_table(evidence)
+        table.update(evidence)
         if self.spec.in_prior is not None:
             table["in_prior"] = self.spec.in_prior.bool()
         return GRN(self.spec.nodes, self.edge_index.cpu(), edge_attr=table, name="learned")

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -553,7 +554,7 @@ def _check(cfg: DictConfig, where: str, data_given: bool = False) -> None:
                           f"be > 0, got prior={pen.prior}, spread={pen.spread}")
     ridge = e.linear_ridge
     if ridge is not None and not (ridge == "auto" and e.prior_mean == "data"):
-        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or ridge < 0:
+        if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not math.isfinite(ridge) or ridge < 0:
             raise RecipeError(f"{where}: 'model.edges.linear_ridge' must be a number >= 0, null for no linear term, "
                               f"or auto (with model.edges.prior_mean=data), got {ridge!r}")
     if e.weight == "features" and not e.mask and (cfg.loss.sparsity > 0 or cfg.loss.align.weight > 0):

@@ -525,6 +525,7 @@ def test_linear_ridge_accepts_auto_only_with_the_data_prior():
     assert _cfg("model.edges.linear_ridge=0.5").model.edges.linear_ridge == 0.5
     for bad, match in [("model.edges.linear_ridge=sometimes", "linear_ridge"),
                        ("model.edges.linear_ridge=-1", "linear_ridge"),
+                       ("model.edges.linear_ridge=.nan", "linear_ridge"),
                        ("model.edges.prior_mean=posterior", "auto .with model.edges.prior_mean=data")]:
         with pytest.raises(grnvae.errors.RecipeError, match=match):
             _cfg(bad)

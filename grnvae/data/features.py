@@ -138,6 +138,18 @@ RIDGE_GRID = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 RIDGE_HELD_OUT = 40
 
 
+def _embed(Y: np.ndarray, regulators: np.ndarray, row: dict, pcs: int):
+    """The linear map's embeddings: the targets' principal-component scores ``G`` of ``Y``
+    (targets x regulators) and each regulator's row of them ``P`` (zeros for a regulator that is
+    not a measured target)."""
+    G = pca_scores(Y, pcs)
+    P = np.zeros((len(regulators), G.shape[1]))
+    for i, r in enumerate(regulators):
+        if int(r) in row:
+            P[i] = G[row[int(r)]]
+    return G, P
+
+
 def left_out_scores(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, pcs: int = 10,
                     grid=RIDGE_GRID) -> tuple:
     """How well the linear map predicts a regulator it was not fitted to, per relative ridge.
@@ -161,11 +173,11 @@ def left_out_scores(response: np.ndarray, regulators: np.ndarray, targets: np.nd
     for s in held:
         keep = np.arange(len(regulators)) != s
         Yk = Y[:, keep]
-        G = pca_scores(Yk, pcs)
-        P = np.stack([G[row[int(r)]] if int(r) in row else np.zeros(G.shape[1]) for r in regulators[keep]])
+        G, P = _embed(Yk, regulators[keep], row, pcs)
         mean = Yk.mean(axis=1)
+        centred = Yk - mean[:, None]
         for r in scores:
-            W = bilinear_ridge(G, Yk - mean[:, None], P, r, relative=True)
+            W = bilinear_ridge(G, centred, P, r, relative=True)
             pred, obs = mean + G @ W @ G[row[int(regulators[s])]], Y[:, s]
             ok = pred.std() > 0 and obs.std() > 0
             scores[r].append(float(np.corrcoef(pred, obs)[0, 1]) if ok else float("nan"))
@@ -201,10 +213,10 @@ def linear_response_map(response: np.ndarray, regulators: np.ndarray, targets: n
     """
     Y = np.asarray(response, dtype=np.float64).T  # targets x regulators
     targets, regulators = np.asarray(targets), np.asarray(regulators)
-    G = pca_scores(Y, pcs)
+    G, P = _embed(Y, regulators, {int(t): i for i, t in enumerate(targets)}, pcs)
     emb = np.zeros((num_nodes, G.shape[1]))
     emb[targets] = G
-    W = bilinear_ridge(G, Y - Y.mean(axis=1, keepdims=True), emb[regulators], ridge, relative=True)
+    W = bilinear_ridge(G, Y - Y.mean(axis=1, keepdims=True), P, ridge, relative=True)
     return emb, W
 
 

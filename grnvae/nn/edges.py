@@ -457,7 +457,10 @@ class FeatureEdgePosterior(nn.Module):
                 ridge = self.linear_ridge
                 if ridge == "auto":
                     ridge, scores, n = choose_ridge(*args, pcs=self.response_pcs)
-                    if self.chosen_ridge is None:
+                    if self.chosen_ridge is None and n < 3:
+                        log.info("model.edges.linear_ridge=auto: only %d measured training regulator(s) to leave out, "
+                                 "too few to choose; using %g", n, ridge)
+                    elif self.chosen_ridge is None:
                         log.info("model.edges.linear_ridge=auto: %g, chosen by leaving each of %d measured training "
                                  "regulators out in turn (mean Pearson of the left-out prediction per ridge: %s)",
                                  ridge, n, ", ".join(f"{r:g}: {v:.3f}" for r, v in scores.items()))
