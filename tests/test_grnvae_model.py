@@ -500,7 +500,7 @@ def test_auto_ridge_follows_what_predicts_left_out_regulators():
     # 30 targets, 12 regulators that are targets too. When each regulator's response is a
     # low-rank function of its own target embedding, a weak ridge predicts left-out regulators
     # best; when responses are independent noise around a shared mean, a strong one does
-    from grnvae.data.features import RIDGE_GRID, choose_ridge, left_out_scores
+    from grnvae.data.features import RIDGE_GRID, choose_ridge, left_out_scores, left_out_table
 
     rng = np.random.default_rng(0)
     T, S = 30, 12
@@ -514,8 +514,13 @@ def test_auto_ridge_follows_what_predicts_left_out_regulators():
     noise = shared[None, :] + rng.normal(size=(S, T))
     ridge, scores, _ = choose_ridge(noise, regulators, targets, pcs=3)
     assert ridge >= 1.0 and set(scores) == set(RIDGE_GRID)
+    # the per-regulator table behind the means: one score per left-out regulator and ridge
+    held, table = left_out_table(noise, regulators, targets, pcs=3)
+    assert held == list(range(S)) and all(len(v) == S for v in table.values())
+    assert np.isclose(np.mean(table[float(ridge)]), scores[ridge])
     # a regulator that is not a measured target is never left out; too few: the default
-    assert left_out_scores(structured, np.array([0, 1, 100, 101]), targets)[1] == 2
+    assert left_out_table(structured[:4], np.array([0, 1, 100, 101]), targets)[0] == [0, 1]
+    assert left_out_scores(structured[:4], np.array([0, 1, 100, 101]), targets)[1] == 2
     ridge, scores, n = choose_ridge(structured[:4], np.array([0, 1, 100, 101]), targets, default=0.25)
     assert ridge == 0.25 and n == 2 and all(np.isnan(v) for v in scores.values())
 

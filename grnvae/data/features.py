@@ -150,25 +150,20 @@ def _embed(Y: np.ndarray, regulators: np.ndarray, row: dict, pcs: int):
     return G, P
 
 
-def left_out_scores(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, pcs: int = 10,
-                    grid=RIDGE_GRID) -> tuple:
-    """How well the linear map predicts a regulator it was not fitted to, per relative ridge.
-
-    Each seen regulator that is a measured target (at most :data:`RIDGE_HELD_OUT` of them) is
-    left out in turn: the map of :func:`linear_response_map` is fitted to the others' changes
-    (``response`` ``[S, T]``, as there) and predicts the left-out one's from its target
-    embedding; the score is the Pearson correlation of prediction and observed change over the
-    targets. Returns ``({ridge: mean score}, number left out)``; the scores are NaN when fewer
-    than three regulators can be left out.
-    """
+def left_out_table(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, pcs: int = 10,
+                   grid=RIDGE_GRID) -> tuple:
+    """Each seen regulator that is a measured target (at most :data:`RIDGE_HELD_OUT` of them,
+    evenly spaced) left out in turn: the map of :func:`linear_response_map` is fitted to the
+    others' changes (``response`` ``[S, T]``, as there) and predicts the left-out one's from its
+    target embedding; the score is the Pearson correlation of prediction and observed change over
+    the targets (NaN when either is constant). Returns ``(held, {ridge: [score per held]})`` with
+    ``held`` the left-out rows of ``response``."""
     Y = np.asarray(response, dtype=np.float64).T  # targets x regulators
     regulators, targets = np.asarray(regulators), np.asarray(targets)
     row = {int(t): i for i, t in enumerate(targets)}
     held = [s for s, r in enumerate(regulators) if int(r) in row]
     if len(held) > RIDGE_HELD_OUT:
         held = [held[i] for i in np.linspace(0, len(held) - 1, RIDGE_HELD_OUT).round().astype(int)]
-    if len(held) < 3:
-        return {float(r): float("nan") for r in grid}, len(held)
     scores = {float(r): [] for r in grid}
     for s in held:
         keep = np.arange(len(regulators)) != s
@@ -181,6 +176,18 @@ def left_out_scores(response: np.ndarray, regulators: np.ndarray, targets: np.nd
             pred, obs = mean + G @ W @ G[row[int(regulators[s])]], Y[:, s]
             ok = pred.std() > 0 and obs.std() > 0
             scores[r].append(float(np.corrcoef(pred, obs)[0, 1]) if ok else float("nan"))
+    return held, scores
+
+
+def left_out_scores(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, pcs: int = 10,
+                    grid=RIDGE_GRID) -> tuple:
+    """How well the linear map predicts a regulator it was not fitted to, per relative ridge: the
+    mean over left-out regulators of :func:`left_out_table`. Returns ``({ridge: mean score},
+    number left out)``; the scores are NaN when fewer than three regulators can be left out.
+    """
+    held, scores = left_out_table(response, regulators, targets, pcs, grid)
+    if len(held) < 3:
+        return {float(r): float("nan") for r in grid}, len(held)
     return {r: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for r, v in scores.items()}, len(held)
 
 
