@@ -19,6 +19,10 @@ Suite:
 - ``papalexi_*``: the Papalexi et al. 2021 subset (``../shared/data``; skipped when absent) by
   cell and with IFNGR2, STAT1, IRF1, SMAD4, CUL3 and MYC unseen.
 
+``--rescore`` evaluates the runs already in ``--out`` again without training them (for a change
+that touches only what is scored or reported, such as the learned GRN's probabilities; the
+training rows keep what the training run recorded).
+
 ``--write`` replaces the section between ``<!-- accuracy:start -->`` and ``<!-- accuracy:end -->``
 of that file (appending it when absent) with the tables.
 """
@@ -54,14 +58,20 @@ COLUMNS = ("pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimin
 GRN_COLUMNS = ("auprc", "auroc", "early_precision", "ece")
 
 
-def run_one(name: str, seed: int, out: Path, recipe: str) -> dict:
-    overrides = SUITE[name] + [f"seed={seed}", "train.progress_bar=false"]
-    start = time.time()
-    run = grnvae.train(recipe, overrides=overrides, out=out / name / f"seed{seed}", overwrite=True)
-    wall = time.time() - start
-    res = evaluate(run.path, plots=False)
+def run_one(name: str, seed: int, out: Path, recipe: str, rescore: bool = False) -> dict:
+    path = out / name / f"seed{seed}"
+    if rescore:  # the trained run as it is; only the evaluation is redone
+        if not (path / "accuracy.json").exists():
+            raise SystemExit(f"--rescore: {path / 'accuracy.json'} not found; train it first (without --rescore)")
+        train = json.loads((path / "accuracy.json").read_text())["train"]
+    else:
+        overrides = SUITE[name] + [f"seed={seed}", "train.progress_bar=false"]
+        start = time.time()
+        run = grnvae.train(recipe, overrides=overrides, out=path, overwrite=True)
+        train = {"epochs": run.metrics.get("epochs"), "wall_s": time.time() - start}
+    res = evaluate(path, plots=False)
     metrics = res["metrics"]
-    metrics["train"] = {"epochs": run.metrics.get("epochs"), "wall_s": wall}
+    metrics["train"] = train
     truth = res["grn"].get("truth", {})
     if truth.get("model"):
         metrics["grn"] = {method: {k: scores.get(k) for k in GRN_COLUMNS} for method, scores in truth.items()}
@@ -121,6 +131,8 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", default="grnvae")
     p.add_argument("--out", default="runs/accuracy")
     p.add_argument("--write", default=None, help="markdown file to write the tables into")
+    p.add_argument("--rescore", action="store_true",
+                   help="evaluate the runs already in --out again without training (when only scoring changed)")
     args = p.parse_args(argv)
     out = Path(args.out)
     texts = []
@@ -130,7 +142,7 @@ def main(argv=None) -> int:
             continue
         per_seed = []
         for seed in args.seeds:
-            per_seed.append(run_one(name, seed, out, args.recipe))
+            per_seed.append(run_one(name, seed, out, args.recipe, args.rescore))
             (out / name / f"seed{seed}" / "accuracy.json").write_text(json.dumps(per_seed[-1], indent=2))
         pooled = summarise_seeds(per_seed)
         (out / name / "pooled.json").write_text(json.dumps(pooled, indent=2))

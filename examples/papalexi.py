@@ -65,7 +65,7 @@ def main(argv=None):
         grn = res["grn"]["causal"]["model"]
         top = run.grn().to_dataframe()
         top = top[(top.source != top.target) & top.informed]  # edges the data could inform
-        top = top.assign(strength=top.weight.abs()).sort_values(["probability", "strength"], ascending=False).head(10)
+        top = top.sort_values("log_odds", ascending=False).head(10)
         epochs = json.loads((run.path / "metrics.json").read_text()).get("epochs")
         asked = "STAT1" if name == "by_cell" else UNSEEN[0]  # a seen one, then one never seen in training
         walks = explain(run, asked, top=3, paths=4)
@@ -119,12 +119,13 @@ def write_markdown(path: Path, sections, args, figures: Path) -> None:
                f"{causal['fraction_significant']:.2f} significant (BH q < 0.05), mean Wasserstein "
                f"{causal['mean_wasserstein']:.3f}; false omission rate on random non-edges "
                f"{causal['false_omission_rate']:.2f}.", ""]
-        md += ["Strongest learned edges (informed by the data; `probability`: of a real effect, a two-group "
-               "empirical-Bayes posterior; the weight is the log-fold change of the target per unit perturbation "
-               "of the source, with its 90 % posterior interval):", "",
-               "| source | target | probability | weight | 90 % interval |", "|---|---|---|---|---|"]
+        md += ["Strongest learned edges (informed by the data, ranked by the log-odds of `probability`: of a "
+               "direct edge, a two-group empirical-Bayes posterior; the weight is the total log-fold change of the "
+               "target per unit perturbation of the source, with its 90 % posterior interval, and `explained` the "
+               "part of it that other confident edges pass on through paths):", "",
+               "| source | target | probability | weight | 90 % interval | explained |", "|---|---|---|---|---|---|"]
         md += [f"| {r.source} | {r.target} | {r.probability:.3f} | {r.weight:.3f} | "
-               f"[{r.weight_low:.3f}, {r.weight_high:.3f}] |" for r in top.itertuples()]
+               f"[{r.weight_low:.3f}, {r.weight_high:.3f}] | {r.explained:.3f} |" for r in top.itertuples()]
         md += ["", f"Why the model predicts what it does for {asked} (`grnvae explain RUN --perturbation {asked} "
                "--top 3 --paths 4`): each walk's log-rate term, its share, and the log-normalised change it "
                "carries; the walks add up to the prediction.", "", "```", why, "```", ""]

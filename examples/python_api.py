@@ -35,7 +35,7 @@ def main(argv=None) -> grnvae.Run:
     # 3. the learned GRN is a grnvae.GRN (a PyG graph) with probability and weight per edge
     grn = run.grn()
     edges = grn.to_dataframe()
-    edges = edges[edges.source != edges.target].sort_values("probability", ascending=False)
+    edges = edges[edges.source != edges.target].sort_values("log_odds", ascending=False)
     true = set(zip(truth.source, truth.target))
     edges["true_edge"] = [(s, t) in true for s, t in zip(edges.source, edges.target)]
     print(edges.head(10).to_string(index=False))

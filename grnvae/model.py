@@ -504,18 +504,23 @@ class GRNVAE(nn.Module):
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def edge_table(self, evidence: Optional[Dict[str, Tensor]] = None) -> Dict[str, Tensor]:
-        """Learned edge probabilities (see ``edge_probability`` of the edge posterior; fitted on
-        the edges the data can inform, :meth:`edge_evidence`) and posterior mean weights given
+        """Learned edge probabilities (see ``edge_report`` of the edge posterior; fitted on
+        the edges the data can inform, :meth:`edge_evidence`) with their log-odds (which rank
+        the edges whose probabilities round to 1), the part of each weight that other edges
+        explain through paths (``explained``, weight-only edges) and posterior mean weights given
         the edge is present, with their central 90 % posterior interval (``weight_low``,
         ``weight_high``) where the edge posterior gives one. ``evidence``: :meth:`edge_evidence`,
         when the caller has it already."""
         edges = self.edges
         evidence = self.edge_evidence() if evidence is None else evidence
-        probability = edges.edge_probability(fit=evidence["informed"].to(self.edge_index.device))
-        table = {"probability": probability.cpu(), "weight": edges.mean_weight().detach().cpu()}
+        report = edges.edge_report(fit=evidence["informed"].to(self.edge_index.device))
+        table = {"probability": report["probability"].cpu(), "log_odds": report["log_odds"].cpu(),
+                 "weight": edges.mean_weight().detach().cpu()}
         if hasattr(edges, "weight_interval"):
             low, high = edges.weight_interval(0.9)
             table.update(weight_low=low.cpu(), weight_high=high.cpu())
+        if "explained" in report:
+            table["explained"] = report["explained"].cpu()
         return table
 
     @torch.no_grad()

@@ -833,7 +833,9 @@ def grn_neighbourhood(
         df = df[df["informed"].astype(bool)].copy()
     df["_strength"] = np.abs(pd.to_numeric(df[score], errors="coerce").to_numpy(np.float64))
     own = df[(df["source"] == gene) | (df["target"] == gene)]
-    df = df[df["_strength"] > threshold]
+    df = df[df["_strength"] > threshold].copy()
+    if score == "probability" and "log_odds" in df.columns:  # the same order, without ties at 1
+        df["_strength"] = pd.to_numeric(df["log_odds"], errors="coerce").to_numpy(np.float64)
     edges, n_qualified = _neighbour_edges(df, gene, hops, max(int(max_edges), 0))
 
     title = f"{gene}: learned GRN neighbourhood ({score} > {threshold:g}"

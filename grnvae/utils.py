@@ -128,8 +128,99 @@ def bilinear_ridge(G, Y, P, ridge: float, relative: bool = False):
     return U @ coef @ V.T
 
 
+def edge_specific(effect, source, target, use=None, sweeps: int = 3):
+    """What is specific to each edge of an effect matrix given as an edge list: ``effect`` less a
+    shift shared by all edges of its source and one shared by all edges into its target.
 
-def two_group_probability(loc, scale, fit=None, iters: int = 500, tol: float = 1e-8):
+    ``effect_ij ~ a_i + b_j + e_ij``: ``a_i`` (a perturbation moving every gene, e.g. through
+    the composition of the library) and ``b_j`` (a gene answering every perturbation alike, the
+    ``mean_effect`` part) are not regulation of j by i. Both are medians over the entries flagged
+    in ``use`` (default: all), robust to the few real edges, fitted by ``sweeps`` alternating
+    passes; a source or target without such an entry gets 0. float64 numpy arrays, ``[E]`` out.
+    """
+    import numpy as np
+
+    effect = np.asarray(effect, dtype=np.float64)
+    use = np.ones(effect.shape, dtype=bool) if use is None else np.asarray(use, dtype=bool)
+    out = effect.copy()
+    for _ in range(sweeps):
+        for group in (np.asarray(source), np.asarray(target)):
+            keys, inverse = np.unique(group, return_inverse=True)
+            shift = np.zeros(len(keys))
+            rows = inverse[use]
+            order = np.argsort(rows, kind="stable")
+            values, rows = out[use][order], rows[order]
+            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=int)
+            for k, part in zip(rows[starts], np.split(values, starts[1:])):
+                shift[k] = np.median(part)
+            out -= shift[inverse]
+    return out
+
+
+def explained_by_paths(effect, source, target, num_nodes: int, confident, unit_min: float = 0.1):
+    """How much of each edge's total effect other confident edges already explain, ``[E]``.
+
+    A perturbation of i moves a regulator j by ``effect_ij`` (a log-fold change); j's own
+    perturbation moves j by its self-loop ``effect_jj`` and k by ``effect_jk``; so i reaches k
+    through j by about ``effect_ij / effect_jj * effect_jk``. Summed over the regulators j (nodes
+    with a self-loop of size at least ``unit_min``, other than i and k) along edges flagged in
+    ``confident`` (bool ``[E]``): a first-order account of the shortcuts a one-hop fit of total
+    effects produces (``i -> k`` for ``i -> j -> k``). Sparse (scipy), float64 numpy out.
+    """
+    import numpy as np
+    import scipy.sparse as sp
+
+    effect = np.asarray(effect, dtype=np.float64)
+    source, target = np.asarray(source), np.asarray(target)
+    confident = np.asarray(confident, dtype=bool)
+    self_loop = source == target
+    unit = np.zeros(num_nodes)
+    unit[source[self_loop]] = effect[self_loop]
+    per_unit = np.divide(1.0, unit, out=np.zeros(num_nodes), where=np.abs(unit) >= unit_min)
+    keep = confident & ~self_loop
+    A = sp.csr_matrix((effect[keep], (source[keep], target[keep])), shape=(num_nodes, num_nodes))
+    paths = (A @ sp.diags(per_unit) @ A).tocoo()  # [i, k]: sum over j of A_ij / A_jj * A_jk
+    keys = paths.row.astype(np.int64) * num_nodes + paths.col
+    order = np.argsort(keys)
+    keys, values = keys[order], paths.data[order]
+    wanted = source.astype(np.int64) * num_nodes + target
+    at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    found = (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), dtype=bool)
+    out = np.where(found, values[at] if len(keys) else 0.0, 0.0)
+    out[self_loop] = 0.0  # a path back to i (i -> j -> i) is no edge of i's
+    return out
+
+
+def direct_edge_probability(effect, scale, source, target, num_nodes: int, use=None, confident: float = 0.99,
+                            path_sd: float = 0.5):
+    """Probability that each edge carries an effect of its own (a direct edge), from the total
+    effects ``effect`` ``[E]`` of a one-hop fit and their posterior sds ``scale``.
+
+    1. What is specific to each edge (:func:`edge_specific`: less the shifts shared by a
+       regulator's edges or a target's) is scored by the two-group model
+       (:func:`two_group_probability`, fitted on the entries flagged in ``use``).
+    2. The edges scored at least ``confident`` explain others through paths
+       (:func:`explained_by_paths`): each edge's effect less what paths explain, with the sd of
+       that account taken as ``path_sd`` times its size (a first-order account: the size of a
+       path's effect is uncertain, its presence much less so), is made edge-specific again and
+       scored by the two-group model.
+
+    Returns ``(probability, log_odds, explained)`` as float64 numpy arrays ``[E]``.
+    """
+    import numpy as np
+
+    effect = np.asarray(effect, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    use = np.ones(effect.shape, dtype=bool) if use is None else np.asarray(use, dtype=bool)
+    first = two_group_probability(edge_specific(effect, source, target, use), scale, use)
+    explained = explained_by_paths(effect, source, target, num_nodes, use & (first >= confident))
+    sd = np.sqrt(scale ** 2 + (path_sd * explained) ** 2)
+    own = edge_specific(effect - explained, source, target, use)
+    p, odds = two_group_probability(own, sd, use, log_odds=True)
+    return p, odds, explained
+
+
+def two_group_probability(loc, scale, fit=None, iters: int = 500, tol: float = 1e-8, log_odds: bool = False):
     """Posterior probability that each effect is non-null under a two-group empirical-Bayes model.
 
     Each estimate ``loc_e`` (with posterior standard deviation ``scale_e``) is taken to come from
@@ -141,8 +232,10 @@ def two_group_probability(loc, scale, fit=None, iters: int = 500, tol: float = 1
     rate). A probability of 0.3 means that about 30 % of edges scored 0.3 are real, as far as the
     mixture describes the estimates (Efron's two-group model, with per-entry uncertainty).
 
-    float64 numpy arrays in, ``[E]`` probabilities out. With fewer than 3 entries to fit, or no
-    spread among them, nothing can be fitted and every entry gets ``0.5``.
+    float64 numpy arrays in, ``[E]`` probabilities out; with ``log_odds`` also their log-odds
+    ``log(p / (1 - p))``, which keep ranking the strong effects whose probabilities all round to
+    1. With fewer than 3 entries to fit, or no spread among them, nothing can be fitted and every
+    entry gets ``0.5``.
     """
     import numpy as np
 
@@ -151,7 +244,7 @@ def two_group_probability(loc, scale, fit=None, iters: int = 500, tol: float = 1
     fit = np.ones(loc.shape, dtype=bool) if fit is None else np.asarray(fit, dtype=bool)
     w2, v = loc[fit] ** 2, var[fit]
     if w2.size < 3 or not np.any(w2 > v):
-        return np.full(loc.shape, 0.5)
+        return (np.full(loc.shape, 0.5), np.zeros(loc.shape)) if log_odds else np.full(loc.shape, 0.5)
 
     def logpdf(w2_, v_):  # log N(w; 0, v) without the constant
         return -0.5 * (w2_ / v_ + np.log(v_))
@@ -178,4 +271,5 @@ def two_group_probability(loc, scale, fit=None, iters: int = 500, tol: float = 1
     w2, v = loc ** 2, var
     l0 = np.log1p(-pi1) + logpdf(w2, v + t0)
     l1 = np.log(pi1) + logpdf(w2, v + t1)
-    return 1.0 / (1.0 + np.exp(np.clip(l0 - l1, -700, 700)))
+    p = 1.0 / (1.0 + np.exp(np.clip(l0 - l1, -700, 700)))
+    return (p, l1 - l0) if log_odds else p

@@ -496,6 +496,84 @@ def test_weight_only_edges_report_calibrated_probabilities_and_intervals():
     assert torch.allclose((high - low)[torch.as_tensor(seen)], torch.tensor(2 * 1.6449 * 0.05), atol=1e-3)
 
 
+def test_edge_probabilities_ignore_shifts_shared_by_a_regulator_or_a_target():
+    # every edge of regulator i moves by a_i (e.g. the library's composition) and every edge into
+    # target j by b_j (a response to any perturbation): neither is an edge of its own, so the
+    # probabilities stay calibrated on the real edges; on the raw weights they would not
+    from grnvae.utils import edge_specific, two_group_probability
+
+    rng = np.random.default_rng(2)
+    R, T = 40, 200
+    src, tgt = np.repeat(np.arange(R), T), np.tile(np.arange(T), R)
+    real = rng.random(R * T) < 0.03
+    sd = np.full(R * T, 0.08)
+    own = np.where(real, rng.choice([-1.0, 1.0], R * T) * rng.uniform(0.5, 1.5, R * T), 0.0)
+    a, b = rng.normal(0, 0.3, R), rng.normal(0, 0.3, T)
+    shared = a[src] + b[tgt]
+    loc = own + shared + sd * rng.normal(size=R * T)
+    residual = edge_specific(loc, src, tgt)
+    assert np.corrcoef(residual, loc - shared)[0, 1] > 0.99 and abs(np.median(residual[~real])) < 0.01
+    p = two_group_probability(residual, sd)
+    assert abs(p.mean() - real.mean()) < 0.01 and np.median(p[~real]) < 0.05 and np.median(p[real]) > 0.95
+    assert two_group_probability(loc, sd)[~real].mean() > 0.1  # the shifts read as edges
+    # shifts are estimated from the flagged entries only; a group without any gets none
+    use = src < 30
+    kept = edge_specific(loc, src, tgt, use)
+    medians = np.array([np.median(kept[src == i]) for i in range(R)])
+    assert medians[:30].std() < 0.02 and np.corrcoef(medians[30:], a[30:])[0, 1] > 0.95
+    assert np.allclose(edge_specific(loc[:T], src[:T], tgt[:T], np.zeros(T, bool)), loc[:T])
+    # the model reports the same for its weight-only edges
+    ei = torch.as_tensor(np.stack([src, tgt + R]))
+    post = FeatureEdgePosterior(ei, torch.randn(R + T, 3), seen=torch.ones(R + T, dtype=torch.bool), mask=False)
+    with torch.no_grad():
+        post.q_loc.copy_(torch.as_tensor(loc, dtype=torch.float32))
+        post.q_log_scale.fill_(np.log(0.08))
+    expected = two_group_probability(edge_specific(loc.astype(np.float32), src, tgt), sd + 1e-4)  # its floor
+    assert np.allclose(post.edge_probability().numpy(), expected, atol=1e-3)
+
+
+def test_direct_edge_probability_discounts_shortcuts_through_other_regulators():
+    # regulators 0..29 (each knocked down: self effect -2), 200 genes. 0 -> 1 is an edge and 1
+    # -> 50 too, so a one-hop fit also sees 0 -> 50 (0 moves 1 by -1, half of 1's own
+    # knock-down, and 1 moves 50 by 1.2: 0 -> 50 is about -1 * 1.2 / -2 = 0.6) without an edge
+    from grnvae.utils import direct_edge_probability, explained_by_paths
+
+    rng = np.random.default_rng(3)
+    R, G = 30, 200
+    W = np.zeros((G, G))
+    W[np.arange(R), np.arange(R)] = -2.0
+    direct = [(r, int(t)) for r in range(R) for t in rng.choice(np.arange(R, G), 3, replace=False)]
+    direct += [(2 * i, 2 * i + 1) for i in range(10)]  # regulator -> regulator: cascades
+    for s_, t_ in direct:
+        W[s_, t_] = rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 1.5)
+    total = W.copy()
+    for i in range(10):  # the shortcuts: 2i reaches 2i+1's targets
+        a, b = 2 * i, 2 * i + 1
+        total[a, R:] += W[a, b] / W[b, b] * W[b, R:]
+    src, tgt = np.repeat(np.arange(R), G), np.tile(np.arange(G), R)
+    sd = np.full(R * G, 0.08)
+    effect = total[src, tgt] + sd * rng.normal(size=R * G)
+    use = src != tgt
+    is_direct = np.zeros(R * G, dtype=bool)
+    for s_, t_ in direct:
+        is_direct[s_ * G + t_] = True
+    shortcut = use & ~is_direct & (np.abs(total[src, tgt]) > 0.3)
+    assert shortcut.sum() >= 20
+    # the path account finds the shortcuts' size where every edge is confident
+    explained = explained_by_paths(effect, src, tgt, G, is_direct)
+    assert np.median(np.abs(explained[shortcut] - total[src, tgt][shortcut])) < 0.1
+    assert np.corrcoef(explained[shortcut], total[src, tgt][shortcut])[0, 1] > 0.95
+    no_path = is_direct & ((src % 2 == 1) | (src >= 20))  # regulators without an edge to another
+    assert no_path.sum() >= 40 and np.abs(explained[no_path]).max() < 1e-12
+    p, odds, explained = direct_edge_probability(effect, sd, src, tgt, G, use)
+    assert np.median(p[shortcut]) < 0.2 and np.median(p[is_direct]) > 0.9
+    assert np.isfinite(odds).all() and np.all((p > 0.5) == (odds > 0))
+    # without the path account the shortcuts read as edges
+    from grnvae.utils import edge_specific, two_group_probability
+    plain = two_group_probability(edge_specific(effect, src, tgt, use), sd, use)
+    assert np.median(plain[shortcut]) > 0.9
+
+
 def test_auto_ridge_follows_what_predicts_left_out_regulators():
     # 30 targets, 12 regulators that are targets too. When each regulator's response is a
     # low-rank function of its own target embedding, a weak ridge predicts left-out regulators

@@ -53,6 +53,9 @@ def test_default_model_on_papalexi_marks_what_the_data_cannot_inform_and_explain
     assert into_unmeasured.any() and not grn.loc[into_unmeasured, "informed"].any()
     assert not grn.loc[grn["source"].isin(unseen), "informed"].any()  # never perturbed in training
     assert grn["probability"].between(0, 1).all() and (grn["weight_low"] <= grn["weight_high"]).all()
+    # what other edges explain through paths is part of an informed edge's weight, never of an edge
+    # whose regulator was not perturbed (its edges stay the prior's)
+    assert np.isfinite(grn["explained"]).all() and (grn.loc[grn["source"].isin(unseen), "explained"] == 0).all()
     for perturbation in ("JAK2", "STAT1"):
         table = explain(run, perturbation, top=3, paths=4)
         for gene, part in table.groupby("gene"):

@@ -47,7 +47,9 @@ def test_tensorboard_logs_every_loss_term(tiny_run):
 
 def test_grn_tsv_has_one_row_per_edge_with_gene_names(tiny_run):
     df = pd.read_csv(tiny_run.path / "grn.tsv", sep="\t")
-    assert list(df.columns) == ["source", "target", "probability", "weight", "informed", "evidence"]
+    assert list(df.columns) == ["source", "target", "probability", "log_odds", "weight", "informed", "evidence"]
+    # log-odds rank as the probabilities do (the masked edges of this recipe: the posterior logits)
+    assert np.allclose(1 / (1 + np.exp(-df["log_odds"])), df["probability"], atol=1e-5)
     assert len(df) == tiny_run.model.edge_index.shape[1] == 12 * 12  # complete graph with self loops
     assert set(df["source"]) == set(tiny_run.model.spec.nodes)
     assert df["probability"].between(0, 1).all() and np.isfinite(df["weight"]).all()

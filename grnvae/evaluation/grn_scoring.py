@@ -258,7 +258,10 @@ def score_reference(
     nodes of the GRN for context).
 
     Ranking: by ``score`` descending, ties broken by source then target name (NaN scores
-    rank last), so top-k sets are deterministic. AUPRC (average precision) and AUROC group tied
+    rank last), so top-k sets are deterministic. A GRN that carries ``log_odds`` beside its
+    ``probability`` (the learned GRN) is ranked by them when ``score`` is ``probability``: the
+    same order, without the ties of probabilities that round to 1 (calibration still reads the
+    probabilities). AUPRC (average precision) and AUROC group tied
     scores (see :func:`grnvae.evaluation.grn.average_precision`, :func:`roc_auc`).
 
     Parameters
@@ -295,6 +298,8 @@ def score_reference(
     if any(k < 1 for k in ks):
         raise GRNError(f"score_reference(): ks must be positive integers, got {ks}")
     scores_all = _edge_scores(grn, score, "score_reference()")
+    ranks_all = (_edge_scores(grn, "log_odds", "score_reference()")
+                 if score == "probability" and "log_odds" in grn.edge_attr else scores_all)
 
     # integer ids over the normalised names of the GRN and the reference (hash-based)
     node_names = np.asarray([g.strip().upper() for g in grn.genes], dtype=object)
@@ -323,13 +328,13 @@ def score_reference(
     ei = grn.edge_index.numpy()
     es, et = node_id[ei[0]].astype(np.int64), node_id[ei[1]].astype(np.int64)
     loop = es == et
-    es, et, scores = es[~loop], et[~loop], scores_all[~loop]
+    es, et, scores, ranks = es[~loop], et[~loop], scores_all[~loop], ranks_all[~loop]
     evaluable = np.ones(len(es), dtype=bool) if complete else is_source[es] & in_ref[et]
-    es, et, scores = es[evaluable], et[evaluable], scores[evaluable]
+    es, et, scores, ranks = es[evaluable], et[evaluable], scores[evaluable], ranks[evaluable]
     labels = np.isin(es * n_vocab + et, ref_keys)
     n, n_pos = int(len(scores)), int(labels.sum())
 
-    order = _rank_order(scores, name_rank[es], name_rank[et])
+    order = _rank_order(ranks, name_rank[es], name_rank[et])
     ranked = labels[order]
     hits = np.cumsum(ranked)
     nan = float("nan")
@@ -341,7 +346,7 @@ def score_reference(
         tp = int(hits[kk - 1])
         return tp / kk, (tp / n_pos if n_pos else nan)
 
-    finite = np.where(np.isnan(scores), -np.inf, scores)
+    finite = np.where(np.isnan(ranks), -np.inf, ranks)
     out: Dict[str, Any] = {
         "edges": int((~loop).sum()),
         "evaluable_pairs": n,

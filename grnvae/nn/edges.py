@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -223,10 +223,15 @@ class EdgePosterior(nn.Module):
         weights depend on the whole mask row; they are taken at its mode)."""
         return self.probabilities() * self.mean_weight()
 
+    def edge_report(self, fit: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """What the learned GRN reports per edge: ``probability``, the posterior probability that
+        the edge is present, ``sigmoid(phi)``, and its ``log_odds`` ``phi`` (``[E]`` each; ``fit``
+        is accepted for interface parity: nothing is fitted here)."""
+        return {"probability": self.probabilities().detach(), "log_odds": self.logits.detach()}
+
     def edge_probability(self, fit: Optional[Tensor] = None) -> Tensor:
-        """The posterior probability that each edge is present, ``sigmoid(phi)``: ``[E]``
-        (``fit`` is accepted for interface parity: nothing is fitted here)."""
-        return self.probabilities().detach()
+        """``edge_report(fit)["probability"]``."""
+        return self.edge_report(fit)["probability"]
 
     def mean_weight(self) -> Tensor:
         """Posterior mean weight of each edge given that it is present (mask = 1): ``[E]``."""
@@ -553,27 +558,40 @@ class FeatureEdgePosterior(nn.Module):
         logits, loc, _, _ = self.posterior()
         return torch.sigmoid(logits) * loc if self.use_mask else loc
 
-    def edge_probability(self, fit: Optional[Tensor] = None) -> Tensor:
-        """What the learned GRN reports as each edge's ``probability``: ``[E]``.
+    def edge_report(self, fit: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """What the learned GRN reports per edge (``[E]`` each): ``probability``, its
+        ``log_odds`` (which rank the edges whose probabilities round to 1) and, without masks,
+        ``explained``.
 
         With masks, the posterior probability that the edge is present. Without (``mask=False``,
-        every edge present, only weights learned), the probability that the edge carries a
-        non-null effect under a two-group empirical-Bayes model of the posterior mean weights and
-        their uncertainties (:func:`grnvae.utils.two_group_probability`), fitted on the seen
-        regulators' edges other than self-loops (and only those flagged in ``fit``, bool
-        ``[E]``, e.g. the edges the data can inform): a calibrated probability, where the
-        posterior alone would call almost every edge certain of its sign."""
-        from ..utils import two_group_probability
+        every edge present, only weights learned), the probability that the edge carries an
+        effect of its own, a direct edge (:func:`grnvae.utils.direct_edge_probability`): a
+        two-group empirical-Bayes model of the posterior mean weights and their uncertainties,
+        fitted on the seen regulators' edges other than self-loops (and only those flagged in
+        ``fit``, bool ``[E]``, e.g. the edges the data can inform), after removing what is not
+        the edge's own: shifts shared by all edges of a regulator or into a target, and what
+        confident edges explain through paths (``explained``: the part of the weight a
+        perturbation of the regulator passes on through other regulators). The weight stays the
+        total effect the model predicts with; the posterior alone would call almost every edge
+        certain of its sign."""
+        from ..utils import direct_edge_probability
 
         with torch.no_grad():
             logits, loc, scale, _ = self.posterior()
             if self.use_mask:
-                return torch.sigmoid(logits)
+                return {"probability": torch.sigmoid(logits), "log_odds": logits}
             use = self.seen & (self.is_self == 0)
             if fit is not None:
                 use = use & fit.to(use.device)
-            p = two_group_probability(loc.double().cpu().numpy(), scale.double().cpu().numpy(), use.cpu().numpy())
-            return torch.as_tensor(p, dtype=loc.dtype, device=loc.device)
+            src, tgt = (i.cpu().numpy() for i in self.edge_index)
+            out = direct_edge_probability(loc.double().cpu().numpy(), scale.double().cpu().numpy(), src, tgt,
+                                          self.num_nodes, use.cpu().numpy())
+            return {k: torch.as_tensor(v, dtype=loc.dtype, device=loc.device)
+                    for k, v in zip(("probability", "log_odds", "explained"), out)}
+
+    def edge_probability(self, fit: Optional[Tensor] = None) -> Tensor:
+        """``edge_report(fit)["probability"]``."""
+        return self.edge_report(fit)["probability"]
 
     def weight_interval(self, level: float = 0.9) -> Tuple[Tensor, Tensor]:
         """The central ``level`` posterior interval of each edge's weight given that it is
