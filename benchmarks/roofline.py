@@ -5,8 +5,8 @@ its measured time.
     .venv/bin/python benchmarks/roofline.py --nodes 415 --edges-per-node complete --steps 3
 
 The model, batch and step are ``step_time.py``'s (same flags: the ``gpo_vae`` recipe with the
-modules upstream GPO-VAE runs, batch 512, 5 particles, K = 5 alignment hops, 2,000 genes). One
-step is run with counters on:
+modules upstream GPO-VAE runs, batch 512, 5 particles, K = 5 alignment hops, 2,000 genes, or
+``--recipe grnvae``, the default model). One step is run with counters on:
 
 - **dense**: every ``nn.Linear`` call, ``2 * rows * in * out`` FLOPs forward and twice that
   backward (the gradients of the input and of the weight);
@@ -173,10 +173,13 @@ def main(argv=None) -> int:
     p.add_argument("--hops", type=int, default=5)
     p.add_argument("--steps", type=int, default=5, help="timed steps (default 5)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--recipe", default="gpo_vae", choices=["gpo_vae", "grnvae"],
+                   help="the model: gpo_vae (the modules upstream runs) or grnvae (the default model)")
     args = p.parse_args(argv)
     step_args = st.parse_args(["--nodes", str(args.nodes), "--edges-per-node", str(args.edges_per_node),
                                "--genes", str(args.genes), "--batch", str(args.batch),
-                               "--particles", str(args.particles), "--hops", str(args.hops)])
+                               "--particles", str(args.particles), "--hops", str(args.hops),
+                               "--recipe", args.recipe])
     import torch
 
     if args.threads:
@@ -201,7 +204,7 @@ def main(argv=None) -> int:
     lik = likelihood_seconds(args.particles, args.batch, args.genes)
     dense_s, sparse_s = counter.dense / d_rate / 1e9, counter.sparse / s_rate / 1e9
     bound = dense_s + sparse_s + lik
-    print(f"config: V={V} edges_per_node={args.edges_per_node} E={E:,} G={args.genes} B={args.batch} "
+    print(f"config: recipe={args.recipe} V={V} edges_per_node={args.edges_per_node} E={E:,} G={args.genes} B={args.batch} "
           f"P={args.particles} K={args.hops} C={C} threads={torch.get_num_threads()} code={st.code_version()}")
     rows = [
         ("dense products", f"{counter.dense / 1e9:.1f} GFLOP at {d_rate:.0f} GFLOP/s (torch.mm {d_shape}) = {dense_s:.3f} s"),

@@ -118,6 +118,8 @@ def build(args):
     import grnvae
     from grnvae import GRNVAE, ModelSpec
 
+    if getattr(args, "recipe", "gpo_vae") == "grnvae":
+        return build_default(args)
     G, V, H = args.genes, args.nodes, args.hidden
     overrides = [
         "data.path=unused.h5ad",  # required key; nothing is read
@@ -150,6 +152,56 @@ def build(args):
         x_mean=torch.zeros(G), x_std=torch.ones(G), node_counts=torch.ones(V) * 100,
         n_train=10000, values="counts", n_qc_fail=1000, extra={"library_median": 2000.0},
     )
+    torch.manual_seed(args.seed)
+    model = GRNVAE(spec, cfg)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    return cfg, spec, model, opt
+
+
+def build_default(args):
+    """The default model (``recipes/grnvae.yaml``) at the requested size: feature-amortised
+    weight-only edges with the data prior (``prior_mean: data``, ``linear_ridge: auto``),
+    ``gpo_linear`` over one hop, decoder skip and library model; hidden widths ``--hidden``,
+    latent ``--latent``. What the data would give the spec is synthetic: node features (20
+    expression + 10 response components and the measured flag), the training responses of
+    ``min(V, 1,000)`` seen regulators (small random changes) with the identity map from a
+    log-rate to a log-normalised change (values as for log-normalised data)."""
+    import torch
+
+    import grnvae
+    from grnvae import GRNVAE, ModelSpec
+    from grnvae.data.features import WEIGHT_GRID
+
+    G, V, H = args.genes, args.nodes, args.hidden
+    cfg = grnvae.load_recipe("grnvae", overrides=[
+        "data.path=unused.h5ad", f"model.latent_dim={args.latent}", f"model.encoder.hidden={H}",
+        f"model.decoder.hidden={H}", f"model.effect.layer={args.layer}", f"train.batch_size={args.batch}",
+        f"train.particles={args.particles}", f"seed={args.seed}"])
+    genes = [f"G{i}" for i in range(G)]
+    nodes = genes[:V] if V <= G else genes + [f"U{i}" for i in range(V - G)]
+    node_gene = [i if i < G else -1 for i in range(V)]
+    ei = complete_edges(V) if args.edges_per_node == "complete" or int(args.edges_per_node) >= V - 1 \
+        else random_edges(V, int(args.edges_per_node), args.seed)
+    edge_index = grnvae.GRN(nodes, torch.from_numpy(ei)).edge_index
+    del ei
+    rng = np.random.default_rng(args.seed)
+    measured = np.array([g >= 0 for g in node_gene])
+    features = np.zeros((V, 31), dtype=np.float32)
+    features[measured, :30] = rng.normal(size=(int(measured.sum()), 30)) / np.sqrt(30)
+    features[measured, 30] = 1.0
+    S = min(V, 1000)
+    seen = np.sort(rng.choice(V, size=S, replace=False))
+    counts = np.zeros(V, dtype=np.float32)
+    counts[seen] = 100.0
+    grid = WEIGHT_GRID.copy()
+    response = {"nodes": torch.from_numpy(seen), "delta": torch.from_numpy(0.05 * rng.normal(size=(S, G))),
+                "grid": torch.from_numpy(grid), "table": torch.from_numpy(np.repeat(grid[:, None], G, axis=1))}
+    spec = ModelSpec(
+        genes=genes, nodes=nodes, edge_index=edge_index, node_gene=node_gene,
+        x_mean=torch.zeros(G), x_std=torch.ones(G), node_counts=torch.from_numpy(counts),
+        n_train=10000, values="counts", node_features=torch.from_numpy(features),
+        extra={"library_median": 2000.0, "response": response, "dose": 1.0})
     torch.manual_seed(args.seed)
     model = GRNVAE(spec, cfg)
     model.train()
@@ -298,6 +350,9 @@ def parse_args(argv=None):
     p.add_argument("--hidden", type=int, default=400,
                    help="hidden width of the edge encoder, basal encoder and decoder (default 400)")
     p.add_argument("--layer", default="gpo_linear", help="effect layer (default gpo_linear)")
+    p.add_argument("--recipe", default="gpo_vae", choices=["gpo_vae", "grnvae"],
+                   help="gpo_vae (default: the modules upstream runs) or grnvae (the default model; "
+                        "--weight, --hops and the artifact flag do not apply)")
     p.add_argument("--weight", default="amortized", choices=["amortized", "free"],
                    help="edge weight posterior (default amortized)")
     p.add_argument("--no-artifact", action="store_true", help="switch the artifact module off")
@@ -326,7 +381,7 @@ def main(argv=None) -> None:
     V, k = args.nodes, args.edges_per_node
     E = num_edges(V, k)
     est = estimate_gb(V, E, args.genes, args.batch, args.particles, args.hidden)
-    print(f"config: V={V} edges_per_node={k} E={E:,} G={args.genes} B={args.batch} "
+    print(f"config: recipe={args.recipe} V={V} edges_per_node={k} E={E:,} G={args.genes} B={args.batch} "
           f"P={args.particles} K={args.hops} latent={args.latent} hidden={args.hidden} "
           f"weight={args.weight} layer={args.layer} artifact={not args.no_artifact} "
           f"estimate={est:.1f} GB code={code_version()}")

@@ -31,8 +31,8 @@ from grnvae.evaluation.evaluate import evaluate
 from grnvae.explain import explain, format_explanation
 
 ROOT = Path(__file__).resolve().parent.parent
-SIMULATOR = ("data.simulate={n_genes: 200, n_regulators: 40, n_cells: 6000, n_doubles: 60, "
-             "double_targets: shared, saturation: 1.0, basal_grn: 0.5, seed: 0}")
+SIMULATOR = ("data.simulate={{n_genes: 200, n_regulators: 40, n_cells: {cells}, n_doubles: 60, "
+             "double_targets: shared, saturation: 1.0, basal_grn: 0.5, seed: 0}}")
 
 
 def main(argv=None):
@@ -40,11 +40,14 @@ def main(argv=None):
     p.add_argument("--out", default="runs/simulator")
     p.add_argument("--figures", default=str(ROOT / "examples" / "simulator"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cells", type=int, default=6000, help="simulated cells (default 6000, the benchmark's)")
+    p.add_argument("--epochs", type=int, default=None, help="cap on training epochs (default: the recipe's)")
     args = p.parse_args(argv)
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
-    run = grnvae.train("grnvae", overrides=[SIMULATOR, "data.split.by=combination", f"seed={args.seed}",
-                                            "train.progress_bar=false"], out=args.out, overwrite=True)
+    overrides = [SIMULATOR.format(cells=args.cells), "data.split.by=combination", f"seed={args.seed}",
+                 "train.progress_bar=false"] + ([f"train.max_epochs={args.epochs}"] if args.epochs else [])
+    run = grnvae.train("grnvae", overrides=overrides, out=args.out, overwrite=True)
     res = evaluate(run.path)
     for png in (run.path / "evaluation").glob("grn_*.png"):
         shutil.copy(png, figures / png.name)
@@ -131,6 +134,7 @@ def main(argv=None):
     path = figures.parent / "simulator.md" if figures.name == "simulator" else figures / "simulator.md"
     path.write_text("\n".join(md))
     print(f"wrote {path}")
+    return path
 
 
 if __name__ == "__main__":

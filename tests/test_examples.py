@@ -58,3 +58,15 @@ def test_scverse_example(tmp_path, capsys):
     assert (tmp_path / "umap_basal.png").exists() or (tmp_path / "pca_basal.png").exists()
     assert "regulator activity" in out and len(table) >= 2
     assert (table["activity_in_its_knockdown"] < table["activity_in_controls"]).mean() >= 0.5
+
+
+def test_simulator_example_checks_the_learned_grn_against_the_truth(tmp_path):
+    """The simulator page: edges labelled against the truth, the reliability table and
+    explanations of a seen single, an unseen single and a held-out double (with its interaction)."""
+    path = load_example("simulator").main(["--epochs", "3", "--cells", "2000", "--out", str(tmp_path / "run"),
+                                           "--figures", str(tmp_path / "simulator")])
+    text = path.read_text()
+    assert "| source | target | probability | log_odds |" in text and "| truth |" in text
+    assert "fraction direct" in text and "perturbation_de" in text
+    assert text.count("grnvae explain RUN --perturbation") == 3 and "interaction" in text
+    assert len(list((tmp_path / "simulator").glob("explain_*.png"))) == 3
