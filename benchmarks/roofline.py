@@ -136,7 +136,8 @@ def sparse_rate(num_nodes: int, nnz: int, cols: int, seed: int = 0) -> float:
     g = torch.Generator().manual_seed(seed)
     rows = torch.randint(0, num_nodes, (nnz,), generator=g)
     cols_ = torch.randint(0, num_nodes, (nnz,), generator=g)
-    coo = torch.sparse_coo_tensor(torch.stack([rows, cols_]), torch.randn(nnz), (num_nodes, num_nodes)).coalesce()
+    coo = torch.sparse_coo_tensor(torch.stack([rows, cols_]), torch.randn(nnz), (num_nodes, num_nodes),
+                                  check_invariants=True).coalesce()
     csr = coo.to_sparse_csr()
     x = torch.randn(num_nodes, cols)
     t = best_of(lambda: csr @ x)
@@ -184,16 +185,17 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg, spec, model, opt = st.build(step_args)
+    cfg, spec, model, opt = st.build(step_args)  # --recipe grnvae: the recipe's sizes, read back
+    P = step_args.particles
     batch = st.make_batch(spec, args.batch, step_args.seed)
-    st.step(model, opt, batch, args.particles)  # warm-up
+    st.step(model, opt, batch, P)  # warm-up
     counter = Counter()
     with counter.on(model):
-        st.step(model, opt, batch, args.particles)
+        st.step(model, opt, batch, P)
     times = []
     for _ in range(args.steps):
         t = time.perf_counter()
-        st.step(model, opt, batch, args.particles)
+        st.step(model, opt, batch, P)
         times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
     peak = maxrss_mb()
@@ -201,15 +203,16 @@ def main(argv=None) -> int:
 
     d_rate, d_shape = dense_rate(counter.linear_shapes)
     s_rate = sparse_rate(V, E, C)
-    lik = likelihood_seconds(args.particles, args.batch, args.genes)
+    lik = likelihood_seconds(P, args.batch, args.genes)
     dense_s, sparse_s = counter.dense / d_rate / 1e9, counter.sparse / s_rate / 1e9
     bound = dense_s + sparse_s + lik
     print(f"config: recipe={args.recipe} V={V} edges_per_node={args.edges_per_node} E={E:,} G={args.genes} B={args.batch} "
-          f"P={args.particles} K={args.hops} C={C} threads={torch.get_num_threads()} code={st.code_version()}")
+          f"P={P} K={step_args.hops} latent={step_args.latent} hidden={step_args.hidden} C={C} "
+          f"threads={torch.get_num_threads()} code={st.code_version()}")
     rows = [
         ("dense products", f"{counter.dense / 1e9:.1f} GFLOP at {d_rate:.0f} GFLOP/s (torch.mm {d_shape}) = {dense_s:.3f} s"),
         ("sparse products", f"{counter.sparse / 1e9:.2f} GFLOP at {s_rate:.1f} GFLOP/s (CSR, {E:,} nnz x {C} columns) = {sparse_s:.3f} s"),
-        ("NB likelihood", f"[{args.particles}, {args.batch}, {args.genes}] forward + backward = {lik:.3f} s"),
+        ("NB likelihood", f"[{P}, {args.batch}, {args.genes}] forward + backward = {lik:.3f} s"),
         ("bound", f"{bound:.3f} s"),
         (f"measured step (median of {args.steps})", f"{step_s:.3f} s (min {min(times):.3f}), peak RSS {peak:,.0f} MB"),
         ("step / bound", f"{step_s / bound:.2f}x"),

@@ -162,8 +162,9 @@ def build(args):
 def build_default(args):
     """The default model (``recipes/grnvae.yaml``) at the requested size: feature-amortised
     weight-only edges with the data prior (``prior_mean: data``, ``linear_ridge: auto``),
-    ``gpo_linear`` over one hop, decoder skip and library model; hidden widths ``--hidden``,
-    latent ``--latent``. What the data would give the spec is synthetic: node features (20
+    ``gpo_linear`` over one hop, decoder skip and library model, no alignment loss, with the
+    recipe's own sizes (hidden 128, latent 10, 2 particles: ``--hidden``, ``--latent``,
+    ``--particles`` and ``--hops`` are set to them). What the data would give the spec is synthetic: node features (20
     expression + 10 response components and the measured flag), the training responses of
     ``min(V, 1,000)`` seen regulators (small random changes) with the identity map from a
     log-rate to a log-normalised change (values as for log-normalised data)."""
@@ -173,11 +174,13 @@ def build_default(args):
     from grnvae import GRNVAE, ModelSpec
     from grnvae.data.features import WEIGHT_GRID
 
-    G, V, H = args.genes, args.nodes, args.hidden
+    G, V = args.genes, args.nodes
     cfg = grnvae.load_recipe("grnvae", overrides=[
-        "data.path=unused.h5ad", f"model.latent_dim={args.latent}", f"model.encoder.hidden={H}",
-        f"model.decoder.hidden={H}", f"model.effect.layer={args.layer}", f"train.batch_size={args.batch}",
-        f"train.particles={args.particles}", f"seed={args.seed}"])
+        "data.path=unused.h5ad", "model.decoder.likelihood=nb", f"model.effect.layer={args.layer}",
+        f"train.batch_size={args.batch}", f"seed={args.seed}"])
+    # the recipe's own sizes; the caller reads them back from args
+    args.latent, args.hidden = int(cfg.model.latent_dim), int(cfg.model.decoder.hidden)
+    args.particles, args.hops = int(cfg.train.particles), 0
     genes = [f"G{i}" for i in range(G)]
     nodes = genes[:V] if V <= G else genes + [f"U{i}" for i in range(V - G)]
     node_gene = [i if i < G else -1 for i in range(V)]
@@ -201,7 +204,8 @@ def build_default(args):
         genes=genes, nodes=nodes, edge_index=edge_index, node_gene=node_gene,
         x_mean=torch.zeros(G), x_std=torch.ones(G), node_counts=torch.from_numpy(counts),
         n_train=10000, values="counts", node_features=torch.from_numpy(features),
-        extra={"library_median": 2000.0, "response": response, "dose": 1.0})
+        extra={"library_median": 2000.0, "response": response, "dose": 1.0,
+               "log_library": [float(np.log(2000.0)), 0.35]})
     torch.manual_seed(args.seed)
     model = GRNVAE(spec, cfg)
     model.train()
@@ -403,6 +407,9 @@ def main(argv=None) -> None:
         cfg, spec, model, opt = build(args)
         batch = make_batch(spec, args.batch, args.seed)
         build_s = time.perf_counter() - t
+        if args.recipe == "grnvae":
+            print(f"model: the grnvae recipe's sizes: P={args.particles} latent={args.latent} hidden={args.hidden}, "
+                  "no alignment loss")
         n_params = sum(p.numel() for p in model.parameters())
         rss_before = rss_mb()
         peak_build = maxrss_mb()

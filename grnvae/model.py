@@ -202,8 +202,8 @@ class GRNVAE(nn.Module):
         ``rows`` widened to every regulator whose edge KL the loss uses: the perturbed ones
         (their plated KL) and those never perturbed in training (shared by all cells)."""
         plan = self.effect.plan(cond_dosage, self.edge_index, self.num_nodes)
-        if plan.rows is not None:
-            plan.rows = plan.rows | (cond_dosage != 0).any(0) | (self.node_counts == 0)
+        if plan.rows is not None:  # the plan's rows hold every perturbed node already
+            plan.rows = plan.rows | (self.node_counts == 0)
         return plan
 
     def _effects(self, cond_dosage: Tensor, particles: int, mean: bool = False):

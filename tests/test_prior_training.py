@@ -22,7 +22,8 @@ def test_papalexi_with_trrust_prior(tmp_path, edges):
                        overrides=[f"data.path={data}", f"grn.prior={trrust}", f"grn.edges={edges}", *SHORT],
                        out=tmp_path / edges.replace("+", "_"))
     grn = pd.read_csv(run.path / "grn.tsv", sep="\t")
-    assert list(grn.columns) == ["source", "target", "probability", "weight", "informed", "evidence", "in_prior"]
+    assert list(grn.columns) == ["source", "target", "probability", "log_odds", "weight", "informed", "evidence",
+                                 "in_prior"]
     prior = pd.read_csv(trrust, sep="\t")
     nodes = set(run.model.spec.nodes)
     expected = {(s, t) for s, t in zip(prior["TF"], prior["Target"]) if s in nodes and t in nodes and s != t}

@@ -3,6 +3,7 @@ and the sparse K-hop accumulation used by the GRN alignment loss."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional, Union
 
@@ -106,9 +107,27 @@ class _OutEdges:
         return out, src, self.order[slot], dst
 
 
-def _keys(dosage: Tensor) -> Tensor:
-    """Sorted keys ``c * V + v`` of the non-zero dosages ``[C, V]``."""
-    cv = torch.nonzero(dosage != 0)
+_OUT_EDGES: Dict[int, tuple] = {}  # id(edge_index) -> (weak reference, version, num_nodes, _OutEdges)
+
+
+def out_edges(edge_index: Tensor, num_nodes: int) -> _OutEdges:
+    """The :class:`_OutEdges` of an edge index, built once per tensor (a model's ``edge_index``
+    buffer is the same tensor at every step) and rebuilt when the tensor was modified in place or
+    is asked for with another node count. Entries go when their tensor does."""
+    key = id(edge_index)
+    entry = _OUT_EDGES.get(key)
+    if entry is not None and entry[0]() is edge_index and entry[1:3] == (edge_index._version, num_nodes):
+        return entry[3]
+    built = _OutEdges(edge_index, num_nodes)
+    ref = weakref.ref(edge_index, lambda _, k=key: _OUT_EDGES.pop(k, None))
+    _OUT_EDGES[key] = (ref, edge_index._version, num_nodes, built)
+    return built
+
+
+def _keys(dosage: Tensor, nonzero: Optional[Tensor] = None) -> Tensor:
+    """Sorted keys ``c * V + v`` of the non-zero dosages ``[C, V]`` (``nonzero``: ``dosage != 0``
+    when the caller has it)."""
+    cv = torch.nonzero(dosage != 0 if nonzero is None else nonzero)
     return cv[:, 0] * dosage.shape[1] + cv[:, 1]
 
 
@@ -171,8 +190,9 @@ class EffectModule(nn.Module):
             return EffectPlan(hop_edges=[None] * len(self.layers))
         V = num_nodes
         src = edge_index[0]
-        active = (dosage != 0).any(0)  # nodes with a possibly non-zero state, any condition
-        rows = torch.zeros_like(active)
+        nonzero = dosage != 0
+        active = nonzero.any(0)  # nodes with a possibly non-zero state, any condition
+        rows = active.clone()  # the perturbed nodes, then every node a hop starts from
         hop_edges: List[Optional[Tensor]] = []
         for layer in self.layers:
             rows |= active
@@ -183,22 +203,22 @@ class EffectModule(nn.Module):
             nxt[edge_index[1][keep]] = True
             active = nxt
         plan = EffectPlan(hop_edges, rows)
-        self._plan_support(plan, dosage, edge_index, V, max_density)
+        self._plan_support(plan, dosage, edge_index, V, max_density, nonzero)
         return plan
 
     def _plan_support(self, plan: EffectPlan, dosage: Tensor, edge_index: Tensor, V: int,
-                      max_density: float) -> None:
+                      max_density: float, nonzero: Optional[Tensor] = None) -> None:
         """Fill the plan's ``support``, ``inputs``, ``hops`` and ``sparse``, unless the hops over
         the pairs would pass more than ``2 C V`` (pair, edge) combinations."""
         C = dosage.shape[0]
-        out_edges = _OutEdges(edge_index, V)
-        keys = _keys(dosage)
+        groups = out_edges(edge_index, V)
+        keys = _keys(dosage, nonzero)
         inputs = keys
         hops, outputs = [], []
         for k in range(len(self.layers)):
-            if out_edges.count(keys) > 2 * C * V:
+            if groups.count(keys) > 2 * C * V:
                 return
-            nxt, src, edge, dst = out_edges.expand(keys)
+            nxt, src, edge, dst = groups.expand(keys)
             by_dst = torch.argsort(dst, stable=True)  # pair edges by (target, source): CSR order
             src, edge, dst = src[by_dst], edge[by_dst], dst[by_dst]
             hops.append(SparseHop(src, dst, edge, keys.numel(), nxt.numel()))
@@ -298,7 +318,7 @@ class EffectModule(nn.Module):
         src, tgt = edge_index
         in_order = torch.argsort(tgt, stable=True)  # edge ids grouped by target
         in_ptr = row_pointer(tgt, V)
-        out_edges = _OutEdges(edge_index, V)
+        groups = out_edges(edge_index, V)
         keys = _keys(dosage)  # R_0
         base = edge_weight.new_zeros(P * V, 1)  # the unperturbed state, per particle
         state = dosage.flatten()[keys].repeat(P).unsqueeze(1)  # [P * |R_0|, 1], particle-major
@@ -306,7 +326,7 @@ class EffectModule(nn.Module):
         cur = keys
         for k, layer in enumerate(self.layers):
             prev = cur
-            reached, _, _, _ = out_edges.expand(prev)
+            reached, _, _, _ = groups.expand(prev)
             cur = torch.unique(torch.cat([prev, reached]))  # R_k, sorted
             n = cur.numel()
             c_cur, v_cur = cur // V, cur % V
@@ -385,13 +405,13 @@ def khop_rows(dosage: Tensor, edge_index: Tensor, edge_value: Tensor, num_nodes:
             y = (y @ A) / V
             total = total + y
         return total
-    out_edges = _OutEdges(edge_index, V)
+    groups = out_edges(edge_index, V)
     keys = _keys(dosage)
     vals = dosage.reshape(-1)[keys]
     total = dosage.new_zeros(C * V)
     k = 0
-    while k <= hops and out_edges.count(keys) <= pair_budget * C * E:  # sparse rows
-        keys, src, edge, dst = out_edges.expand(keys)
+    while k <= hops and groups.count(keys) <= pair_budget * C * E:  # sparse rows
+        keys, src, edge, dst = groups.expand(keys)
         msg = vals[src] * edge_value[edge]
         vals = msg.new_zeros(keys.numel()).index_add(0, dst, msg)
         if k > 0:
