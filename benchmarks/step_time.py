@@ -112,6 +112,24 @@ def estimate_gb(V: int, E: int, G: int, B: int, P: int, H: int) -> float:
 
 
 # ------------------------------------------------------------------------------------ model
+def graph(args):
+    """Genes ``G0 ..``, nodes (the first V genes, then unmeasured ``U0 ..``), each node's gene
+    column (-1: unmeasured) and the coalesced edge index of the requested edge set."""
+    import torch
+
+    import grnvae
+
+    G, V = args.genes, args.nodes
+    genes = [f"G{i}" for i in range(G)]
+    nodes = genes[:V] if V <= G else genes + [f"U{i}" for i in range(V - G)]
+    node_gene = [i if i < G else -1 for i in range(V)]
+    if args.edges_per_node == "complete" or int(args.edges_per_node) >= V - 1:
+        ei = complete_edges(V)
+    else:
+        ei = random_edges(V, int(args.edges_per_node), args.seed)
+    return genes, nodes, node_gene, grnvae.GRN(nodes, torch.from_numpy(ei)).edge_index  # coalesced
+
+
 def build(args):
     import torch
 
@@ -138,15 +156,7 @@ def build(args):
     ]
     cfg = grnvae.load_recipe("gpo_vae", overrides=overrides)
 
-    genes = [f"G{i}" for i in range(G)]
-    nodes = genes[:V] if V <= G else genes + [f"U{i}" for i in range(V - G)]
-    node_gene = [i if i < G else -1 for i in range(V)]
-    if args.edges_per_node == "complete" or int(args.edges_per_node) >= V - 1:
-        ei = complete_edges(V)
-    else:
-        ei = random_edges(V, int(args.edges_per_node), args.seed)
-    edge_index = grnvae.GRN(nodes, torch.from_numpy(ei)).edge_index  # coalesced
-    del ei
+    genes, nodes, node_gene, edge_index = graph(args)
     spec = ModelSpec(
         genes=genes, nodes=nodes, edge_index=edge_index, node_gene=node_gene,
         x_mean=torch.zeros(G), x_std=torch.ones(G), node_counts=torch.ones(V) * 100,
@@ -181,13 +191,7 @@ def build_default(args):
     # the recipe's own sizes; the caller reads them back from args
     args.latent, args.hidden = int(cfg.model.latent_dim), int(cfg.model.decoder.hidden)
     args.particles, args.hops = int(cfg.train.particles), 0
-    genes = [f"G{i}" for i in range(G)]
-    nodes = genes[:V] if V <= G else genes + [f"U{i}" for i in range(V - G)]
-    node_gene = [i if i < G else -1 for i in range(V)]
-    ei = complete_edges(V) if args.edges_per_node == "complete" or int(args.edges_per_node) >= V - 1 \
-        else random_edges(V, int(args.edges_per_node), args.seed)
-    edge_index = grnvae.GRN(nodes, torch.from_numpy(ei)).edge_index
-    del ei
+    genes, nodes, node_gene, edge_index = graph(args)
     rng = np.random.default_rng(args.seed)
     measured = np.array([g >= 0 for g in node_gene])
     features = np.zeros((V, 31), dtype=np.float32)
