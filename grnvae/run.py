@@ -118,8 +118,9 @@ class Run:
         return self.model.learned_grn()
 
     def export_grn(self, out: Union[str, Path], format: str = "tsv") -> Path:
-        """Write the learned GRN as ``tsv`` (source, target, probability, weight, informed,
-        evidence) or ``graphml``."""
+        """Write the learned GRN as ``tsv`` (source, target and every edge attribute:
+        probability, log_odds, weight, informed, evidence, and the default model's weight_low,
+        weight_high and explained) or ``graphml``."""
         out = Path(out)
         if out.is_dir():
             raise RunError(f"export: '{out}' is a directory; give a file path, e.g. {out / ('grn.' + format)}")

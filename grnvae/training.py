@@ -7,7 +7,7 @@ A run directory holds everything needed to use a trained model without the train
       checkpoints/        best.ckpt (lowest val loss) and last.ckpt, written atomically
       tensorboard/        event files with every loss term (train/* and val/*)
       split.tsv.gz        the train/val/test assignment of every cell
-      grn.tsv             the learned GRN: source, target, probability, weight, informed, evidence
+      grn.tsv             the learned GRN: source, target, probability, log_odds, weight, informed, evidence (+ weight_low, weight_high, explained)
       metrics.json        final loss terms on train and val (and GRN recovery on simulated data)
 
 An interrupted run (``checkpoints/last.ckpt`` but no ``metrics.json``) resumes where it stopped
