@@ -99,6 +99,27 @@ def test_a_complete_truth_scores_every_pair():
     assert worse["auprc"] == 0.5 and worse["early_precision"] == 0.0
 
 
+def test_signed_accuracy_reads_weights_as_changes_per_loss_of_the_regulator():
+    # top k = 3 positives: AC(+), AE(-), BA(+); AD(+) ranks 4th. The reference activates A -> C
+    # and represses B -> A, so a loss of A lowers C (weight < 0) and a loss of B raises A (> 0)
+    grn = make_grn([("A", "C", 0.9), ("A", "E", 0.8), ("B", "A", 0.7), ("A", "D", 0.3), ("B", "C", 0.2)])
+    reference = REFERENCE.assign(weight=[1.0, 1.0, -1.0, 2.0])
+
+    def weighted(weights):  # values by edge name, in the GRN's (coalesced) edge order
+        frame = grn.to_dataframe()
+        return grn.with_edge_attr("weight", [weights[s + t] for s, t in zip(frame["source"], frame["target"])])
+
+    right = weighted({"AC": -0.5, "AE": 0.3, "BA": 0.4, "AD": 0.9, "BC": 0.1})
+    out = score_reference(right, reference)
+    assert out["signed_accuracy"] == 1.0 and out["signed_edges"] == 2  # AC, BA (AE is no reference edge)
+    half = score_reference(weighted({"AC": -0.5, "AE": 0.3, "BA": -0.4, "AD": 0.9, "BC": 0.1}), reference)
+    assert half["signed_accuracy"] == 0.5 and half["signed_edges"] == 2
+    # no weights on either side: undefined, nothing counted
+    assert math.isnan(score_reference(right, REFERENCE)["signed_accuracy"])
+    nothing = score_reference(grn, reference)
+    assert math.isnan(nothing["signed_accuracy"]) and nothing["signed_edges"] == 0
+
+
 def test_score_reference_ties_names_and_errors():
     # equal scores: ties broken by source, then target name -> deterministic top-k
     grn = make_grn([("B", "A", 0.5), ("A", "E", 0.5), ("A", "C", 0.5)])

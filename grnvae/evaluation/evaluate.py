@@ -254,7 +254,10 @@ def evaluate_grn(run, data, split: str, cells, controls, reference: Optional[str
     methods = {"model": grn,
                "correlation": correlation_grn(data.lognorm_rows(sample, None), list(data.genes), list(grn.genes))}
     de_cells, de_controls = _training_cells_by_regulator(data, list(grn.genes), rng)
-    methods["perturbation_de"] = perturbation_de_grn(de_cells, de_controls, list(data.genes), list(grn.genes))
+    de = perturbation_de_grn(de_cells, de_controls, list(data.genes), list(grn.genes))
+    if data.dose != 1.0:  # its weights are changes per unit of the screen's perturbation: per unit loss
+        de = de.with_edge_attr("weight", de.edge_attr["weight"] * data.dose)
+    methods["perturbation_de"] = de
     if "in_prior" in grn.edge_attr:
         methods["prior"] = GRN(grn.genes, grn.edge_index, {"probability": grn.edge_attr["in_prior"].float()},
                                name="prior")

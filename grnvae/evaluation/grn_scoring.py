@@ -284,7 +284,13 @@ def score_reference(
         set ``threshold``, ``predicted`` (evaluable edges with score > threshold),
         ``precision`` (NaN when nothing is predicted), ``recall``, ``f1`` (= 2 TP / (predicted +
         positives), 0 when nothing is predicted but positives exist); for scores in [0, 1],
-        ``ece`` and ``reliability`` (see :func:`calibration`).
+        ``ece`` and ``reliability`` (see :func:`calibration`); ``signed_accuracy`` and
+        ``signed_edges``: among the true edges in the top k = positives, the fraction whose
+        GRN ``weight`` has the reference's sign (NaN unless the GRN has a ``weight`` attribute
+        and the reference a numeric ``weight`` column, e.g. a simulator's truth). GRN weights
+        are read as the change of the target per unit *loss* of the regulator (grnvae's edge
+        weights in knock-down and activation screens alike), so an activating reference edge
+        (weight > 0) is signed right by a negative GRN weight.
     """
     if not isinstance(grn, GRN):
         raise GRNError(f"score_reference() takes a GRN, got {type(grn).__name__}")
@@ -318,6 +324,12 @@ def score_reference(
     not_self = rs != rt
     rs, rt = rs[not_self], rt[not_self]
     ref_keys = np.unique(rs * n_vocab + rt)
+    ref_sign = None  # the reference's sign per key, where it gives one
+    if "weight" in reference.columns:
+        w = pd.to_numeric(reference["weight"], errors="coerce").to_numpy(np.float64)[np.asarray(ref_ok)][not_self]
+        known = np.isfinite(w) & (w != 0)
+        ref_sign = pd.Series(np.sign(w[known]), index=(rs * n_vocab + rt)[known])
+        ref_sign = ref_sign[~ref_sign.index.duplicated()]
     is_source = np.zeros(n_vocab, dtype=bool)
     is_source[rs] = True
     in_ref = is_source.copy()
@@ -362,6 +374,16 @@ def score_reference(
     for k in ks:
         out[f"precision_at_{k}"], out[f"recall_at_{k}"] = at(k)
     out["early_precision"] = at(n_pos)[0] if n_pos else nan
+    out["signed_accuracy"], out["signed_edges"] = nan, 0
+    if ref_sign is not None and "weight" in grn.edge_attr and n_pos:
+        weight = _edge_scores(grn, "weight", "score_reference()")[~loop][evaluable]
+        top = order[:n_pos]
+        top = top[labels[top]]  # the true edges among the top k = positives
+        truth = ref_sign.reindex(es[top] * n_vocab + et[top]).to_numpy()
+        ok = np.isfinite(truth) & np.isfinite(weight[top]) & (weight[top] != 0)
+        if ok.any():
+            out["signed_accuracy"] = float(np.mean(-np.sign(weight[top][ok]) == truth[ok]))
+            out["signed_edges"] = int(ok.sum())
     out.update(calibration(scores, labels))
     chosen = scores > threshold  # NaN compares False
     n_pred = int(chosen.sum())
