@@ -143,17 +143,26 @@ def edge_specific(effect, source, target, use=None, sweeps: int = 3):
     effect = np.asarray(effect, dtype=np.float64)
     use = np.ones(effect.shape, dtype=bool) if use is None else np.asarray(use, dtype=bool)
     out = effect.copy()
+    groups = [np.unique(np.asarray(g), return_inverse=True)[1] for g in (source, target)]
     for _ in range(sweeps):
-        for group in (np.asarray(source), np.asarray(target)):
-            keys, inverse = np.unique(group, return_inverse=True)
-            shift = np.zeros(len(keys))
-            rows = inverse[use]
-            order = np.argsort(rows, kind="stable")
-            values, rows = out[use][order], rows[order]
-            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else np.zeros(0, dtype=int)
-            for k, part in zip(rows[starts], np.split(values, starts[1:])):
-                shift[k] = np.median(part)
-            out -= shift[inverse]
+        for inverse in groups:
+            out -= _group_medians(out[use], inverse[use], int(inverse.max(initial=-1)) + 1)[inverse]
+    return out
+
+
+def _group_medians(values, groups, n_groups: int):
+    """The median of ``values`` within each of ``n_groups`` groups (0 for an empty one)."""
+    import numpy as np
+
+    order = np.argsort(values)
+    order = order[np.argsort(groups[order], kind="stable")]  # by group, by value within
+    values, groups = values[order], groups[order]
+    counts = np.bincount(groups, minlength=n_groups)
+    start = np.cumsum(counts) - counts
+    out = np.zeros(n_groups)
+    some = counts > 0
+    lo, hi = start[some] + (counts[some] - 1) // 2, start[some] + counts[some] // 2
+    out[some] = 0.5 * (values[lo] + values[hi])
     return out
 
 
@@ -179,14 +188,8 @@ def explained_by_paths(effect, source, target, num_nodes: int, confident, unit_m
     per_unit = np.divide(1.0, unit, out=np.zeros(num_nodes), where=np.abs(unit) >= unit_min)
     keep = confident & ~self_loop
     A = sp.csr_matrix((effect[keep], (source[keep], target[keep])), shape=(num_nodes, num_nodes))
-    paths = (A @ sp.diags(per_unit) @ A).tocoo()  # [i, k]: sum over j of A_ij / A_jj * A_jk
-    keys = paths.row.astype(np.int64) * num_nodes + paths.col
-    order = np.argsort(keys)
-    keys, values = keys[order], paths.data[order]
-    wanted = source.astype(np.int64) * num_nodes + target
-    at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-    found = (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), dtype=bool)
-    out = np.where(found, values[at] if len(keys) else 0.0, 0.0)
+    paths = (A @ sp.diags(per_unit) @ A).tocsr()  # [i, k]: sum over j of A_ij / A_jj * A_jk
+    out = np.asarray(paths[np.array(source), np.array(target)], dtype=np.float64).ravel()
     out[self_loop] = 0.0  # a path back to i (i -> j -> i) is no edge of i's
     return out
 

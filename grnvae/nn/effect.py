@@ -107,21 +107,33 @@ class _OutEdges:
         return out, src, self.order[slot], dst
 
 
-_OUT_EDGES: Dict[int, tuple] = {}  # id(edge_index) -> (weak reference, version, num_nodes, _OutEdges)
+_PER_TENSOR: Dict[tuple, tuple] = {}  # (id(edge_index), what) -> (weak reference, version, num_nodes, value)
+
+
+def _per_edge_index(edge_index: Tensor, num_nodes: int, what: str, build):
+    """``build()`` once per edge-index tensor and ``what`` (a model's ``edge_index`` buffer is the
+    same tensor at every step), again when the tensor was modified in place or is asked for with
+    another node count. Entries go when their tensor does."""
+    key = (id(edge_index), what)
+    entry = _PER_TENSOR.get(key)
+    if entry is not None and entry[0]() is edge_index and entry[1:3] == (edge_index._version, num_nodes):
+        return entry[3]
+    value = build()
+    ref = weakref.ref(edge_index, lambda _, k=key: _PER_TENSOR.pop(k, None))
+    _PER_TENSOR[key] = (ref, edge_index._version, num_nodes, value)
+    return value
 
 
 def out_edges(edge_index: Tensor, num_nodes: int) -> _OutEdges:
-    """The :class:`_OutEdges` of an edge index, built once per tensor (a model's ``edge_index``
-    buffer is the same tensor at every step) and rebuilt when the tensor was modified in place or
-    is asked for with another node count. Entries go when their tensor does."""
-    key = id(edge_index)
-    entry = _OUT_EDGES.get(key)
-    if entry is not None and entry[0]() is edge_index and entry[1:3] == (edge_index._version, num_nodes):
-        return entry[3]
-    built = _OutEdges(edge_index, num_nodes)
-    ref = weakref.ref(edge_index, lambda _, k=key: _OUT_EDGES.pop(k, None))
-    _OUT_EDGES[key] = (ref, edge_index._version, num_nodes, built)
-    return built
+    """The :class:`_OutEdges` of an edge index, built once per tensor."""
+    return _per_edge_index(edge_index, num_nodes, "out", lambda: _OutEdges(edge_index, num_nodes))
+
+
+def in_edges(edge_index: Tensor, num_nodes: int):
+    """Edge ids grouped by target and the targets' row pointer, built once per tensor."""
+    tgt = edge_index[1]
+    return _per_edge_index(edge_index, num_nodes, "in",
+                           lambda: (torch.argsort(tgt, stable=True), row_pointer(tgt, num_nodes)))
 
 
 def _keys(dosage: Tensor, nonzero: Optional[Tensor] = None) -> Tensor:
@@ -316,8 +328,7 @@ class EffectModule(nn.Module):
         C, V = dosage.shape
         device = dosage.device
         src, tgt = edge_index
-        in_order = torch.argsort(tgt, stable=True)  # edge ids grouped by target
-        in_ptr = row_pointer(tgt, V)
+        in_order, in_ptr = in_edges(edge_index, V)  # edge ids grouped by target
         groups = out_edges(edge_index, V)
         keys = _keys(dosage)  # R_0
         base = edge_weight.new_zeros(P * V, 1)  # the unperturbed state, per particle
