@@ -12,9 +12,10 @@ modules upstream GPO-VAE runs, batch 512, 5 particles, K = 5 alignment hops, 2,0
   backward (the gradients of the input and of the weight);
 - **sparse**: every sparse product of ``grnvae.nn.spmm`` (``sparse_matmul``, ``edge_matmul``,
   ``edge_scores``), ``2 * nnz * columns`` forward and twice that backward;
-- **likelihood**: the negative-binomial log-likelihood over the ``[P, B, G]`` means, whose work
-  is element-wise (``lgamma``, ``log``) rather than FLOPs of a product: it is timed on its own,
-  forward and backward, on tensors of the step's shape.
+- **likelihood**: the negative-binomial log-likelihood over the ``[P, B, G]`` log-rates, whose
+  work is element-wise (``exp``, ``log``, table look-ups) rather than FLOPs of a product: the
+  model's own implementation is timed on its own, forward and backward, on tensors of the
+  step's shape.
 
 This machine's sustained rates are measured with the same threads: dense GFLOP/s as the best of
 ``torch.mm`` on the step's largest shapes, sparse GFLOP/s of a CSR product with the step's edge
@@ -145,19 +146,20 @@ def sparse_rate(num_nodes: int, nnz: int, cols: int, seed: int = 0) -> float:
 
 
 def likelihood_seconds(particles: int, batch: int, genes: int) -> float:
-    """Forward + backward of the NB log-likelihood on ``[P, B, G]`` means (best of 5)."""
+    """Forward + backward of the model's NB log-likelihood (``grnvae.nn.likelihoods.nb_log_prob``,
+    from log-rates) on ``[P, B, G]`` (best of 5)."""
     import torch
+
+    from grnvae.nn.likelihoods import nb_log_prob
 
     g = torch.Generator().manual_seed(0)
     x = torch.poisson(torch.full((batch, genes), 1.0), generator=g)
+    log_library = x.sum(1).clamp(min=1.0).log()
     logits = torch.randn(particles, batch, genes, generator=g, requires_grad=True)
     log_theta = torch.zeros(genes, requires_grad=True)
 
     def run():
-        mu, theta = logits.exp(), log_theta.exp()
-        ll = (torch.lgamma(x + theta) - torch.lgamma(theta) - torch.lgamma(x + 1)
-              + theta * (log_theta - torch.log(theta + mu)) + x * (logits - torch.log(theta + mu)))
-        ll.sum().backward()
+        nb_log_prob(x, logits, log_library, log_theta).sum().backward()
         logits.grad = None
         log_theta.grad = None
 

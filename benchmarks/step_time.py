@@ -255,6 +255,9 @@ def step(model, opt, batch, particles: int, clip: float = 100.0):
     import torch
 
     t0 = time.perf_counter()
+    # a fresh dosage tensor, as a new batch has: what the model derives from it once per batch
+    # (its non-zero pattern) is then derived again, as in training
+    batch = dict(batch, cond_dosage=batch["cond_dosage"].clone())
     opt.zero_grad(set_to_none=True)
     loss = model(batch, particles)["loss"]
     t1 = time.perf_counter()

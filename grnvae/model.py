@@ -25,7 +25,7 @@ from torch_geometric.utils import scatter
 from .errors import GRNError
 from .grn import GRN
 from .nn.edges import EdgePosterior, FeatureEdgePosterior, normal_kl
-from .nn.effect import EffectModule, EffectPlan, SparseEffects, khop_rows
+from .nn.effect import EffectModule, EffectPlan, SparseEffects, dosage_support, khop_rows
 from .nn.encoders import BasalEncoder
 from .nn.likelihoods import Decoder
 from .nn.mlp import Projected
@@ -246,7 +246,8 @@ class GRNVAE(nn.Module):
         counts = self.node_counts
         seen = counts > 0
         per_node = torch.where(seen, row_kl / counts.clamp(min=1.0), torch.zeros_like(row_kl))
-        share = (cond_dosage != 0).to(row_kl.dtype) @ per_node  # [C]
+        rows, cols = dosage_support(cond_dosage)
+        share = per_node.new_zeros(cond_dosage.shape[0]).index_add(0, rows, per_node[cols])  # [C]
         orphan = row_kl[~seen].sum() / max(self.n_train, 1)
         return share[cond_index] + orphan
 
@@ -345,7 +346,8 @@ class GRNVAE(nn.Module):
         """
         if self.invariance_weight == 0:
             return loc.new_zeros(())
-        control = (cond_dosage == 0).all(-1)  # [C]
+        control = torch.ones(cond_dosage.shape[0], dtype=torch.bool, device=cond_dosage.device)  # [C]
+        control[dosage_support(cond_dosage)[0]] = False
         is_ctrl = control[cond_index]
         if not bool(is_ctrl.any()) or bool(is_ctrl.all()):
             return loc.new_zeros(())

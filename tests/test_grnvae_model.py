@@ -13,7 +13,8 @@ import grnvae
 from grnvae.data import PerturbationData
 from grnvae.data.features import node_features
 from grnvae.nn.edges import FeatureEdgePosterior
-from grnvae.nn.likelihoods import expected_log1p_nb
+from grnvae.nn.effect import dosage_support
+from grnvae.nn.likelihoods import expected_log1p_nb, nb_log_prob
 from grnvae.training import build_spec
 from grnvae.model import GRNVAE
 
@@ -56,6 +57,42 @@ def _model(sim, *overrides):
     data = PerturbationData.from_anndata(sim, cfg)
     torch.manual_seed(0)
     return data, GRNVAE(build_spec(data, cfg), cfg)
+
+
+def test_nb_log_prob_and_its_gradients_equal_the_textbook_negative_binomial():
+    # counts in the per-gene tables, beyond them, and fractional ones (which skip the tables)
+    g = torch.Generator().manual_seed(0)
+    P, N, G = 3, 6, 9
+    x = torch.poisson(torch.rand(N, G, generator=g, dtype=torch.float64) * 8)
+    x[0, 0], x[1, 2], x[2, 3] = 700.0, 2.5, 65.0
+    out = torch.randn(P, N, G, generator=g, dtype=torch.float64, requires_grad=True)
+    library = torch.rand(N, generator=g, dtype=torch.float64) * 100 + 5
+    log_theta = torch.randn(G, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def textbook(out, log_theta):
+        mu = library[:, None] * torch.softmax(out, -1)
+        nb = torch.distributions.NegativeBinomial(total_count=log_theta.exp(), logits=mu.log() - log_theta,
+                                                validate_args=False)  # 2.5: the formula at a fractional count
+        return nb.log_prob(x).sum(-1)
+
+    ours, ref = nb_log_prob(x, out, library.log(), log_theta), textbook(out, log_theta)
+    assert ours.shape == (P, N)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-9)
+    w = torch.randn(P, N, generator=g, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((ours * w).sum(), [out, log_theta]),
+                    torch.autograd.grad((ref * w).sum(), [out, log_theta])):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    assert torch.autograd.gradcheck(lambda o, t: nb_log_prob(x, o, library.log(), t), (out, log_theta))
+
+
+def test_dosage_support_is_read_once_per_tensor_and_again_after_a_change():
+    d = torch.zeros(3, 5)
+    d[0, 1], d[2, 4] = 1.0, -1.0
+    rows, cols = dosage_support(d)
+    assert rows.tolist() == [0, 2] and cols.tolist() == [1, 4]
+    assert dosage_support(d)[0] is rows  # cached for the same tensor
+    d[1, 0] = 1.0  # an in-place change is seen
+    assert dosage_support(d)[0].tolist() == [0, 1, 2]
 
 
 def test_measured_nodes_and_regulator_edges(sim):

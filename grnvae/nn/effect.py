@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -107,40 +107,46 @@ class _OutEdges:
         return out, src, self.order[slot], dst
 
 
-_PER_TENSOR: Dict[tuple, tuple] = {}  # (id(edge_index), what) -> (weak reference, version, num_nodes, value)
+_PER_TENSOR: Dict[tuple, tuple] = {}  # (id(tensor), what) -> (weak reference, version, extra, value)
 
 
-def _per_edge_index(edge_index: Tensor, num_nodes: int, what: str, build):
-    """``build()`` once per edge-index tensor and ``what`` (a model's ``edge_index`` buffer is the
-    same tensor at every step), again when the tensor was modified in place or is asked for with
-    another node count. Entries go when their tensor does."""
-    key = (id(edge_index), what)
+def _per_tensor(tensor: Tensor, what: str, build, extra=None):
+    """``build()`` once per tensor and ``what`` (a model's ``edge_index`` buffer is the same
+    tensor at every step; a batch's dosage is read by several parts of one step), again when the
+    tensor was modified in place or is asked for with another ``extra``. Entries go when their
+    tensor does."""
+    key = (id(tensor), what)
     entry = _PER_TENSOR.get(key)
-    if entry is not None and entry[0]() is edge_index and entry[1:3] == (edge_index._version, num_nodes):
+    if entry is not None and entry[0]() is tensor and entry[1:3] == (tensor._version, extra):
         return entry[3]
     value = build()
-    ref = weakref.ref(edge_index, lambda _, k=key: _PER_TENSOR.pop(k, None))
-    _PER_TENSOR[key] = (ref, edge_index._version, num_nodes, value)
+    ref = weakref.ref(tensor, lambda _, k=key: _PER_TENSOR.pop(k, None))
+    _PER_TENSOR[key] = (ref, tensor._version, extra, value)
     return value
 
 
 def out_edges(edge_index: Tensor, num_nodes: int) -> _OutEdges:
     """The :class:`_OutEdges` of an edge index, built once per tensor."""
-    return _per_edge_index(edge_index, num_nodes, "out", lambda: _OutEdges(edge_index, num_nodes))
+    return _per_tensor(edge_index, "out", lambda: _OutEdges(edge_index, num_nodes), num_nodes)
 
 
 def in_edges(edge_index: Tensor, num_nodes: int):
     """Edge ids grouped by target and the targets' row pointer, built once per tensor."""
     tgt = edge_index[1]
-    return _per_edge_index(edge_index, num_nodes, "in",
-                           lambda: (torch.argsort(tgt, stable=True), row_pointer(tgt, num_nodes)))
+    return _per_tensor(edge_index, "in", lambda: (torch.argsort(tgt, stable=True), row_pointer(tgt, num_nodes)),
+                       num_nodes)
 
 
-def _keys(dosage: Tensor, nonzero: Optional[Tensor] = None) -> Tensor:
-    """Sorted keys ``c * V + v`` of the non-zero dosages ``[C, V]`` (``nonzero``: ``dosage != 0``
-    when the caller has it)."""
-    cv = torch.nonzero(dosage != 0 if nonzero is None else nonzero)
-    return cv[:, 0] * dosage.shape[1] + cv[:, 1]
+def dosage_support(dosage: Tensor) -> Tuple[Tensor, Tensor]:
+    """Rows and columns of the non-zero dosages ``[C, V]``, in row-major order: one scan of the
+    dense matrix per batch, shared by the effect plan, the plated KL and the invariance term."""
+    return _per_tensor(dosage, "support", lambda: tuple(torch.nonzero(dosage, as_tuple=True)))
+
+
+def _keys(dosage: Tensor) -> Tensor:
+    """Sorted keys ``c * V + v`` of the non-zero dosages ``[C, V]``."""
+    rows, cols = dosage_support(dosage)
+    return rows * dosage.shape[1] + cols
 
 
 #: memory bound of a standard PyG layer's messages per hop (bytes); above it, a clear error
@@ -202,8 +208,8 @@ class EffectModule(nn.Module):
             return EffectPlan(hop_edges=[None] * len(self.layers))
         V = num_nodes
         src = edge_index[0]
-        nonzero = dosage != 0
-        active = nonzero.any(0)  # nodes with a possibly non-zero state, any condition
+        active = torch.zeros(V, dtype=torch.bool, device=dosage.device)
+        active[dosage_support(dosage)[1]] = True  # nodes with a possibly non-zero state, any condition
         rows = active.clone()  # the perturbed nodes, then every node a hop starts from
         hop_edges: List[Optional[Tensor]] = []
         for layer in self.layers:
@@ -215,16 +221,16 @@ class EffectModule(nn.Module):
             nxt[edge_index[1][keep]] = True
             active = nxt
         plan = EffectPlan(hop_edges, rows)
-        self._plan_support(plan, dosage, edge_index, V, max_density, nonzero)
+        self._plan_support(plan, dosage, edge_index, V, max_density)
         return plan
 
     def _plan_support(self, plan: EffectPlan, dosage: Tensor, edge_index: Tensor, V: int,
-                      max_density: float, nonzero: Optional[Tensor] = None) -> None:
+                      max_density: float) -> None:
         """Fill the plan's ``support``, ``inputs``, ``hops`` and ``sparse``, unless the hops over
         the pairs would pass more than ``2 C V`` (pair, edge) combinations."""
         C = dosage.shape[0]
         groups = out_edges(edge_index, V)
-        keys = _keys(dosage, nonzero)
+        keys = _keys(dosage)
         inputs = keys
         hops, outputs = [], []
         for k in range(len(self.layers)):

@@ -13,17 +13,102 @@ from .effect import SparseEffects
 from .mlp import Projected, SplitInputMLP
 
 
-def nb_log_prob(x: Tensor, mu: Tensor, log_theta: Tensor, eps: float = 1e-8) -> Tensor:
-    """Negative binomial log-likelihood with mean ``mu`` and inverse dispersion ``exp(log_theta)``."""
-    theta = log_theta.exp()
-    log_theta_mu = torch.log(theta + mu + eps)
-    return (
-        theta * (log_theta - log_theta_mu)
-        + x * (torch.log(mu + eps) - log_theta_mu)
-        + torch.lgamma(x + theta)
-        - torch.lgamma(theta)
-        - torch.lgamma(x + 1.0)
-    )
+_TABLE_K = 64  # counts up to this are looked up in per-gene tables (see _CountTerms)
+
+
+class _CountTerms:
+    """The NB terms that depend on the counts and ``theta`` only, per cell and gene ``[N, G]``:
+    ``lgamma(x + theta) - lgamma(theta) - lgamma(x + 1)`` and its derivative in ``theta``,
+    ``digamma(x + theta) - digamma(theta)``. For whole counts ``x <= K`` both are sums over
+    ``j < x`` (of ``log((theta + j) / (j + 1))`` and of ``1 / (theta + j)``), tabulated per gene
+    once and gathered; other entries (larger or fractional counts) use ``lgamma``/``digamma``.
+    Exact up to rounding, and several times faster than ``lgamma``/``digamma`` over ``[N, G]``
+    (``digamma`` alone costs ~12 ns an element on a CPU core)."""
+
+    def __init__(self, x: Tensor, theta: Tensor):
+        self.x, self.theta = x, theta
+        K = min(int(x.max()) if x.numel() else 0, _TABLE_K)
+        self.K = max(K, 0)
+        idx = x.clamp(0, self.K)
+        whole = idx == idx.floor()
+        self.exact = whole & (x <= self.K)  # looked up in the tables
+        self.idx = torch.where(self.exact, idx, torch.zeros_like(idx)).long()
+        self.rest = None if bool(self.exact.all()) else torch.nonzero(~self.exact, as_tuple=True)
+        th = theta.detach().double()
+        self.j = torch.arange(self.K, dtype=torch.float64, device=x.device)[:, None]  # [K, 1]
+        self.th = th
+
+    def _gather(self, steps: Tensor) -> Tensor:
+        """Cumulative sums of ``steps`` ``[K, G]`` over ``j < x``, gathered at the counts: ``[N, G]``."""
+        table = torch.cat([steps.new_zeros(1, steps.shape[1]), steps.cumsum(0)]).to(self.x.dtype)
+        return table.gather(0, self.idx)
+
+    def log_terms(self) -> Tensor:
+        out = self._gather(torch.log((self.th + self.j) / (self.j + 1.0)))
+        if self.rest is not None:
+            x, th = self.x[self.rest], self.theta[self.rest[-1]]
+            out[self.rest] = torch.lgamma(x + th) - torch.lgamma(th) - torch.lgamma(x + 1.0)
+        return out
+
+    def digamma_terms(self) -> Tensor:
+        out = self._gather(1.0 / (self.th + self.j))
+        if self.rest is not None:
+            x, th = self.x[self.rest], self.theta[self.rest[-1]]
+            out[self.rest] = torch.digamma(x + th) - torch.digamma(th)
+        return out
+
+
+class _SoftmaxNBLogProb(torch.autograd.Function):
+    """Forward and backward of :func:`nb_log_prob` in a few passes over ``[P, N, G]``: with
+    ``log mu = out - lse + log l`` and ``t = log(theta + mu)``, the terms that depend on ``mu``
+    are ``x log mu - (x + theta) t``; the rest (``theta log theta`` and the ``lgamma`` terms,
+    see :class:`_CountTerms`) depend on the counts and ``theta`` only and are computed once per
+    ``[N, G]``, not per particle. Gradients (``q = (x + theta) / (theta + mu)``):
+    ``d/d log mu = theta (q - 1)``, ``d/d theta = log theta + 1 - t - q + digamma(x + theta) -
+    digamma(theta)``."""
+
+    @staticmethod
+    def forward(ctx, x, out, lse, log_library, log_theta):
+        theta = log_theta.exp()
+        xt = x + theta  # [N, G]
+        log_mu = (out - lse.unsqueeze(-1)).add_(log_library.unsqueeze(-1))
+        t = torch.logaddexp(log_mu, log_theta)
+        ll = (x * log_mu).sub_(xt * t).sum(-1)
+        counts = _CountTerms(x, theta)
+        const = (counts.log_terms() + theta * log_theta).sum(-1)
+        ctx.counts = counts
+        ctx.save_for_backward(xt, t, log_theta)
+        return ll + const
+
+    @staticmethod
+    def backward(ctx, grad):
+        xt, t, log_theta = ctx.saved_tensors
+        theta = log_theta.exp()
+        g = grad.unsqueeze(-1)
+        q = torch.exp(-t).mul_(xt)  # (x + theta) / (theta + mu)
+        r = (q - 1.0).mul_(theta).mul_(g)  # d ll / d log mu, weighted
+        grad_sum = r.sum(-1)
+        grad_theta = None
+        if ctx.needs_input_grad[4]:
+            d = q.neg_().sub_(t).add_(log_theta + 1.0).mul_(g)  # log theta + 1 - t - q, weighted
+            g_cells = grad.reshape(-1, grad.shape[-1]).sum(0)  # [N]: summed over particles
+            per_gene = d.reshape(-1, d.shape[-1]).sum(0) + g_cells @ ctx.counts.digamma_terms()
+            grad_theta = (per_gene * theta).reshape(log_theta.shape)
+        return (None, r if ctx.needs_input_grad[1] else None, -grad_sum if ctx.needs_input_grad[2] else None,
+                grad_sum if ctx.needs_input_grad[3] else None, grad_theta)
+
+
+def nb_log_prob(x: Tensor, out: Tensor, log_library: Tensor, log_theta: Tensor,
+                lse: Optional[Tensor] = None) -> Tensor:
+    """Negative binomial log-likelihood of counts ``x`` ``[N, G]``, summed over genes: ``[..., N]``.
+
+    The mean is ``library x softmax(out)`` (``out`` ``[..., N, G]`` log-rates, ``log_library``
+    ``[N]`` or ``[..., N]``) and the inverse dispersion ``exp(log_theta)`` ``[G]``. ``lse``:
+    ``logsumexp(out, -1)`` when the caller has it (its gradient then flows through it).
+    """
+    if lse is None:
+        lse = torch.logsumexp(out, -1)
+    return _SoftmaxNBLogProb.apply(x, out, lse, log_library, log_theta)
 
 
 def expected_log1p_nb(mu: Tensor, log_theta: Tensor, scale: Tensor, k_max: int = 96,
@@ -211,9 +296,10 @@ class Decoder(nn.Module):
         else:
             out = h if gene_effect is None else h + gene_effect[:, index]
         if self.likelihood == "nb":
-            log_p = nb_log_prob(x, library.unsqueeze(-1) * F.softmax(out, dim=-1), self.log_theta).sum(-1)
+            lse = torch.logsumexp(out, -1)
+            log_p = nb_log_prob(x, out, library.clamp(min=1e-8).log(), self.log_theta, lse)
             if self.models_library and gene_effect is not None:
-                basal = library.clamp(min=1.0).log() - self._log_library_change(h, out)
+                basal = library.clamp(min=1.0).log() - (lse - torch.logsumexp(h, -1))
                 log_p = log_p + torch.distributions.Normal(self.library_loc, self.library_scale).log_prob(basal)
             return log_p
         scale = self.log_scale.exp() + 1e-4
