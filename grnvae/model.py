@@ -472,10 +472,12 @@ class GRNVAE(nn.Module):
             b = min(a + chunk, n)
             z_b = z_b_all[:, a:b]
             cov = None if cov_all is None else cov_all[a:b]
+            # when the MLP does not read effects, its output is the same for every condition
+            h = None if z_dec is not None else self.decoder.log_rates(z_b, None, None, None, cov)[0]
             for c in range(C):
                 for row, w in mixture[c]:
                     index = torch.full((b - a,), row, dtype=torch.long, device=device)
-                    mean, lib_c = self.decoder.predictive(z_b, z_dec, index, lib[a:b], cov, gene_effect)  # [P, n, G]
+                    mean, lib_c = self.decoder.predictive(z_b, z_dec, index, lib[a:b], cov, gene_effect, h=h)
                     total[c] += w * self.decoder.expected_lognorm(mean, lib_c).mean(0).sum(0)
         return (total / n).cpu()
 
