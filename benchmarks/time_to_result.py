@@ -56,7 +56,7 @@ def child(args) -> None:
     t0 = time.perf_counter()
     run = grnvae.train("grnvae", overrides=overrides, out=out / "run", overwrite=True)
     t1 = time.perf_counter()
-    res = evaluate(run.path, plots=False, max_controls=500)
+    res = evaluate(run.path, plots=False, max_controls=args.max_controls)
     t2 = time.perf_counter()
     model = res["metrics"]["model"]
     print(TAG + json.dumps({"train_s": t1 - t0, "evaluate_s": t2 - t1, "epochs": run.metrics.get("epochs"),
@@ -83,6 +83,8 @@ def main(argv=None) -> int:
     p.add_argument("--regulators", type=int, default=2000)
     p.add_argument("--library-size", type=float, default=2000.0)
     p.add_argument("--max-epochs", type=int, default=None, help="cap on epochs (default: to early stopping)")
+    p.add_argument("--max-controls", type=int, default=500,
+                   help="control cells whose basal states the predictions average over (evaluate's max_controls)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="working folder (default: a temporary one, deleted)")
     p.add_argument("--path", default=None, help=argparse.SUPPRESS)
@@ -106,6 +108,7 @@ def main(argv=None) -> int:
             cmd += ["--path", str(path)]
         if args.max_epochs:
             cmd += ["--max-epochs", str(args.max_epochs)]
+        cmd += ["--max-controls", str(args.max_controls)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         lines = [l for l in proc.stdout.splitlines() if l.startswith(TAG)]
@@ -119,7 +122,7 @@ def main(argv=None) -> int:
     epochs = f"{res['epochs']} epochs" + (f" (capped at {args.max_epochs})" if args.max_epochs else " (early stopping)")
     print("| case | write (s) | train (s) | evaluate (s) | epochs | peak RSS (MB) | pearson_delta |")
     print("|---|---:|---:|---:|---|---:|---:|")
-    print(f"| {size} | {write_s:.0f} | {res['train_s']:.0f} | {res['evaluate_s']:.0f} | {epochs} | {peak:,.0f} | "
+    print(f"| {size} | {write_s:.0f} | {res['train_s']:.0f} | {res['evaluate_s']:.0f} ({args.max_controls} controls) | {epochs} | {peak:,.0f} | "
           f"{res['pearson_delta']:.3f} |")
     print(f"train_s={res['train_s']:.1f} evaluate_s={res['evaluate_s']:.1f} peak_rss_mb={peak:.0f}")
     return 0

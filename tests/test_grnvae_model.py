@@ -85,6 +85,20 @@ def test_nb_log_prob_and_its_gradients_equal_the_textbook_negative_binomial():
     assert torch.autograd.gradcheck(lambda o, t: nb_log_prob(x, o, library.log(), t), (out, log_theta))
 
 
+@pytest.mark.parametrize("shape", [(1200, 600), (600, 1200)])
+def test_pca_scores_of_a_large_matrix_equal_the_svd_up_to_sign(shape):
+    from grnvae.utils import pca_scores
+
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal(shape) * np.linspace(3.0, 0.1, shape[1])  # distinct spectrum
+    ours = pca_scores(Y, 10)
+    U, S, _ = np.linalg.svd(Y - Y.mean(0), full_matrices=False)
+    ref = U[:, :10] * S[:10]
+    signs = np.sign((ours * ref).sum(0))
+    np.testing.assert_allclose(ours, ref * signs, atol=1e-8)
+    assert (ours[np.abs(ours).argmax(0), np.arange(10)] > 0).all()  # the sign convention
+
+
 def test_dosage_support_is_read_once_per_tensor_and_again_after_a_change():
     d = torch.zeros(3, 5)
     d[0, 1], d[2, 4] = 1.0, -1.0

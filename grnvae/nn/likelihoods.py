@@ -27,13 +27,14 @@ class _CountTerms:
 
     def __init__(self, x: Tensor, theta: Tensor):
         self.x, self.theta = x, theta
-        K = min(int(x.max()) if x.numel() else 0, _TABLE_K)
-        self.K = max(K, 0)
-        idx = x.clamp(0, self.K)
-        whole = idx == idx.floor()
-        self.exact = whole & (x <= self.K)  # looked up in the tables
-        self.idx = torch.where(self.exact, idx, torch.zeros_like(idx)).long()
-        self.rest = None if bool(self.exact.all()) else torch.nonzero(~self.exact, as_tuple=True)
+        top = float(x.max()) if x.numel() else 0.0
+        self.K = max(min(int(top), _TABLE_K), 0)
+        self.idx = (x if top <= self.K else x.clamp(max=self.K)).long()
+        exact = self.idx == x  # whole counts up to K: looked up in the tables
+        self.rest = None
+        if not bool(exact.all()):
+            self.rest = torch.nonzero(~exact, as_tuple=True)
+            self.idx[self.rest] = 0
         th = theta.detach().double()
         self.j = torch.arange(self.K, dtype=torch.float64, device=x.device)[:, None]  # [K, 1]
         self.th = th
@@ -263,13 +264,20 @@ class Decoder(nn.Module):
         None when the MLP does not read effects (``mlp_effects=False``: they act through the skip only)."""
         return self.mlp.project(1, z_p) if self.mlp.has_input(1) else None
 
+    @staticmethod
+    def _with_effects(h: Tensor, gene_effect: Optional[Tensor], index: Tensor) -> Tensor:
+        """``h`` plus each cell's row of the skip effects ``[P, C, G]`` (``index`` ``[N]``);
+        ``index_select``, whose backward is an ``index_add`` rather than an accumulating
+        ``index_put``."""
+        return h if gene_effect is None else h + gene_effect.index_select(1, index)
+
     def log_rates(self, z_b: Tensor, z_p: Tensor, index: Tensor, artifact: Optional[Tensor] = None,
                   covariates: Optional[Tensor] = None, gene_effect: Optional[Tensor] = None):
         """The MLP's output ``h`` and ``h`` plus the skip effects (``gene_effect`` ``[P, C, G]``,
         rows gathered by ``index``), ``[P, N, G]`` each: log-rates up to a constant for nb,
         values for normal."""
         h = self.head(self.mlp([z_b, None if z_p is None else (z_p, index), artifact, covariates]))
-        return h, (h if gene_effect is None else h + gene_effect[:, index])
+        return h, self._with_effects(h, gene_effect, index)
 
     def mean(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
              artifact: Optional[Tensor] = None, covariates: Optional[Tensor] = None,
@@ -296,7 +304,7 @@ class Decoder(nn.Module):
         if h is None:
             h, out = self.log_rates(z_b, z_p, index, None, covariates, gene_effect)
         else:
-            out = h if gene_effect is None else h + gene_effect[:, index]
+            out = self._with_effects(h, gene_effect, index)
         lib = library.expand(out.shape[0], -1)
         if self.likelihood != "nb":
             return out, lib
@@ -313,7 +321,7 @@ class Decoder(nn.Module):
         if h is None:
             h, out = self.log_rates(z_b, z_p, index, artifact, covariates, gene_effect)
         else:
-            out = h if gene_effect is None else h + gene_effect[:, index]
+            out = self._with_effects(h, gene_effect, index)
         if self.likelihood == "nb":
             lse = torch.logsumexp(out, -1)
             log_p = nb_log_prob(x, out, library.clamp(min=1e-8).log(), self.log_theta, lse)
