@@ -8,6 +8,7 @@ import itertools
 import json
 import math
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -405,3 +406,20 @@ def test_perturbation_de_grn_calls_changed_genes():
     assert set(edges) == {("A", "B"), ("A", "C"), ("A", "D")}  # X has one cell: not tested
     assert edges[("A", "B")][0] > 0.99 and edges[("A", "C")][0] > 0.99 and edges[("A", "D")][0] < 0.9
     assert edges[("A", "B")][1] == pytest.approx(2.0, abs=0.2) and edges[("A", "C")][1] < 0
+
+
+def test_welch_pvalues_equal_scipy_including_constant_groups():
+    from grnvae.evaluation.grn_scoring import _moments, welch_pvalues
+
+    rng = np.random.default_rng(0)
+    x = rng.poisson(1.0, (30, 40)).astype(float)
+    y = rng.poisson(1.3, (200, 40)).astype(float)
+    x[:, 0] = y[:, 0] = 0.0  # the same constant: undefined
+    x[:, 1], y[:, 1] = 1.0, 0.0  # different constants: a certain change
+    x[:, 2] = 2.0  # one constant group
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = scipy.stats.ttest_ind(x, y, equal_var=False, axis=0).pvalue
+    ours = welch_pvalues(_moments(x), _moments(y))
+    assert np.isnan(ours[0]) and ours[1] == 0.0
+    np.testing.assert_allclose(ours[1:], ref[1:], rtol=1e-9, atol=1e-15)
