@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -147,3 +149,18 @@ def test_the_gat_recipe_trains_and_a_control_has_no_effect(tmp_path):
     assert torch.all(z[:, 0] == 0) and z[:, 1].abs().sum() > 0
     pred = predict_perturbations(run.path, [model.spec.nodes[0]])
     assert np.isfinite(pred.layers["delta"]).all()
+
+
+def test_generated_propagate_modules_are_removed_at_exit(tmp_path):
+    # PyG writes each layer class's generated propagate to the temp folder; a run leaves none
+    import subprocess
+    import sys
+
+    code = ("import glob, tempfile\n"
+            "from grnvae.nn.layers import GPOLinear, GCNEffect\n"
+            "GPOLinear(); GCNEffect(1, 4)\n"
+            "print(len(glob.glob(tempfile.gettempdir() + '/*_propagate_*.py')))\n")
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip()) >= 2  # written while the process ran
+    assert not list(tmp_path.glob("*_propagate_*.py"))
