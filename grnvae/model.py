@@ -21,6 +21,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
+from tqdm.auto import tqdm
 
 from .errors import GRNError
 from .grn import GRN
@@ -407,7 +408,7 @@ class GRNVAE(nn.Module):
     @torch.no_grad()
     def predict(self, dosage: Tensor, x_ctrl: Optional[Tensor] = None, library: Optional[Tensor] = None,
                 covariates: Optional[Tensor] = None, particles: int = 5, n_prior: int = 256,
-                chunk: int = 128, effects: str = "mean") -> Tensor:
+                chunk: int = 128, effects: str = "mean", progress: bool = False) -> Tensor:
         """Predicted mean log-normalised expression of each condition: ``[C, G]``, never negative.
 
         The statistic is the one a reference effect is made of: the expectation of
@@ -423,7 +424,8 @@ class GRNVAE(nn.Module):
         ``"sample"`` draws a GRN per particle (the full posterior predictive, noisier with few
         particles). With penetrance, each condition's prediction is the mixture over the subsets
         of its targets that took effect; with a library model each control cell's library is
-        scaled by the change the condition's effects make.
+        scaled by the change the condition's effects make. ``progress``: a progress bar over
+        conditions x chunks of controls (shown on a terminal only).
         """
         if effects not in ("mean", "sample"):
             raise ValueError(f"effects must be 'mean' or 'sample', got {effects!r}")
@@ -468,6 +470,8 @@ class GRNVAE(nn.Module):
             z_b_all = loc + scale * torch.randn_like(loc)  # a posterior draw per particle and cell
             n = x_ctrl.shape[0]
         total = torch.zeros(C, self.n_genes, device=device)
+        bar = tqdm(total=C * -(-n // chunk), desc="predicting (conditions x chunks of controls)",
+                   disable=None if progress else True, leave=False)
         for a in range(0, n, chunk):
             b = min(a + chunk, n)
             z_b = z_b_all[:, a:b]
@@ -479,6 +483,8 @@ class GRNVAE(nn.Module):
                     index = torch.full((b - a,), row, dtype=torch.long, device=device)
                     mean, lib_c = self.decoder.predictive(z_b, z_dec, index, lib[a:b], cov, gene_effect, h=h)
                     total[c] += w * self.decoder.expected_lognorm(mean, lib_c).mean(0).sum(0)
+                bar.update()
+        bar.close()
         return (total / n).cpu()
 
     @torch.no_grad()

@@ -66,7 +66,8 @@ def predict_effects(run, data, perturbations: Sequence[str], split: str, max_con
     conditions = [data.conditions.index(p) for p in perturbations]
     dosage = torch.cat([torch.zeros(1, len(data.nodes)), data.dosage(conditions)])
     torch.manual_seed(seed)
-    pred = run.model.predict(dosage, batch["x"], batch["library"], batch.get("covariates"), particles=particles)
+    pred = run.model.predict(dosage, batch["x"], batch["library"], batch.get("covariates"), particles=particles,
+                             progress=True)
     delta = (pred[1:] - pred[:1]).numpy().T
     return pd.DataFrame(delta, index=list(data.genes), columns=list(perturbations))
 
