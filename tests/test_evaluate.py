@@ -27,6 +27,22 @@ def run(tmp_path_factory):
     return grnvae.train(RECIPES / "quickstart.yaml", overrides=FAST + ["data.simulate.n_doubles=3"], out=out)
 
 
+def test_evaluate_max_controls_reaches_the_prediction(run, monkeypatch):
+    # --max-controls sets how many control cells the model's predictions average over
+    import grnvae.evaluation.evaluate as ev_mod
+
+    seen = []
+    real = ev_mod.predict_effects
+
+    def spy(run_, data, perts, split, max_controls=500, **kw):
+        seen.append(max_controls)
+        return real(run_, data, perts, split, max_controls=max_controls, **kw)
+
+    monkeypatch.setattr(ev_mod, "predict_effects", spy)
+    assert main(["evaluate", str(run.path), "--no-plots", "--max-controls", "7"]) == 0
+    assert seen == [7]
+
+
 def test_evaluate_writes_full_table(run, capsys):
     assert main(["evaluate", str(run.path)]) == 0
     out = capsys.readouterr().out
