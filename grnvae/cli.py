@@ -40,6 +40,8 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from .evaluation.evaluate import evaluate
 
+    if args.max_controls < 1:
+        raise RunError(f"--max-controls must be at least 1, got {args.max_controls}")
     res = evaluate(args.run, split=args.split, reference=args.reference, plots=not args.no_plots,
                    max_controls=args.max_controls, trust_plugins=args.trust_plugins)
     m = res["metrics"]
@@ -202,16 +204,6 @@ def _cmd_recipes(args) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
-
-
 def _trust_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-plugins", action="store_true",
                         help="import the plug-in code stored in the run (RUN/plugins); off by default")
@@ -240,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("test", "val"), default="test")
     ev.add_argument("--reference", help="reference network file to score the learned GRN against")
     ev.add_argument("--no-plots", action="store_true")
-    ev.add_argument("--max-controls", type=_positive_int, default=500,
+    ev.add_argument("--max-controls", type=int, default=500,
                     help="control cells whose basal states the model's predictions average over (default 500; "
                          "the prediction's cost grows with controls x perturbations x genes: lower it for large screens)")
     _trust_flag(ev)

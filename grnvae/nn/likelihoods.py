@@ -76,7 +76,7 @@ class _SoftmaxNBLogProb(torch.autograd.Function):
         t = torch.logaddexp(log_mu, log_theta)
         ll = (x * log_mu).sub_(xt * t).sum(-1)
         counts = _CountTerms(x, theta)
-        const = (counts.log_terms() + theta * log_theta).sum(-1)
+        const = counts.log_terms().sum(-1) + (theta * log_theta).sum()
         ctx.counts = counts
         ctx.save_for_backward(xt, t, log_theta)
         return ll + const
