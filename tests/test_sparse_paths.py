@@ -137,6 +137,43 @@ def test_restricted_edge_posterior_equals_full_on_its_edges():
             assert torch.allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_restricted_feature_edges_give_the_same_loss_and_gradients(dropout):
+    # the default model's edges: a step that reads only some regulators' out-edges may sample
+    # just those; what it reads (samples, KL, gradients) is what the full path gives
+    from grnvae.nn.edges import FeatureEdgePosterior
+
+    V, P = 40, 3
+    grn = random_graph(V, 5, seed=4)
+    seen = torch.arange(V) % 4 != 0
+    torch.manual_seed(0)
+    post = FeatureEdgePosterior(grn.edge_index, torch.randn(V, 6), seen=seen, mask=False, linear_ridge=0.1,
+                                learn_scale=True, prior_dropout=dropout)
+    with torch.no_grad():
+        post.q_loc.normal_()
+    post.train()
+    rows = torch.zeros(V, dtype=torch.bool)
+    rows[torch.tensor([1, 4, 6, 9, 22, 37])] = True
+    keep = rows[grn.edge_index[0]]
+    probe = torch.randn(P, grn.num_edges)
+    out = []
+    for r in (None, rows):
+        torch.manual_seed(5)
+        w, kl, m = post.sample(P, rows=r)
+        loss = (w[:, keep] * probe[:, keep]).sum() + kl[keep].sum()
+        grads = torch.autograd.grad(loss, [p for p in post.parameters() if p.requires_grad], allow_unused=True)
+        out.append((w, kl, m, loss, grads))
+    (w_f, kl_f, _, loss_f, g_f), (w_r, kl_r, m_r, loss_r, g_r) = out
+    assert torch.equal(w_r[:, keep], w_f[:, keep]) and torch.all(w_r[:, ~keep] == 0)
+    assert torch.equal(kl_r[keep], kl_f[keep]) and torch.all(kl_r[~keep] == 0)
+    assert torch.all(m_r == 1) and torch.equal(loss_r, loss_f)
+    assert kl_f[keep & post.seen].abs().sum() > 0  # the KL is read, not trivially zero
+    for a, b in zip(g_f, g_r):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_edge_posterior_rejects_unsorted_edges():
     with pytest.raises(ValueError, match="coalesced"):
         EdgePosterior(torch.tensor([[1, 0], [0, 1]]), 2)

@@ -480,34 +480,41 @@ class FeatureEdgePosterior(nn.Module):
         self._linear_cache = out
         return out
 
-    def prior(self) -> Tuple[Tensor, Tensor]:
-        """Amortised prior mask logits ``a`` and weight means ``b``: ``[E]`` each (without masks,
-        ``a`` is only each target's mean logit ``c_j``: nothing reads it)."""
+    def prior(self, edges: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Amortised prior mask logits ``a`` and weight means ``b``: ``[E]`` each, or of the
+        edges with ids ``edges`` only (without masks, ``a`` is only each target's mean logit
+        ``c_j``: nothing reads it)."""
         H = self.hidden
-        src, tgt = self.edge_index
+        src, tgt = self.edge_index if edges is None else self.edge_index.index_select(1, edges)
+        is_self = self.is_self if edges is None else self.is_self.index_select(0, edges)
         s = self.source_net(self.features)
         t = self.target_net(self.features) + self.target_free
         c, d = self.target_means()
-        b = d[tgt] + self.self_terms[1] * self.is_self
+        b = d.index_select(0, tgt) + self.self_terms[1] * is_self
         if self.learned_map:
             b = b + (s[src, H:] * t[tgt, H:]).sum(-1)
         if self.linear_ridge is not None:
-            b = b + self.linear_term(d)
+            linear = self.linear_term(d)
+            b = b + (linear if edges is None else linear.index_select(0, edges))
         if not self.use_mask:  # no mask enters the loss: skip the logits' [E, H] product
-            return c[tgt], b
-        a = (s[src, :H] * t[tgt, :H]).sum(-1) + c[tgt] + self.self_terms[0] * self.is_self
+            return c.index_select(0, tgt), b
+        a = (s[src, :H] * t[tgt, :H]).sum(-1) + c.index_select(0, tgt) + self.self_terms[0] * is_self
         return a, b
 
-    def posterior(self, use_prior: Optional[Tensor] = None):
-        """Posterior parameters ``(logits, loc, scale)`` ``[E]`` each, the prior's ``(a, b, s)``,
-        with the prior in place for edges of regulators unseen in training (and for the edges
-        flagged in ``use_prior``, bool ``[E]``)."""
-        a, b = self.prior()
-        s = self.log_prior_scale.exp()[self.edge_index[1]].clamp(min=self.min_scale)
-        free = self.seen if use_prior is None else self.seen & ~use_prior
-        logits = torch.where(free, self.q_logits, a)
-        loc = torch.where(free, self.q_loc, b)
-        scale = torch.where(free, self.q_log_scale.exp() + 1e-4, s)
+    def posterior(self, use_prior: Optional[Tensor] = None, edges: Optional[Tensor] = None):
+        """Posterior parameters ``(logits, loc, scale)`` ``[E]`` each (or of the edges with ids
+        ``edges``), the prior's ``(a, b, s)``, with the prior in place for edges of regulators
+        unseen in training (and for the edges flagged in ``use_prior``, bool ``[E]``)."""
+        a, b = self.prior(edges)
+
+        def at(x: Tensor) -> Tensor:
+            return x if edges is None else x.index_select(0, edges)
+
+        s = self.log_prior_scale.exp().index_select(0, at(self.edge_index[1])).clamp(min=self.min_scale)
+        free = at(self.seen) if use_prior is None else at(self.seen & ~use_prior)
+        logits = torch.where(free, at(self.q_logits), a)
+        loc = torch.where(free, at(self.q_loc), b)
+        scale = torch.where(free, at(self.q_log_scale).exp() + 1e-4, s)
         return logits, loc, scale, (a, b, s)
 
     @property
@@ -526,7 +533,13 @@ class FeatureEdgePosterior(nn.Module):
 
     def sample(self, n: int, rows: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
         """``n`` particles: (mask * weight ``[n, E]``, per-edge KL ``[E]``, mask ``[n, E]``).
-        ``rows`` is accepted for interface parity and ignored (every edge is cheap here).
+
+        ``rows`` (bool ``[V]``; without masks) restricts the work to the out-edges of those
+        regulators: every other edge gets weight 0 and KL 0, which is exact for a loss that uses
+        no other edge's weight or KL (the model passes the regulators its effect module reaches,
+        those whose KL the batch carries and those never perturbed in training). The samples of
+        the kept edges are those the full path draws. On a large GRN most regulators are absent
+        from a batch, so this is most of an epoch's edge work.
 
         In training, each seen regulator is, with probability ``prior_dropout``, drawn from the
         prior for this step (as if unseen), so that the likelihood also teaches the prior to
@@ -536,8 +549,22 @@ class FeatureEdgePosterior(nn.Module):
         if self.training and self.prior_dropout > 0:
             drop = torch.rand(self.num_nodes, device=self.q_loc.device) < self.prior_dropout
             use_prior = drop[self.edge_index[0]]
+        edges = None
+        if rows is not None and not self.use_mask:
+            keep = rows[self.edge_index[0]]
+            if not bool(keep.all()):
+                edges = torch.nonzero(keep).flatten()
+        noise = torch.randn(n, self.num_edges, device=self.q_loc.device, dtype=self.q_loc.dtype)
+        if edges is not None:
+            logits, loc, scale, (a, b, s) = self.posterior(use_prior, edges)
+            w_sub = loc + scale * noise.index_select(1, edges)
+            q_loc, q_log_scale = self.q_loc.index_select(0, edges), self.q_log_scale.index_select(0, edges)
+            kl = normal_kl(q_loc - b, q_log_scale.exp() + 1e-4, s)
+            kl = torch.where(self.seen.index_select(0, edges), kl, torch.zeros_like(kl))  # posterior = prior: 0
+            weight = w_sub.new_zeros(n, self.num_edges).index_copy(1, edges, w_sub)
+            return weight, kl.new_zeros(self.num_edges).index_copy(0, edges, kl), torch.ones_like(weight)
         logits, loc, scale, (a, b, s) = self.posterior(use_prior)
-        weight = loc + scale * torch.randn(n, self.num_edges, device=loc.device, dtype=loc.dtype)
+        weight = loc + scale * noise
         q_scale = self.q_log_scale.exp() + 1e-4
         kl = normal_kl(self.q_loc - b, q_scale, s)
         if self.use_mask:

@@ -95,7 +95,8 @@ class _OutEdges:
 
     def expand(self, keys: Tensor):
         """One hop of sorted keys ``c * V + v``: (sorted unique output keys ``c * V + t`` for every
-        edge v -> t, and per combination its input position, edge id and output position)."""
+        edge v -> t, and per combination its input position, edge id and output position; None
+        for the positions when each combination reaches its own output pair, in order)."""
         V = self.num_nodes
         c, v = keys // V, keys % V
         deg = self.ptr[v + 1] - self.ptr[v]
@@ -103,7 +104,12 @@ class _OutEdges:
         total = src.numel()
         slot = torch.repeat_interleave(self.ptr[v] - (torch.cumsum(deg, 0) - deg), deg)
         slot = slot + torch.arange(total, device=keys.device)
-        out, dst = torch.unique(c[src] * V + self.targets[slot], return_inverse=True)
+        out = c[src] * V + self.targets[slot]
+        if total < 2 or bool((out[1:] > out[:-1]).all()):
+            # already sorted and unique (e.g. one perturbed node per condition over a coalesced
+            # graph): each combination is its own output pair, in CSR order
+            return out, src, self.order[slot], None
+        out, dst = torch.unique(out, return_inverse=True)
         return out, src, self.order[slot], dst
 
 
@@ -237,15 +243,22 @@ class EffectModule(nn.Module):
             if groups.count(keys) > 2 * C * V:
                 return
             nxt, src, edge, dst = groups.expand(keys)
-            by_dst = torch.argsort(dst, stable=True)  # pair edges by (target, source): CSR order
-            src, edge, dst = src[by_dst], edge[by_dst], dst[by_dst]
+            if dst is None:  # one combination per output pair, already in CSR order
+                dst = torch.arange(nxt.numel(), device=nxt.device)
+            else:
+                by_dst = torch.argsort(dst, stable=True)  # pair edges by (target, source): CSR order
+                src, edge, dst = src[by_dst], edge[by_dst], dst[by_dst]
             hops.append(SparseHop(src, dst, edge, keys.numel(), nxt.numel()))
             if self.combine == "sum" or k == len(self.layers) - 1:
                 outputs.append((k, nxt))
             keys = nxt
-        support = torch.unique(torch.cat([o for _, o in outputs]))
-        for k, out in outputs:
-            hops[k].out_pos = torch.searchsorted(support, out)
+        if len(outputs) == 1:  # the one output is sorted and unique already
+            support = outputs[0][1]
+            hops[outputs[0][0]].out_pos = torch.arange(support.numel(), device=support.device)
+        else:
+            support = torch.unique(torch.cat([o for _, o in outputs]))
+            for k, out in outputs:
+                hops[k].out_pos = torch.searchsorted(support, out)
         plan.support = torch.stack([support // V, support % V])
         plan.inputs = torch.stack([inputs // V, inputs % V])
         plan.hops = hops
@@ -430,7 +443,7 @@ def khop_rows(dosage: Tensor, edge_index: Tensor, edge_value: Tensor, num_nodes:
     while k <= hops and groups.count(keys) <= pair_budget * C * E:  # sparse rows
         keys, src, edge, dst = groups.expand(keys)
         msg = vals[src] * edge_value[edge]
-        vals = msg.new_zeros(keys.numel()).index_add(0, dst, msg)
+        vals = msg if dst is None else msg.new_zeros(keys.numel()).index_add(0, dst, msg)
         if k > 0:
             vals = vals / V
         total = total.index_add(0, keys, vals)
