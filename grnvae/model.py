@@ -201,9 +201,11 @@ class GRNVAE(nn.Module):
     def plan_effects(self, cond_dosage: Tensor) -> EffectPlan:
         """The effect module's :class:`~grnvae.nn.effect.EffectPlan` for these conditions, with
         ``rows`` widened to every regulator whose edge KL the loss uses: the perturbed ones
-        (their plated KL) and those never perturbed in training (shared by all cells)."""
+        (their plated KL) and those never perturbed in training (shared by all cells), unless
+        the edges give those a KL of exactly 0 (``unseen_kl`` False: their posterior is their
+        prior)."""
         plan = self.effect.plan(cond_dosage, self.edge_index, self.num_nodes)
-        if plan.rows is not None:  # the plan's rows hold every perturbed node already
+        if plan.rows is not None and self.edges.unseen_kl:  # the rows hold every perturbed node already
             plan.rows = plan.rows | (self.node_counts == 0)
         return plan
 

@@ -663,3 +663,39 @@ def test_linear_ridge_accepts_auto_only_with_the_data_prior():
                        ("model.edges.prior_mean=posterior", "auto .with model.edges.prior_mean=data")]:
         with pytest.raises(grnvae.errors.RecipeError, match=match):
             _cfg(bad)
+
+
+def test_a_step_reads_only_the_edges_of_the_batch_regulators(sim, monkeypatch):
+    """The default model samples only the out-edges of the regulators a batch perturbs: an unseen
+    regulator's edges have KL 0 (posterior = prior) and one absent from the batch carries no
+    share of it. The loss and every gradient equal those of a step that samples every edge."""
+    data, model = _model(sim, "data.split.by=perturbation", "data.split.test=[G0003]")
+    train = data.split_index("train")
+    conds = np.asarray(data.conditions)[data.cell_condition[train]]
+    cells = train[np.isin(conds, ["control", "G0001", "G0002+G0006"])][:96]
+    batch = data.batch(cells)
+    plan = model.plan_effects(batch["cond_dosage"])
+    rows = torch.nonzero(plan.rows).flatten().tolist()
+    assert sorted(data.nodes[i] for i in rows) == ["G0001", "G0002", "G0006"]  # not G0003 (unseen)
+    model.train()
+    results = []
+    for full in (False, True):
+        if full:
+            real = model.plan_effects
+
+            def widened(dosage):
+                p = real(dosage)
+                p.rows = torch.ones_like(p.rows)
+                return p
+            monkeypatch.setattr(model, "plan_effects", widened)
+        torch.manual_seed(3)
+        model.zero_grad(set_to_none=True)
+        terms = model(batch, particles=2)
+        terms["loss"].backward()
+        results.append((float(terms["loss"].detach()), {n: p.grad.clone() for n, p in model.named_parameters()
+                                               if p.grad is not None}))
+    (loss_r, g_r), (loss_f, g_f) = results
+    assert loss_r == loss_f
+    assert g_r.keys() == g_f.keys()
+    for n in g_f:
+        assert torch.allclose(g_r[n], g_f[n], atol=1e-6), n

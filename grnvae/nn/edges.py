@@ -77,6 +77,9 @@ class EdgePosterior(nn.Module):
         encoder_layers, encoder_hidden (int): size of the amortised weight encoder.
     """
 
+    #: edges of regulators without training cells carry a KL (shared by all training cells)
+    unseen_kl = True
+
     def __init__(
         self,
         edge_index: Tensor,
@@ -306,6 +309,10 @@ class FeatureEdgePosterior(nn.Module):
             regulator gets exactly the ``mean_effect`` or ``linear`` baseline through the likelihood.
         linear_pcs (int): principal components of the linear term's embedding with ``response``.
     """
+
+    #: edges of regulators without training cells have KL 0 (their posterior is their prior), so
+    #: a step need not sample them
+    unseen_kl = False
 
     def __init__(self, edge_index: Tensor, features: Tensor, seen: Optional[Tensor] = None, mask_prior: float = 0.5,
                  logit_init: float = 0.0, weight_prior_scale: float = 0.5, temperature: float = 1.0,
