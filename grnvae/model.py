@@ -192,8 +192,8 @@ class GRNVAE(nn.Module):
     def effects(self, cond_dosage: Tensor, particles: int):
         """Sample the GRN and compute latent effects per condition.
 
-        Returns (z_p ``[P, C, V]``, per-edge KL ``[E]``). The weight part of the KL is only
-        computed for the regulators the loss uses (see :meth:`plan_effects`).
+        Returns (z_p ``[P, C, V]``, per-edge KL ``[E]``). The KL (for ``EdgePosterior``, its
+        weight part) is only computed for the regulators the loss uses (see :meth:`plan_effects`).
         """
         z_p, edge_kl, _ = self._effects(cond_dosage, particles)
         return (z_p.dense() if isinstance(z_p, SparseEffects) else z_p), edge_kl

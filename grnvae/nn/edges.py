@@ -63,6 +63,20 @@ def normal_kl(loc: Tensor, scale: Tensor, prior_scale: float | Tensor) -> Tensor
     return 0.5 * (var_ratio + (loc / prior_scale) ** 2 - 1.0 - torch.log(var_ratio))
 
 
+def kept_edges(rows: Optional[Tensor], edge_index: Tensor) -> Optional[Tensor]:
+    """Ids of the edges whose regulator is in ``rows`` (bool ``[V]``), or None when that is every
+    edge (or ``rows`` is None): what an edge module's ``sample`` restricts its work to."""
+    if rows is None:
+        return None
+    keep = rows[edge_index[0]]
+    return None if bool(keep.all()) else torch.nonzero(keep).flatten()
+
+
+def _at(x: Tensor, edges: Optional[Tensor]) -> Tensor:
+    """``x`` ``[E]`` at the edges ``edges`` (all when None)."""
+    return x if edges is None else x.index_select(0, edges)
+
+
 class EdgePosterior(nn.Module):
     """Per-edge mask logits and weight posterior over a fixed edge set.
 
@@ -196,20 +210,16 @@ class EdgePosterior(nn.Module):
 
         The KL is analytic: Bernoulli KL of the mask plus the particle-averaged Normal KL of the
         weights against N(0, s^2). ``rows`` (bool ``[V]``) restricts the weights to the out-edges
-        of those regulators: every other edge gets weight 0 and only its Bernoulli KL, which is
-        exact for a loss that uses no other edge's weight or weight KL (the model passes the
-        regulators its effect module reaches, those whose KL the batch carries and those never
-        perturbed in training).
+        of those regulators (:func:`kept_edges`): every other edge gets weight 0 and only its
+        Bernoulli KL, which is exact for a loss that uses no other edge's weight or weight KL (the
+        model passes the regulators its effect module reaches, those whose KL the batch carries
+        and, as ``unseen_kl`` says, those never perturbed in training).
         """
         mask = self.sample_mask(n)
         kl = bernoulli_kl(self.logits, self.prior_logits)
         if self.weight_mode == "free":
             rows = None  # per-edge parameters: nothing to save
-        edges = None
-        if rows is not None:
-            keep = rows[self.edge_index[0]]
-            if not bool(keep.all()):
-                edges = torch.nonzero(keep).flatten()
+        edges = kept_edges(rows, self.edge_index)
         if edges is None:
             loc, scale = self.weight_posterior(mask)
             weight = loc + scale * torch.randn_like(loc)
@@ -513,15 +523,11 @@ class FeatureEdgePosterior(nn.Module):
         ``edges``), the prior's ``(a, b, s)``, with the prior in place for edges of regulators
         unseen in training (and for the edges flagged in ``use_prior``, bool ``[E]``)."""
         a, b = self.prior(edges)
-
-        def at(x: Tensor) -> Tensor:
-            return x if edges is None else x.index_select(0, edges)
-
-        s = self.log_prior_scale.exp().index_select(0, at(self.edge_index[1])).clamp(min=self.min_scale)
-        free = at(self.seen) if use_prior is None else at(self.seen & ~use_prior)
-        logits = torch.where(free, at(self.q_logits), a)
-        loc = torch.where(free, at(self.q_loc), b)
-        scale = torch.where(free, at(self.q_log_scale).exp() + 1e-4, s)
+        s = self.log_prior_scale.exp().index_select(0, _at(self.edge_index[1], edges)).clamp(min=self.min_scale)
+        free = _at(self.seen if use_prior is None else self.seen & ~use_prior, edges)
+        logits = torch.where(free, _at(self.q_logits, edges), a)
+        loc = torch.where(free, _at(self.q_loc, edges), b)
+        scale = torch.where(free, _at(self.q_log_scale, edges).exp() + 1e-4, s)
         return logits, loc, scale, (a, b, s)
 
     @property
@@ -542,10 +548,11 @@ class FeatureEdgePosterior(nn.Module):
         """``n`` particles: (mask * weight ``[n, E]``, per-edge KL ``[E]``, mask ``[n, E]``).
 
         ``rows`` (bool ``[V]``; without masks) restricts the work to the out-edges of those
-        regulators: every other edge gets weight 0 and KL 0, which is exact for a loss that uses
-        no other edge's weight or KL (the model passes the regulators its effect module reaches,
-        those whose KL the batch carries and those never perturbed in training). The samples of
-        the kept edges are those the full path draws. On a large GRN most regulators are absent
+        regulators (:func:`kept_edges`): every other edge gets weight 0 and KL 0, which is exact
+        for a loss that uses no other edge's weight or KL (the model passes the regulators its
+        effect module reaches and those whose KL the batch carries; never-perturbed regulators
+        have KL 0 here, ``unseen_kl``). The samples of the kept edges are those the full path
+        draws. On a large GRN most regulators are absent
         from a batch, so this is most of an epoch's edge work.
 
         In training, each seen regulator is, with probability ``prior_dropout``, drawn from the
@@ -556,28 +563,18 @@ class FeatureEdgePosterior(nn.Module):
         if self.training and self.prior_dropout > 0:
             drop = torch.rand(self.num_nodes, device=self.q_loc.device) < self.prior_dropout
             use_prior = drop[self.edge_index[0]]
-        edges = None
-        if rows is not None and not self.use_mask:
-            keep = rows[self.edge_index[0]]
-            if not bool(keep.all()):
-                edges = torch.nonzero(keep).flatten()
+        edges = None if self.use_mask else kept_edges(rows, self.edge_index)
         noise = torch.randn(n, self.num_edges, device=self.q_loc.device, dtype=self.q_loc.dtype)
-        if edges is not None:
-            logits, loc, scale, (a, b, s) = self.posterior(use_prior, edges)
-            w_sub = loc + scale * noise.index_select(1, edges)
-            q_loc, q_log_scale = self.q_loc.index_select(0, edges), self.q_log_scale.index_select(0, edges)
-            kl = normal_kl(q_loc - b, q_log_scale.exp() + 1e-4, s)
-            kl = torch.where(self.seen.index_select(0, edges), kl, torch.zeros_like(kl))  # posterior = prior: 0
-            weight = w_sub.new_zeros(n, self.num_edges).index_copy(1, edges, w_sub)
-            return weight, kl.new_zeros(self.num_edges).index_copy(0, edges, kl), torch.ones_like(weight)
-        logits, loc, scale, (a, b, s) = self.posterior(use_prior)
-        weight = loc + scale * noise
-        q_scale = self.q_log_scale.exp() + 1e-4
-        kl = normal_kl(self.q_loc - b, q_scale, s)
+        logits, loc, scale, (a, b, s) = self.posterior(use_prior, edges)
+        weight = loc + scale * (noise if edges is None else noise.index_select(1, edges))
+        kl = normal_kl(_at(self.q_loc, edges) - b, _at(self.q_log_scale, edges).exp() + 1e-4, s)
         if self.use_mask:
             mask = gumbel_sigmoid_st(logits, self.temperature, n)
             kl = kl + bernoulli_kl(self.q_logits, a)
-        kl = torch.where(self.seen, kl, torch.zeros_like(kl))  # posterior = prior: exactly 0
+        kl = torch.where(_at(self.seen, edges), kl, torch.zeros_like(kl))  # posterior = prior: exactly 0
+        if edges is not None:  # back to every edge: 0 where nothing was drawn
+            weight = weight.new_zeros(n, self.num_edges).index_copy(1, edges, weight)
+            kl = kl.new_zeros(self.num_edges).index_copy(0, edges, kl)
         if not self.use_mask:
             return weight, kl, torch.ones_like(weight)
         return mask * weight, kl, mask

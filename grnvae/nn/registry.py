@@ -92,8 +92,9 @@ def register_layer(name: str, *, overwrite: bool = False):
     A batched layer may also declare, as attributes, promises that enable exact fast paths:
 
     - ``local_support = True``: its output at a node is zero whenever the states of all of the
-      node's in-neighbours are zero (no bias, no self term beyond explicit self-loop edges);
-      effects are then tracked only where they can be non-zero;
+      node's in-neighbours are zero (no bias, no self term beyond explicit self-loop edges),
+      and it reads no weight of an edge whose source state is zero (such weights may be left
+      at 0 in a training step); effects are then tracked only where they can be non-zero;
     - ``zero_preserving = True`` (with ``local_support``): the output is a sum of per-edge
       messages that vanish with their source's state, so edges out of zero states are skipped
       and the layer may be run over (condition, node) pairs instead of the whole graph.
