@@ -552,8 +552,8 @@ class FeatureEdgePosterior(nn.Module):
         for a loss that uses no other edge's weight or KL (the model passes the regulators its
         effect module reaches and those whose KL the batch carries; never-perturbed regulators
         have KL 0 here, ``unseen_kl``). The samples of the kept edges are those the full path
-        draws. On a large GRN most regulators are absent
-        from a batch, so this is most of an epoch's edge work.
+        draws. On a large GRN most regulators are absent from a batch, so this is most of an
+        epoch's edge work.
 
         In training, each seen regulator is, with probability ``prior_dropout``, drawn from the
         prior for this step (as if unseen), so that the likelihood also teaches the prior to
