@@ -90,6 +90,8 @@ def main(argv=None) -> int:
         print(f"skipped: no CUDA device (torch {torch.__version__}, built with CUDA {torch.version.cuda})")
         print("gpu_rows=0 skipped=1")
         return 0
+    from grnvae.lightning import adam
+
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     print("| model | V x edges/node | float32 step (s) | cells/s | bf16 autocast step (s) | cells/s | "
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
             torch.cuda.reset_peak_memory_stats(device)
             cfg, spec, model, _ = st.build(step_args)
             model = model.to(device)
-            opt = torch.optim.Adam(model.parameters(), lr=float(cfg.train.lr))
+            opt = adam(model.parameters(), lr=float(cfg.train.lr))
             batch = to_device(st.make_batch(spec, step_args.batch, step_args.seed), device)
             rel, cos = agreement(model, batch, step_args.particles)
             t32 = statistics.median(timed_steps(model, opt, batch, step_args.particles, args.steps, amp=False))

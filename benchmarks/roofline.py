@@ -63,12 +63,13 @@ class Counter:
             rows = x.numel() // x.shape[-1]
             flops = 2.0 * rows * module.in_features * module.out_features
             # backward: grad of the input (when it needs one) and of the weight
-            self.dense += flops * (1 + int(x.requires_grad) + int(module.weight.requires_grad))
+            weight = module.weight if isinstance(module, torch.nn.Linear) else module.weight_in
+            self.dense += flops * (1 + int(x.requires_grad) + int(weight.requires_grad))
             key = (rows, module.in_features, module.out_features)
             self.linear_shapes[key] = self.linear_shapes.get(key, 0) + 1
 
         for m in model.modules():
-            if isinstance(m, torch.nn.Linear):
+            if isinstance(m, (torch.nn.Linear, mlp_mod.RowLinear)):
                 hooks.append(m.register_forward_hook(count_linear))
 
         def wrap(fn, nnz_cols):

@@ -19,12 +19,14 @@ likelihood, GRN alignment over ``--hops`` hops, sparsity penalty) plus the artif
   partner for every cell) is reused for every step: this times the model, not the loader.
 
 A step is ``model(batch, particles)["loss"]``, ``backward()``, ``clip_grad_norm_(100)`` and
-``Adam(lr=3e-4).step()``. ``--warmup`` steps (default 1) are run first, then ``--steps`` timed
-steps; the median, min and max are reported together with the median forward / backward /
+``Adam(lr).step()`` (fused where PyTorch offers it, as in training). ``--warmup`` steps
+(default 1) are run first, then ``--steps`` timed steps; the median, min and max are reported together with the median forward / backward /
 optimizer split (``--breakdown`` adds the model's parts run on their own, ``--profile N`` a
 torch.profiler table of one step). Memory: the RSS just before the first step (model,
 optimizer and batch built) and the process peak (``ru_maxrss``, model build included).
-Threads: PyTorch's default (all cores) unless ``--threads``. The config line names the code
+Threads: PyTorch's default (all cores) unless ``--threads``. The C allocator is tuned as
+``grnvae train`` tunes it (``grnvae.utils.tune_allocator``); ``GRNVAE_TUNE_MALLOC=0`` measures
+without. The config line names the code
 measured (``code=<commit>[+dirty]``, dirty when grnvae/ differs from the commit).
 
 A configuration that does not fit is not run: before building anything a lower bound of the
@@ -135,7 +137,10 @@ def build(args):
 
     import grnvae
     from grnvae import GRNVAE, ModelSpec
+    from grnvae.lightning import adam
+    from grnvae.utils import tune_allocator
 
+    tune_allocator()  # as grnvae.train does
     if getattr(args, "recipe", "gpo_vae") == "grnvae":
         return build_default(args)
     G, V, H = args.genes, args.nodes, args.hidden
@@ -165,7 +170,7 @@ def build(args):
     torch.manual_seed(args.seed)
     model = GRNVAE(spec, cfg)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    opt = adam(model.parameters(), lr=float(cfg.train.lr))  # the optimizer training uses
     return cfg, spec, model, opt
 
 
@@ -183,6 +188,7 @@ def build_default(args):
     import grnvae
     from grnvae import GRNVAE, ModelSpec
     from grnvae.data.features import WEIGHT_GRID
+    from grnvae.lightning import adam
 
     G, V = args.genes, args.nodes
     cfg = grnvae.load_recipe("grnvae", overrides=[
@@ -213,7 +219,7 @@ def build_default(args):
     torch.manual_seed(args.seed)
     model = GRNVAE(spec, cfg)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    opt = adam(model.parameters(), lr=float(cfg.train.lr))  # the optimizer training uses
     return cfg, spec, model, opt
 
 
@@ -241,6 +247,7 @@ def make_batch(spec, B: int, seed: int):
         "library": torch.from_numpy(x.sum(1).astype(np.float32)),
         "cond_index": torch.from_numpy(cond_index.astype(np.int64)),
         "cond_dosage": dosage,
+        "cond_support": torch.stack(torch.nonzero(dosage, as_tuple=True)),  # as the data's batches carry it
         "delta": torch.from_numpy(np.abs(rng.standard_normal((B, Vm))).astype(np.float32)),
         "has_delta": torch.ones(B, dtype=torch.bool),
         "cells": torch.arange(B),

@@ -26,6 +26,18 @@ from .utils import atomic_write
 log = logging.getLogger(__name__)
 
 
+def adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """The training optimizer: Adam, fused (one kernel over all parameters rather than a few
+    per tensor: about a third of the time on a CPU) where this PyTorch offers it for the
+    parameters' device, else the default implementation. Both take the same steps up to float
+    rounding."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # an older PyTorch, or a device without it
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
 class GRNVAEModule(pl.LightningModule):
     """Lightning wrapper: optimisation, logging of every loss term, checkpoint metadata."""
 
@@ -61,7 +73,7 @@ class GRNVAEModule(pl.LightningModule):
 
     def configure_optimizers(self):
         t = self.cfg.train
-        return torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return adam(self.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         recipe = OmegaConf.to_container(self.cfg, resolve=True)

@@ -28,7 +28,7 @@ from .grn import GRN
 from .nn.edges import EdgePosterior, FeatureEdgePosterior, normal_kl
 from .nn.effect import EffectModule, EffectPlan, SparseEffects, dosage_support, khop_rows
 from .nn.encoders import BasalEncoder
-from .nn.likelihoods import Decoder
+from .nn.likelihoods import Decoder, SkipEffects
 from .nn.mlp import Projected
 from .nn.penetrance import Penetrance, mixture_log_prob
 
@@ -79,7 +79,9 @@ class GRNVAE(nn.Module):
 
     Batch keys (tensors): ``x`` ``[N, G]``, ``library`` ``[N]``, ``cond_index`` ``[N]`` (row of
     ``cond_dosage``), ``cond_dosage`` ``[C, V]``, ``delta`` ``[N, Vm]`` (|Delta x| on measured
-    nodes), ``has_delta`` ``[N]`` (perturbed cells with a matched control).
+    nodes), ``has_delta`` ``[N]`` (perturbed cells with a matched control); optionally
+    ``cond_support`` ``[2, nnz]``, the rows and columns of the dosage's non-zero entries in
+    row-major order (else they are found by scanning it).
     """
 
     def __init__(self, spec: ModelSpec, cfg) -> None:
@@ -220,19 +222,19 @@ class GRNVAE(nn.Module):
         edge_weight, edge_kl, _ = self.edges.sample(particles, rows=plan.rows)
         return self.effect.compute(cond_dosage, self.edge_index, edge_weight, plan), edge_kl, plan
 
-    def gene_effects(self, z_p: Union[Tensor, SparseEffects]) -> Optional[Tensor]:
+    def gene_effects(self, z_p: Union[Tensor, SparseEffects]) -> Union[Tensor, SkipEffects, None]:
         """Node effects placed on their own genes' columns, ``[P, C, G]`` (zero for genes that
-        are no node), for the decoder's identity skip; None without ``model.decoder.skip``."""
+        are no node), for the decoder's identity skip: :class:`~grnvae.nn.likelihoods.SkipEffects`
+        (its non-zero entries) when the effects are sparse, else dense; None without
+        ``model.decoder.skip``."""
         if not self.skip:
             return None
         G = self.n_genes
         if isinstance(z_p, SparseEffects):
-            c, v = z_p.support
+            c, v = z_p.support  # sorted by condition; one node per gene
             g = self.node_gene[v]
-            keep = g >= 0
-            P, C = z_p.values.shape[0], z_p.num_conditions
-            out = z_p.values.new_zeros(P, C * G).index_add(1, c[keep] * G + g[keep], z_p.values[:, keep])
-            return out.view(P, C, G)
+            keep = torch.nonzero(g >= 0).flatten()
+            return SkipEffects(z_p.values.index_select(1, keep), c[keep], g[keep], z_p.num_conditions, G)
         out = z_p.new_zeros(z_p.shape[0], z_p.shape[1], G)
         out[:, :, self.node_gene[self.measured_nodes]] = z_p[:, :, self.measured_nodes]
         return out
@@ -267,6 +269,8 @@ class GRNVAE(nn.Module):
 
     def forward(self, batch: Dict[str, Tensor], particles: int = 1) -> Dict[str, Tensor]:
         x, idx = batch["x"], batch["cond_index"]
+        if "cond_support" in batch:
+            dosage_support(batch["cond_dosage"], batch["cond_support"])
         cov = batch.get("covariates")
         # with penetrance, effects are those of each subset of a condition's targets that took
         # effect; the encoder reads the condition's full effect

@@ -35,7 +35,7 @@ from .nn.registry import LAYERS, import_plugins
 from .recipe import load_recipe, to_yaml
 from .run import Run, build_spec, load_data, read_checkpoint  # noqa: F401  (re-exported)
 from .rundir import MARKER, PREVIOUS, RunLock, clear_run_dir, read_marker, run_contents, write_marker
-from .utils import atomic_write_text, jsonable
+from .utils import atomic_write_text, jsonable, tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,7 @@ def train(
         :func:`grnvae.load_recipe`)
     """
     pl = _lightning()
+    tune_allocator()
     cfg = (recipe if isinstance(recipe, DictConfig) and not overrides
            else load_recipe(recipe, overrides, resolvers=resolvers, data_given=adata is not None))
     import_plugins(cfg.plugins, base=Path.cwd())

@@ -10,6 +10,46 @@ from typing import Callable, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+_ALLOCATOR_TUNED = False
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+_MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+
+
+def tune_allocator() -> bool:
+    """Let glibc's ``malloc`` keep freed tensor memory for the next allocation.
+
+    A training step allocates and frees tens of MB of activations. By default glibc serves
+    such blocks with ``mmap`` or returns the top of its heap to the system as soon as it is
+    free, so the next step touches fresh pages and pays a page fault every 4 kB: on a 2-core
+    CPU that was a third of the default model's step at 10,000 GRN nodes (25,000 faults a step).
+    This sets the mmap threshold to its largest value (32 MiB) and the trim threshold to 1 GiB,
+    so blocks up to 32 MiB come from the heap and stay there. The process then keeps up to
+    1 GiB of freed memory in its resident size between steps.
+
+    Process-wide and applied once; :func:`grnvae.train` and the ``grnvae`` command call it.
+    A no-op (returns False) off glibc, when ``$GRNVAE_TUNE_MALLOC`` is ``0``, or when the
+    environment sets glibc's own malloc variables (``MALLOC_TRIM_THRESHOLD_`` and the like, or
+    ``GLIBC_TUNABLES`` with ``glibc.malloc``), which then stay in charge.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if os.environ.get("GRNVAE_TUNE_MALLOC", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    if any(k in os.environ for k in _MALLOC_ENV) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # glibc only: other C libraries' mallopt differs or does nothing
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1 and mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+    _ALLOCATOR_TUNED = ok
+    return ok
 
 
 BUILTIN = {"recipes": "recipes", "priors": "prior_catalog"}  # top-level folder -> inside the package
@@ -24,6 +64,7 @@ def builtin_dir(folder: str) -> Path:
     if (root / "setup.cfg").is_file() and (root / folder).is_dir():
         return root / folder
     return package / BUILTIN[folder]
+
 
 def atomic_write(path: PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp)`` on a temp file next to ``path``, then ``os.replace`` it into place.

@@ -13,8 +13,8 @@ import grnvae
 from grnvae.data import PerturbationData
 from grnvae.data.features import node_features
 from grnvae.nn.edges import FeatureEdgePosterior
-from grnvae.nn.effect import dosage_support
-from grnvae.nn.likelihoods import expected_log1p_nb, nb_log_prob
+from grnvae.nn.effect import SparseEffects, dosage_support
+from grnvae.nn.likelihoods import SkipEffects, expected_log1p_nb, nb_log_prob
 from grnvae.training import build_spec
 from grnvae.model import GRNVAE
 
@@ -109,6 +109,25 @@ def test_dosage_support_is_read_once_per_tensor_and_again_after_a_change():
     assert dosage_support(d)[0].tolist() == [0, 1, 2]
 
 
+def test_a_batch_carries_its_dosage_pattern_and_the_model_uses_it(sim):
+    data, model = _model(sim)
+    cells = np.arange(0, sim.n_obs, 7)
+    batch = data.batch(cells)
+    rows, cols = torch.nonzero(batch["cond_dosage"], as_tuple=True)
+    assert torch.equal(batch["cond_support"], torch.stack([rows, cols]))
+    assert any(len(n) == 2 for n in data.condition_nodes)  # doubles: two entries in a row
+    losses = []
+    for keep in (True, False):  # the same loss whether the pattern comes with the batch or from a scan
+        b = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in batch.items() if keep or k != "cond_support"}
+        torch.manual_seed(3)
+        losses.append(float(model(b, particles=2)["loss"].detach()))
+        assert dosage_support(b["cond_dosage"])[1].tolist() == cols.tolist()
+    assert losses[0] == losses[1]
+    # a stated pattern is what the model reads: a wrong one is used as given
+    d = batch["cond_dosage"].clone()
+    assert dosage_support(d, torch.tensor([[0], [1]]))[1].tolist() == [1]
+
+
 def test_measured_nodes_and_regulator_edges(sim):
     data, model = _model(sim)
     regs = {n for nodes in data.condition_nodes for n in nodes}
@@ -129,7 +148,11 @@ def test_node_effects_land_on_their_own_genes(sim):
     weight, _, _ = model.edges.sample(2)
     sparse = model.effect.compute(dosage, model.edge_index, weight, plan)
     dense = model.effect.forward(dosage, model.edge_index, weight)
-    g_sparse = model.gene_effects(sparse)
+    if not isinstance(sparse, SparseEffects):  # dense at this size: the same values on the plan's support
+        sparse = SparseEffects(sparse[:, plan.support[0], plan.support[1]], plan.support, *dosage.shape)
+    skip = model.gene_effects(sparse)
+    assert isinstance(skip, SkipEffects)
+    g_sparse = skip.dense()
     g_dense = model.gene_effects(dense)
     assert torch.allclose(g_sparse, g_dense, atol=1e-6)
     v = int(model.measured_nodes[3])
@@ -145,6 +168,35 @@ def test_node_effects_land_on_their_own_genes(sim):
     others = torch.ones(len(data.genes), dtype=torch.bool)
     others[g] = False
     assert ratio[g] - ratio[others].mean() > 0.9  # log-fold change of ~1 on its own gene, relative to the rest
+
+
+def test_sparse_skip_gives_the_dense_skip_likelihood_predictive_and_gradients(sim):
+    # the decoder takes a batch's skip effects as their few non-zero entries; the likelihood with the
+    # library model (whose normaliser it then computes from those entries) and the predictive must be
+    # those of the dense [P, C, G] skip, with the same gradients
+    data, model = _model(sim)
+    assert model.decoder.models_library
+    C, G, P, N = 4, len(data.genes), 2, 12
+    torch.manual_seed(1)
+    cond = torch.tensor([0, 0, 1, 1, 1, 3])  # condition 2 has no entry (a control)
+    gene = torch.tensor([3, 7, 0, 7, 20, 5])
+    values = (0.8 * torch.randn(P, cond.numel())).requires_grad_()
+    index = torch.randint(0, C, (N,))
+    x = torch.as_tensor(np.asarray(sim.X[:N].todense() if hasattr(sim.X, "todense") else sim.X[:N]), dtype=torch.float32)
+    library = x.sum(1)
+    z_b = torch.randn(P, N, model.latent_dim)
+    results = []
+    for sparse in (True, False):
+        skip = SkipEffects(values, cond, gene, C, G)
+        model.zero_grad()
+        values.grad = None
+        log_p = model.decoder.log_prob(x, z_b, None, index, library, gene_effect=skip if sparse else skip.dense())
+        (log_p * torch.linspace(0.5, 1.5, N)).sum().backward()
+        mean, lib = model.decoder.predictive(z_b, None, index, library, gene_effect=skip if sparse else skip.dense())
+        results.append((log_p.detach(), values.grad.clone(), model.decoder.head.weight.grad.clone(), mean, lib))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-4), (a - b).abs().max()
+    assert results[0][1].abs().sum() > 0
 
 
 def test_feature_prior_carries_unseen_regulators():

@@ -15,7 +15,7 @@ from grnvae.grn import GRN
 from grnvae.nn import EffectModule
 from grnvae.nn.edges import EdgePosterior
 from grnvae.nn.effect import EffectPlan, SparseEffects
-from grnvae.nn.mlp import SplitInputMLP
+from grnvae.nn.mlp import RowLinear, SplitInputMLP
 from grnvae.nn.spmm import sparse_matmul
 
 
@@ -289,3 +289,25 @@ def test_control_only_batch_has_empty_support_and_trains():
     terms["loss"].backward()
     assert torch.isfinite(terms["loss"]) and terms["kl_global"] > 0
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_row_linear_is_the_linear_map_and_loads_the_linear_layout():
+    # the effects' projection stores its weight input-major; it is the same map as nn.Linear
+    # (same initialisation from the same seed) and a checkpoint in nn.Linear's layout loads into it
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(7, 3)
+    torch.manual_seed(0)
+    row = RowLinear(7, 3)
+    x = torch.randn(2, 5, 7)
+    assert torch.allclose(row(x), lin(x), atol=1e-6)
+    other = RowLinear(7, 3)
+    other.load_state_dict(lin.state_dict())
+    assert torch.equal(other.weight_in, lin.weight.t()) and torch.equal(other.bias, lin.bias)
+    # a whole model saved with nn.Linear weights for the effects' projection
+    mlp = SplitInputMLP([4, 6], 3, 1, sparse=(1,))
+    state = {(k[:-len("weight_in")] + "weight" if k.endswith("weight_in") else k): (v.t() if k.endswith("weight_in") else v)
+             for k, v in mlp.state_dict().items()}
+    fresh = SplitInputMLP([4, 6], 3, 1, sparse=(1,))
+    fresh.load_state_dict(state)
+    parts = [torch.randn(5, 4), torch.randn(5, 6)]
+    assert torch.allclose(fresh(parts), mlp(parts))

@@ -556,14 +556,18 @@ class PerturbationData:
             raise DataError(f"unknown split {name!r}; expected one of {SPLITS}")
         return np.nonzero(self.split == SPLITS.index(name))[0]
 
-    def dosage(self, conditions: Sequence[int]) -> torch.Tensor:
-        """Dense dosage rows ``[len(conditions), V]``: :attr:`dose` on each targeted node."""
+    def dosage(self, conditions: Sequence[int], support: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Dense dosage rows ``[len(conditions), V]``: :attr:`dose` on each targeted node
+        (``support``: :meth:`dosage_support` of the same conditions, when the caller has it)."""
+        rows, cols = self.dosage_support(conditions) if support is None else support
         out = torch.zeros(len(conditions), len(self.nodes))
-        for r, c in enumerate(conditions):
-            nodes = self.condition_nodes[c]
-            if nodes:
-                out[r, list(nodes)] = self.dose
+        out[rows, cols] = self.dose
         return out
+
+    def dosage_support(self, conditions: Sequence[int]) -> torch.Tensor:
+        """Rows and columns of the non-zero entries of :meth:`dosage`, row-major: ``[2, nnz]``."""
+        pairs = [(r, n) for r, c in enumerate(conditions) for n in sorted(self.condition_nodes[c])]
+        return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2).t().contiguous()
 
     @property
     def dose(self) -> float:
@@ -652,6 +656,7 @@ class PerturbationData:
         cells = np.asarray(cells, dtype=np.int64)
         x = torch.from_numpy(self.read_rows(cells).toarray())
         conds, cond_index = np.unique(self.cell_condition[cells], return_inverse=True)
+        support = self.dosage_support(conds)
         cols = self.node_gene[self.node_gene >= 0]
         pair = self.pair[cells]
         has = pair != -1
@@ -671,7 +676,8 @@ class PerturbationData:
             "x": x,
             "library": torch.from_numpy(self.library[cells].astype(np.float32)),
             "cond_index": torch.from_numpy(cond_index.astype(np.int64)),
-            "cond_dosage": self.dosage(conds),
+            "cond_dosage": self.dosage(conds, support),
+            "cond_support": support,  # its non-zero pattern, so the model need not scan it
             "delta": torch.from_numpy(delta),
             "has_delta": torch.from_numpy(has),
             "cells": torch.from_numpy(cells),

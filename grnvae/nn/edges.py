@@ -354,6 +354,9 @@ class FeatureEdgePosterior(nn.Module):
         self.register_buffer("seen_nodes", seen_nodes, persistent=False)
         self.register_buffer("seen_row", torch.full((V,), -1, dtype=torch.long).index_copy(
             0, seen_nodes, torch.arange(seen_nodes.numel()))[edge_index[0]], persistent=False)
+        # seen edges into each target (at least 1): the denominator of the target means
+        self.register_buffer("seen_in", torch.zeros(V).index_add(0, edge_index[1], self.seen.float()).clamp(min=1.0),
+                             persistent=False)
         F, H = features.shape[1], self.hidden
         # source side: [A_s ; B_s]; target side: [A_t ; B_t] (c_j, d_j are moment estimates)
         # no biases on the regulator side: a regulator without features (not a measured gene)
@@ -413,7 +416,7 @@ class FeatureEdgePosterior(nn.Module):
         with torch.no_grad():
             use = self.seen.to(self.q_loc.dtype)
             tgt = self.edge_index[1]
-            n = use.new_zeros(self.num_nodes).index_add(0, tgt, use).clamp(min=1.0)
+            n = self.seen_in.to(use.dtype)
             c = torch.zeros_like(n).index_add(0, tgt, use * self.q_logits) / n
             d = torch.zeros_like(n).index_add(0, tgt, use * self.q_loc) / n
             if self.from_data:  # measured targets: the mean response in the data
@@ -504,10 +507,11 @@ class FeatureEdgePosterior(nn.Module):
         H = self.hidden
         src, tgt = self.edge_index if edges is None else self.edge_index.index_select(1, edges)
         is_self = self.is_self if edges is None else self.is_self.index_select(0, edges)
-        s = self.source_net(self.features)
-        t = self.target_net(self.features) + self.target_free
         c, d = self.target_means()
         b = d.index_select(0, tgt) + self.self_terms[1] * is_self
+        if self.learned_map or self.use_mask:  # the feature networks: only these read them
+            s = self.source_net(self.features)
+            t = self.target_net(self.features) + self.target_free
         if self.learned_map:
             b = b + (s[src, H:] * t[tgt, H:]).sum(-1)
         if self.linear_ridge is not None:

@@ -29,7 +29,7 @@ class BasalEncoder(nn.Module):
         super().__init__()
         self.kind = kind
         dims = [n_genes, n_nodes if kind == "correlated" else 0, latent_dim if artifact else 0, n_covariates]
-        self.mlp = SplitInputMLP(dims, hidden, max(layers, 1))
+        self.mlp = SplitInputMLP(dims, hidden, max(layers, 1), sparse=(1,))  # effects may be sparse
         self.loc = nn.Linear(hidden, latent_dim)
         self.logvar = nn.Linear(hidden, latent_dim)
 

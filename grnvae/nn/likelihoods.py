@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,36 @@ from .mlp import Projected, SplitInputMLP
 
 
 _TABLE_K = 64  # counts up to this are looked up in per-gene tables (see _CountTerms)
+
+
+class SkipEffects(NamedTuple):
+    """Node effects on their own genes' log-rates (the decoder's identity skip), ``[P, C, G]``,
+    stored as their non-zero entries: ``values`` ``[P, K]`` at conditions ``cond`` ``[K]`` (sorted)
+    and genes ``gene`` ``[K]``, each (condition, gene) pair at most once. A batch perturbs a few
+    regulators per condition, so a cell's skip touches a few genes out of thousands; kept sparse,
+    it costs the decoder nothing per gene (see :meth:`Decoder.log_prob`)."""
+
+    values: Tensor
+    cond: Tensor
+    gene: Tensor
+    num_conditions: int
+    num_genes: int
+
+    def dense(self) -> Tensor:
+        P, C, G = self.values.shape[0], self.num_conditions, self.num_genes
+        out = self.values.new_zeros(P, C * G).index_copy(1, self.cond * G + self.gene, self.values)
+        return out.view(P, C, G)
+
+    def at_cells(self, index: Tensor) -> Tuple[Tensor, Tensor]:
+        """The entries of cells whose conditions are ``index`` ``[N]``: their flat positions
+        ``n * G + g`` in ``[N, G]`` and their entry ids, ``[M]`` each."""
+        counts = torch.bincount(self.cond, minlength=self.num_conditions)
+        first = torch.cumsum(counts, 0) - counts  # each condition's first entry
+        per_cell = counts[index]
+        cell = torch.repeat_interleave(torch.arange(index.numel(), device=index.device), per_cell)
+        offset = torch.cumsum(per_cell, 0) - per_cell
+        entry = first[index][cell] + torch.arange(cell.numel(), device=index.device) - offset[cell]
+        return cell * self.num_genes + self.gene[entry], entry
 
 
 class _CountTerms:
@@ -214,7 +244,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.likelihood = likelihood
         dims = [latent_dim, n_nodes if mlp_effects else 0, latent_dim if artifact else 0, n_covariates]
-        self.mlp = SplitInputMLP(dims, hidden, max(layers, 1))
+        self.mlp = SplitInputMLP(dims, hidden, max(layers, 1), sparse=(1,))  # effects may be sparse
         self.head = nn.Linear(hidden, n_genes)
         if likelihood == "nb":
             self.log_theta = nn.Parameter(torch.full((n_genes,), 2.0))
@@ -265,17 +295,50 @@ class Decoder(nn.Module):
         return self.mlp.project(1, z_p) if self.mlp.has_input(1) else None
 
     @staticmethod
-    def _with_effects(h: Tensor, gene_effect: Optional[Tensor], index: Tensor) -> Tensor:
-        """``h`` plus each cell's row of the skip effects ``[P, C, G]`` (``index`` ``[N]``);
-        ``index_select``, whose backward is an ``index_add`` rather than an accumulating
-        ``index_put``."""
-        return h if gene_effect is None else h + gene_effect.index_select(1, index)
+    def _with_effects(h: Tensor, gene_effect: Union[Tensor, SkipEffects, None], index: Tensor,
+                      entries: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
+        """``h`` plus each cell's row of the skip effects (``[P, C, G]`` or :class:`SkipEffects`;
+        ``index`` ``[N]``). Dense: ``index_select``, whose backward is an ``index_add`` rather
+        than an accumulating ``index_put``. Sparse: the cells' entries (``entries``, from
+        ``SkipEffects.at_cells``) added into a copy of ``h``."""
+        if gene_effect is None:
+            return h
+        if not isinstance(gene_effect, SkipEffects):
+            return h + gene_effect.index_select(1, index)
+        pos, entry = gene_effect.at_cells(index) if entries is None else entries
+        values = gene_effect.values.index_select(1, entry)
+        P = max(h.shape[0], values.shape[0])
+        flat = h.expand(P, -1, -1).reshape(P, -1)
+        return flat.index_add(1, pos, values.expand(P, -1)).view(P, *h.shape[1:])
+
+    @staticmethod
+    def _normalisers(h: Tensor, out: Tensor, gene_effect: Union[Tensor, SkipEffects, None], index: Tensor,
+                     entries: Optional[Tuple[Tensor, Tensor]] = None) -> Tuple[Tensor, Tensor]:
+        """``logsumexp(out)`` and ``log r = logsumexp(out) - logsumexp(h)`` ``[P, N]`` (``r``: the
+        change of the expected total count that the skip effects make; see
+        ``set_library_model``). With :class:`SkipEffects`, ``r = 1 + sum_g softmax(h)_g
+        expm1(e_g)`` over each cell's few entries, so a single pass over the genes is needed
+        (``logsumexp(h)``) rather than two; equal up to rounding."""
+        if not isinstance(gene_effect, SkipEffects):
+            lse = torch.logsumexp(out, -1)
+            return lse, lse - torch.logsumexp(h, -1)
+        pos, entry = gene_effect.at_cells(index) if entries is None else entries
+        lse_h = torch.logsumexp(h, -1)  # [P or 1, N]
+        values = gene_effect.values.index_select(1, entry)
+        P, G = out.shape[0], out.shape[-1]
+        cell = torch.div(pos, G, rounding_mode="floor")
+        h_at = h.expand(P, -1, -1).reshape(P, -1).index_select(1, pos)
+        share = torch.exp(h_at - lse_h.expand(P, -1).index_select(1, cell))  # softmax(h) at the entries
+        change = share * torch.expm1(values.expand(P, -1))
+        # r > 0 in exact arithmetic (the entries hold at most all of the mass); a floor for rounding
+        log_r = torch.log1p(out.new_zeros(P, out.shape[1]).index_add(1, cell, change).clamp(min=-1.0 + 1e-6))
+        return lse_h + log_r, log_r
 
     def log_rates(self, z_b: Tensor, z_p: Tensor, index: Tensor, artifact: Optional[Tensor] = None,
-                  covariates: Optional[Tensor] = None, gene_effect: Optional[Tensor] = None):
-        """The MLP's output ``h`` and ``h`` plus the skip effects (``gene_effect`` ``[P, C, G]``,
-        rows gathered by ``index``), ``[P, N, G]`` each: log-rates up to a constant for nb,
-        values for normal."""
+                  covariates: Optional[Tensor] = None, gene_effect: Union[Tensor, SkipEffects, None] = None):
+        """The MLP's output ``h`` and ``h`` plus the skip effects (``gene_effect`` ``[P, C, G]``
+        or :class:`SkipEffects`, rows gathered by ``index``), ``[P, N, G]`` each: log-rates up to
+        a constant for nb, values for normal."""
         h = self.head(self.mlp([z_b, None if z_p is None else (z_p, index), artifact, covariates]))
         return h, self._with_effects(h, gene_effect, index)
 
@@ -288,11 +351,6 @@ class Decoder(nn.Module):
         if self.likelihood == "nb":
             return library.unsqueeze(-1) * F.softmax(out, dim=-1)
         return out
-
-    @staticmethod
-    def _log_library_change(h: Tensor, out: Tensor) -> Tensor:
-        """``log r = logsumexp(h + e) - logsumexp(h)`` ``[P, N]`` (see ``set_library_model``)."""
-        return torch.logsumexp(out, -1) - torch.logsumexp(h, -1)
 
     def predictive(self, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
                    covariates: Optional[Tensor] = None, gene_effect: Optional[Tensor] = None,
@@ -309,7 +367,7 @@ class Decoder(nn.Module):
         if self.likelihood != "nb":
             return out, lib
         if self.models_library and gene_effect is not None:
-            lib = lib * self._log_library_change(h, out).exp()
+            lib = lib * self._normalisers(h, out, gene_effect, index)[1].exp()
         return lib.unsqueeze(-1) * F.softmax(out, dim=-1), lib
 
     def log_prob(self, x: Tensor, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
@@ -318,15 +376,18 @@ class Decoder(nn.Module):
         """log p(x | z) summed over genes: ``[P, N]``; with a library model, plus the log density
         of the observed library given the effects (see ``set_library_model``). ``h``: the MLP's
         output for these cells when already computed (it must not depend on ``z_p``)."""
+        entries = gene_effect.at_cells(index) if isinstance(gene_effect, SkipEffects) else None
         if h is None:
-            h, out = self.log_rates(z_b, z_p, index, artifact, covariates, gene_effect)
-        else:
-            out = self._with_effects(h, gene_effect, index)
+            h = self.log_rates(z_b, z_p, index, artifact, covariates)[0]
+        out = self._with_effects(h, gene_effect, index, entries)
         if self.likelihood == "nb":
-            lse = torch.logsumexp(out, -1)
-            log_p = nb_log_prob(x, out, library.clamp(min=1e-8).log(), self.log_theta, lse)
             if self.models_library and gene_effect is not None:
-                basal = library.clamp(min=1.0).log() - (lse - torch.logsumexp(h, -1))
+                lse, log_r = self._normalisers(h, out, gene_effect, index, entries)
+            else:
+                lse, log_r = torch.logsumexp(out, -1), None
+            log_p = nb_log_prob(x, out, library.clamp(min=1e-8).log(), self.log_theta, lse)
+            if log_r is not None:
+                basal = library.clamp(min=1.0).log() - log_r
                 log_p = log_p + torch.distributions.Normal(self.library_loc, self.library_scale).log_prob(basal)
             return log_p
         scale = self.log_scale.exp() + 1e-4

@@ -19,6 +19,34 @@ class Projected(NamedTuple):
     h: Tensor
 
 
+class RowLinear(nn.Module):
+    """``x @ weight_in + bias`` with the weight stored input-major, ``[in, out]``.
+
+    For an input that comes sparse (:meth:`SplitInputMLP.project`: a batch's effects touch a few
+    GRN nodes), the product reads the weight rows of the non-zero inputs and its gradient is
+    accumulated in place. With ``nn.Linear``'s ``[out, in]`` weight each step paid a transposed
+    copy of the weight forward and of its gradient backward: at 10,000 nodes x 128 that was
+    ~6 ms of the projection's ~10. Initialised as ``nn.Linear`` is. A state dict in the
+    ``nn.Linear`` layout (``weight`` ``[out, in]``) loads into it."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        lin = nn.Linear(in_features, out_features, bias=bias)
+        self.weight_in = nn.Parameter(lin.weight.detach().t().contiguous())
+        self.bias = lin.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = x @ self.weight_in
+        return out if self.bias is None else out + self.bias
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        old = prefix + "weight"
+        if old in state_dict and prefix + "weight_in" not in state_dict:  # the nn.Linear layout
+            state_dict[prefix + "weight_in"] = state_dict.pop(old).t()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
 class ResidualMLP(nn.Module):
     """``layers`` hidden Linear+LeakyReLU blocks of width ``hidden``, residual after the first.
 
@@ -53,11 +81,12 @@ class SplitInputMLP(nn.Module):
     ``[P, N, hidden]`` (or ``[N, hidden]`` if no input has a particle dimension).
     """
 
-    def __init__(self, dims: Sequence[int], hidden: int, layers: int):
+    def __init__(self, dims: Sequence[int], hidden: int, layers: int, sparse: Sequence[int] = ()):
         super().__init__()
         self.dims = list(dims)
-        # one projection per input that exists (width > 0); the first carries the bias
-        self.lins = nn.ModuleDict({str(i): nn.Linear(d, hidden, bias=(i == 0))
+        # one projection per input that exists (width > 0); the first carries the bias; inputs
+        # that may come as SparseEffects (``sparse``) store their weights input-major
+        self.lins = nn.ModuleDict({str(i): (RowLinear if i in sparse else nn.Linear)(d, hidden, bias=(i == 0))
                                    for i, d in enumerate(self.dims) if d > 0})
         self.act = nn.LeakyReLU()
         self.body = ResidualMLP(hidden, max(layers - 1, 0))
@@ -83,7 +112,8 @@ class SplitInputMLP(nn.Module):
         non-zero in training then never moves the output (e.g. the effect on a node no seen
         perturbation reaches)."""
         if self.has_input(i):
-            nn.init.zeros_(self.lins[str(i)].weight)
+            lin = self.lins[str(i)]
+            nn.init.zeros_(lin.weight_in if isinstance(lin, RowLinear) else lin.weight)
 
     def has_input(self, i: int) -> bool:
         return str(i) in self.lins
@@ -100,6 +130,7 @@ class SplitInputMLP(nn.Module):
             return Projected(lin(t))
         P, C = t.values.shape[0], t.num_conditions
         c, v = t.support
-        out = sparse_matmul(stacked_rows(c, P, C), v.repeat(P), t.values.reshape(-1), lin.weight.t(), P * C)
+        weight = lin.weight_in if isinstance(lin, RowLinear) else lin.weight.t()  # [in, out]
+        out = sparse_matmul(stacked_rows(c, P, C), v.repeat(P), t.values.reshape(-1), weight, P * C)
         out = out.view(P, C, -1)
         return Projected(out if lin.bias is None else out + lin.bias)
