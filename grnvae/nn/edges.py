@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .effect import out_edges
 from .mlp import ResidualMLP
 from .spmm import edge_scores, sparse_matmul, stacked_rows
 
@@ -64,12 +65,13 @@ def normal_kl(loc: Tensor, scale: Tensor, prior_scale: float | Tensor) -> Tensor
 
 
 def kept_edges(rows: Optional[Tensor], edge_index: Tensor) -> Optional[Tensor]:
-    """Ids of the edges whose regulator is in ``rows`` (bool ``[V]``), or None when that is every
-    edge (or ``rows`` is None): what an edge module's ``sample`` restricts its work to."""
+    """Ids of the edges whose regulator is in ``rows`` (bool ``[V]``), ascending, or None when
+    that is every edge (or ``rows`` is None): what an edge module's ``sample`` restricts its
+    work to. Found from the out-edges of those regulators, not by a pass over every edge."""
     if rows is None:
         return None
-    keep = rows[edge_index[0]]
-    return None if bool(keep.all()) else torch.nonzero(keep).flatten()
+    keep = out_edges(edge_index, rows.numel()).edges_of(torch.nonzero(rows).flatten())
+    return None if keep.numel() == edge_index.shape[1] else keep
 
 
 def _at(x: Tensor, edges: Optional[Tensor]) -> Tensor:
@@ -392,6 +394,9 @@ class FeatureEdgePosterior(nn.Module):
             self.register_buffer("response_known", known, persistent=False)
             self.register_buffer("response_delta", mean, persistent=False)  # mean change per target
             self.register_buffer("response_mean", torch.where(known, d, torch.zeros_like(d)), persistent=False)
+            # the seen edges into targets without data: only their means come from the posterior
+            self.register_buffer("into_unknown", torch.nonzero(self.seen & ~known[edge_index[1]]).flatten(),
+                                 persistent=False)
         self._linear_cache: Optional[Tensor] = None
         self.reset_parameters()
 
@@ -408,19 +413,22 @@ class FeatureEdgePosterior(nn.Module):
     def num_edges(self) -> int:
         return self.edge_index.shape[1]
 
-    def target_means(self) -> Tuple[Tensor, Tensor]:
+    def target_means(self, logits: bool = True) -> Tuple[Optional[Tensor], Tensor]:
         """``c_j`` and ``d_j``: the mean posterior mask logit and weight over the seen regulators'
         edges into each target, ``[V]`` each, as constants (moment estimates of the prior's
         per-target means; like the ``mean_effect`` baseline, a target's own knock-down counts
-        among the responses it averages)."""
+        among the responses it averages). ``c_j`` is None without ``logits``."""
         with torch.no_grad():
             use = self.seen.to(self.q_loc.dtype)
             tgt = self.edge_index[1]
             n = self.seen_in.to(use.dtype)
-            c = torch.zeros_like(n).index_add(0, tgt, use * self.q_logits) / n
-            d = torch.zeros_like(n).index_add(0, tgt, use * self.q_loc) / n
+            c = torch.zeros_like(n).index_add(0, tgt, use * self.q_logits) / n if logits else None
             if self.from_data:  # measured targets: the mean response in the data
+                ids = self.into_unknown
+                d = torch.zeros_like(n).index_add(0, tgt.index_select(0, ids), self.q_loc.index_select(0, ids)) / n
                 d = torch.where(self.response_known, self.response_mean.to(d.dtype), d)
+            else:
+                d = torch.zeros_like(n).index_add(0, tgt, use * self.q_loc) / n
         return c, d
 
     def linear_term(self, d: Tensor) -> Tensor:
@@ -500,14 +508,14 @@ class FeatureEdgePosterior(nn.Module):
         self._linear_cache = out
         return out
 
-    def prior(self, edges: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def prior(self, edges: Optional[Tensor] = None, logits: bool = True) -> Tuple[Optional[Tensor], Tensor]:
         """Amortised prior mask logits ``a`` and weight means ``b``: ``[E]`` each, or of the
         edges with ids ``edges`` only (without masks, ``a`` is only each target's mean logit
-        ``c_j``: nothing reads it)."""
+        ``c_j``, and None without ``logits``: a sampling step reads no logit then)."""
         H = self.hidden
         src, tgt = self.edge_index if edges is None else self.edge_index.index_select(1, edges)
         is_self = self.is_self if edges is None else self.is_self.index_select(0, edges)
-        c, d = self.target_means()
+        c, d = self.target_means(logits or self.use_mask)
         b = d.index_select(0, tgt) + self.self_terms[1] * is_self
         if self.learned_map or self.use_mask:  # the feature networks: only these read them
             s = self.source_net(self.features)
@@ -518,18 +526,19 @@ class FeatureEdgePosterior(nn.Module):
             linear = self.linear_term(d)
             b = b + (linear if edges is None else linear.index_select(0, edges))
         if not self.use_mask:  # no mask enters the loss: skip the logits' [E, H] product
-            return c.index_select(0, tgt), b
+            return (c.index_select(0, tgt) if logits else None), b
         a = (s[src, :H] * t[tgt, :H]).sum(-1) + c.index_select(0, tgt) + self.self_terms[0] * is_self
         return a, b
 
-    def posterior(self, use_prior: Optional[Tensor] = None, edges: Optional[Tensor] = None):
+    def posterior(self, use_prior: Optional[Tensor] = None, edges: Optional[Tensor] = None, logits: bool = True):
         """Posterior parameters ``(logits, loc, scale)`` ``[E]`` each (or of the edges with ids
         ``edges``), the prior's ``(a, b, s)``, with the prior in place for edges of regulators
-        unseen in training (and for the edges flagged in ``use_prior``, bool ``[E]``)."""
-        a, b = self.prior(edges)
+        unseen in training (and for the edges flagged in ``use_prior``, bool ``[E]``). Without
+        masks and ``logits``, the logits (and ``a``) are None."""
+        a, b = self.prior(edges, logits)
         s = self.log_prior_scale.exp().index_select(0, _at(self.edge_index[1], edges)).clamp(min=self.min_scale)
         free = _at(self.seen if use_prior is None else self.seen & ~use_prior, edges)
-        logits = torch.where(free, _at(self.q_logits, edges), a)
+        logits = None if a is None else torch.where(free, _at(self.q_logits, edges), a)
         loc = torch.where(free, _at(self.q_loc, edges), b)
         scale = torch.where(free, _at(self.q_log_scale, edges).exp() + 1e-4, s)
         return logits, loc, scale, (a, b, s)
@@ -555,9 +564,9 @@ class FeatureEdgePosterior(nn.Module):
         regulators (:func:`kept_edges`): every other edge gets weight 0 and KL 0, which is exact
         for a loss that uses no other edge's weight or KL (the model passes the regulators its
         effect module reaches and those whose KL the batch carries; never-perturbed regulators
-        have KL 0 here, ``unseen_kl``). The samples of the kept edges are those the full path
-        draws. On a large GRN most regulators are absent from a batch, so this is most of an
-        epoch's edge work.
+        have KL 0 here, ``unseen_kl``). Only the kept edges' noise is drawn (``_noise``); given
+        the same draws, their samples are those of the full path. On a large GRN most
+        regulators are absent from a batch, so this is most of an epoch's edge work.
 
         In training, each seen regulator is, with probability ``prior_dropout``, drawn from the
         prior for this step (as if unseen), so that the likelihood also teaches the prior to
@@ -568,9 +577,8 @@ class FeatureEdgePosterior(nn.Module):
             drop = torch.rand(self.num_nodes, device=self.q_loc.device) < self.prior_dropout
             use_prior = drop[self.edge_index[0]]
         edges = None if self.use_mask else kept_edges(rows, self.edge_index)
-        noise = torch.randn(n, self.num_edges, device=self.q_loc.device, dtype=self.q_loc.dtype)
-        logits, loc, scale, (a, b, s) = self.posterior(use_prior, edges)
-        weight = loc + scale * (noise if edges is None else noise.index_select(1, edges))
+        logits, loc, scale, (a, b, s) = self.posterior(use_prior, edges, logits=self.use_mask)
+        weight = loc + scale * self._noise(n, edges)
         kl = normal_kl(_at(self.q_loc, edges) - b, _at(self.q_log_scale, edges).exp() + 1e-4, s)
         if self.use_mask:
             mask = gumbel_sigmoid_st(logits, self.temperature, n)
@@ -582,6 +590,12 @@ class FeatureEdgePosterior(nn.Module):
         if not self.use_mask:
             return weight, kl, torch.ones_like(weight)
         return mask * weight, kl, mask
+
+    def _noise(self, n: int, edges: Optional[Tensor]) -> Tensor:
+        """Standard normal draws ``[n, K]`` for the sampled edges (``edges``, or every edge):
+        only those are drawn."""
+        k = self.num_edges if edges is None else edges.numel()
+        return torch.randn(n, k, device=self.q_loc.device, dtype=self.q_loc.dtype)
 
     def mean_weight(self) -> Tensor:
         """Posterior mean weight of each edge given that it is present: ``[E]``."""

@@ -88,6 +88,16 @@ class _OutEdges:
         self.targets = edge_index[1][self.order]
         self.ptr = row_pointer(src, num_nodes)
 
+    def edges_of(self, nodes: Tensor) -> Tensor:
+        """Ids of the out-edges of ``nodes`` (sorted, unique), ascending: the ids ``nonzero``
+        of a mask over every edge would give, found in O(their number) rather than O(E)."""
+        deg = self.ptr[nodes + 1] - self.ptr[nodes]
+        slot = torch.repeat_interleave(self.ptr[nodes] - (torch.cumsum(deg, 0) - deg), deg)
+        ids = self.order[slot + torch.arange(slot.numel(), device=slot.device)]
+        if ids.numel() > 1 and not bool((ids[1:] > ids[:-1]).all()):  # edges not sorted by source
+            ids = torch.sort(ids).values
+        return ids
+
     def count(self, keys: Tensor) -> int:
         """How many (pair, edge) combinations :meth:`expand` would produce."""
         v = keys % self.num_nodes
@@ -218,17 +228,17 @@ class EffectModule(nn.Module):
         """The :class:`EffectPlan` of dosages ``[C, V]`` over ``edge_index``."""
         if not self.local_support:
             return EffectPlan(hop_edges=[None] * len(self.layers))
-        V = num_nodes
-        src = edge_index[0]
+        V, E = num_nodes, edge_index.shape[1]
+        groups = out_edges(edge_index, V)
         active = torch.zeros(V, dtype=torch.bool, device=dosage.device)
         active[dosage_support(dosage)[1]] = True  # nodes with a possibly non-zero state, any condition
         rows = active.clone()  # the perturbed nodes, then every node a hop starts from
         hop_edges: List[Optional[Tensor]] = []
         for layer in self.layers:
             rows |= active
-            keep = active[src]
-            skip = getattr(layer, "zero_preserving", False) and not bool(keep.all())
-            hop_edges.append(torch.nonzero(keep).flatten() if skip else None)
+            keep = groups.edges_of(torch.nonzero(active).flatten())  # the edges leaving them
+            skip = getattr(layer, "zero_preserving", False) and keep.numel() < E
+            hop_edges.append(keep if skip else None)
             nxt = torch.zeros_like(active)
             nxt[edge_index[1][keep]] = True
             active = nxt
@@ -241,7 +251,7 @@ class EffectModule(nn.Module):
         """Fill the plan's ``support``, ``inputs``, ``hops`` and ``sparse``, unless the hops over
         the pairs would pass more than ``2 C V`` (pair, edge) combinations."""
         C = dosage.shape[0]
-        groups = out_edges(edge_index, V)
+        groups = out_edges(edge_index, V)  # cached: the same as plan's
         keys = _keys(dosage)
         inputs = keys
         hops, outputs = [], []
