@@ -86,6 +86,18 @@ class GRNVAEModule(pl.LightningModule):
         # resuming: every random stream continues where the interrupted run saved it
         if "grnvae_rng" in checkpoint:
             set_rng_state(checkpoint["grnvae_rng"])
+        # a checkpoint holding the effects' projections as nn.Linear weights [out, in] (they are
+        # stored [in, out] now, RowLinear; the model's weights load through its hook): the
+        # optimizer's moments of those weights are transposed to match
+        params = list(self.parameters())
+        for opt in checkpoint.get("optimizer_states", []):
+            for idx, state in opt.get("state", {}).items():
+                if not (isinstance(idx, int) and idx < len(params)):
+                    continue
+                shape = params[idx].shape
+                for key, t in list(state.items()):
+                    if torch.is_tensor(t) and t.dim() == 2 and t.shape != shape and t.t().shape == shape:
+                        state[key] = t.t().contiguous()
 
 
 def rng_state() -> Dict[str, Any]:

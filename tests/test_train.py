@@ -231,3 +231,40 @@ def test_exporting_a_finished_runs_grn_needs_no_model(tiny_run, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "g.tsv").read_bytes() == (tiny_run.path / "grn.tsv").read_bytes()
+
+
+def test_a_checkpoint_with_linear_effect_projections_resumes(tmp_path):
+    # checkpoints written before the effects' first-layer weights were stored input-major hold
+    # them as nn.Linear weights [out, in], with Adam moments of that shape: such a run resumes
+    run_dir = tmp_path / "old"
+    grnvae.train(RECIPES / "quickstart.yaml", overrides=FAST[:-2] + ["train.max_epochs=1", "train.progress_bar=false"],
+                 out=run_dir)
+    from grnvae.lightning import GRNVAEModule
+
+    run = grnvae.Run.load(run_dir)
+    ids = [i for i, (name, _) in enumerate(run.model.named_parameters()) if name.endswith("weight_in")]
+    assert ids  # the encoder's (and the decoder's) effect projections
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    ck = torch.load(ckpt, weights_only=False)
+    saved = {i: {k: v.clone() for k, v in ck["optimizer_states"][0]["state"][i].items()} for i in ids}
+    moved = [k for k in ck["state_dict"] if k.endswith("weight_in")]
+    for k in moved:
+        ck["state_dict"][k[:-len("weight_in")] + "weight"] = ck["state_dict"].pop(k).t().contiguous()
+    for i in ids:
+        state = ck["optimizer_states"][0]["state"][i]
+        for key in ("exp_avg", "exp_avg_sq"):
+            state[key] = state[key].t().contiguous()
+    torch.save(ck, ckpt)
+    # the module puts the moments back in the weights' layout (same numbers, not merely the same size)
+    probe = {k: v for k, v in ck.items() if k != "grnvae_rng"}
+    GRNVAEModule(run.model, run.recipe).on_load_checkpoint(probe)
+    for i in ids:
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(probe["optimizer_states"][0]["state"][i][key], saved[i][key])
+    for name in ("metrics.json", "grn.tsv"):
+        (run_dir / name).unlink()
+    marker = run_dir / "grnvae-run.json"
+    marker.write_text(marker.read_text().replace('"finished"', '"running"'))
+    (run_dir / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text().replace("max_epochs: 1", "max_epochs: 2"))
+    resumed = grnvae.train(run_dir / "recipe.yaml", out=run_dir)
+    assert resumed.metrics["epochs"] == 2
