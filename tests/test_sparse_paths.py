@@ -316,3 +316,14 @@ def test_row_linear_is_the_linear_map_and_loads_the_linear_layout():
     fresh.load_state_dict(state)
     parts = [torch.randn(5, 4), torch.randn(5, 6)]
     assert torch.allclose(fresh(parts), mlp(parts))
+
+
+def test_kept_edges_are_the_out_edges_of_the_rows_in_any_edge_order():
+    from grnvae.nn.edges import kept_edges
+
+    grn = random_graph(30, 4, seed=2)
+    g = torch.Generator().manual_seed(0)
+    for ei in (grn.edge_index, grn.edge_index[:, torch.randperm(grn.num_edges, generator=g)]):
+        for rows in (torch.rand(30, generator=g) < 0.3, torch.zeros(30, dtype=torch.bool)):
+            assert torch.equal(kept_edges(rows, ei), torch.nonzero(rows[ei[0]]).flatten())
+        assert kept_edges(torch.ones(30, dtype=torch.bool), ei) is None  # every edge: nothing to restrict

@@ -88,12 +88,17 @@ class _OutEdges:
         self.targets = edge_index[1][self.order]
         self.ptr = row_pointer(src, num_nodes)
 
+    def _slots(self, v: Tensor) -> Tuple[Tensor, Tensor]:
+        """The out-edges of each node in ``v`` (repeats allowed): per node its out-degree, and
+        their positions in the grouped order (``order``, ``targets``), node after node."""
+        deg = self.ptr[v + 1] - self.ptr[v]
+        slot = torch.repeat_interleave(self.ptr[v] - (torch.cumsum(deg, 0) - deg), deg)
+        return deg, slot + torch.arange(slot.numel(), device=v.device)
+
     def edges_of(self, nodes: Tensor) -> Tensor:
         """Ids of the out-edges of ``nodes`` (sorted, unique), ascending: the ids ``nonzero``
         of a mask over every edge would give, found in O(their number) rather than O(E)."""
-        deg = self.ptr[nodes + 1] - self.ptr[nodes]
-        slot = torch.repeat_interleave(self.ptr[nodes] - (torch.cumsum(deg, 0) - deg), deg)
-        ids = self.order[slot + torch.arange(slot.numel(), device=slot.device)]
+        ids = self.order[self._slots(nodes)[1]]
         if ids.numel() > 1 and not bool((ids[1:] > ids[:-1]).all()):  # edges not sorted by source
             ids = torch.sort(ids).values
         return ids
@@ -109,11 +114,9 @@ class _OutEdges:
         for the positions when each combination reaches its own output pair, in order)."""
         V = self.num_nodes
         c, v = keys // V, keys % V
-        deg = self.ptr[v + 1] - self.ptr[v]
+        deg, slot = self._slots(v)
         src = torch.repeat_interleave(torch.arange(keys.numel(), device=keys.device), deg)
         total = src.numel()
-        slot = torch.repeat_interleave(self.ptr[v] - (torch.cumsum(deg, 0) - deg), deg)
-        slot = slot + torch.arange(total, device=keys.device)
         out = c[src] * V + self.targets[slot]
         if total < 2 or bool((out[1:] > out[:-1]).all()):
             # already sorted and unique (e.g. one perturbed node per condition over a coalesced
