@@ -22,6 +22,7 @@ from .model import GRNVAE, ModelSpec
 from .nn.registry import LAYERS, import_plugins
 from .recipe import load_recipe
 from .rundir import read_marker
+from .utils import tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class Run:
         lists are imported only with ``trust_plugins=True`` (from the copies in ``RUN/plugins``),
         unless they are already imported in this process.
         """
+        tune_allocator()  # evaluating and predicting allocate and free large tensors in loops
         path = Path(path)
         marker = read_marker(path)
         status = marker["status"] if marker else ("finished" if (path / "metrics.json").exists() else "unfinished")

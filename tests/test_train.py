@@ -268,3 +268,39 @@ def test_a_checkpoint_with_linear_effect_projections_resumes(tmp_path):
     (run_dir / "recipe.yaml").write_text((run_dir / "recipe.yaml").read_text().replace("max_epochs: 1", "max_epochs: 2"))
     resumed = grnvae.train(run_dir / "recipe.yaml", out=run_dir)
     assert resumed.metrics["epochs"] == 2
+
+
+_FAULT_PROBE = """
+import resource, torch
+from grnvae.utils import tune_allocator
+ok = tune_allocator()
+def rounds():
+    for _ in range(5):
+        ts = [torch.ones(2_000_000) for _ in range(8)]  # 8 x 8 MB alive at once, then freed
+        del ts
+rounds()
+f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+rounds()
+print(ok, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="tune_allocator sets glibc's malloc")
+def test_the_allocator_keeps_freed_memory_for_the_next_step():
+    # a step allocates and frees tens of MB; by default glibc hands them back to the system and
+    # the next step faults them in again, 4 kB at a time. Tuned, the freed memory is reused.
+    import os
+    import subprocess
+    import sys
+
+    def probe(**env):
+        out = subprocess.run([sys.executable, "-c", _FAULT_PROBE], env={**os.environ, **env}, check=True,
+                             capture_output=True, text=True).stdout.split()
+        return out[0] == "True", int(out[1])
+
+    pages = 5 * 8 * 2_000_000 * 4 // 4096  # what the second five rounds touch
+    tuned, faults = probe()
+    assert tuned and faults < 0.02 * pages
+    off, faults_off = probe(GRNVAE_TUNE_MALLOC="0")
+    assert not off and faults_off > 0.5 * pages  # glibc's default: every round faults its memory in again
+    assert probe(MALLOC_TRIM_THRESHOLD_="131072")[0] is False  # the user's own malloc settings stay in charge
