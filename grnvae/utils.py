@@ -27,10 +27,10 @@ def tune_allocator() -> bool:
     1 GiB of freed memory in its resident size between steps.
 
     Process-wide and applied once; :func:`grnvae.train`, :meth:`grnvae.Run.load` and the
-    ``grnvae`` command call it.
-    A no-op (returns False) off glibc, when ``$GRNVAE_TUNE_MALLOC`` is ``0``, or when the
-    environment sets glibc's own malloc variables (``MALLOC_TRIM_THRESHOLD_`` and the like, or
-    ``GLIBC_TUNABLES`` with ``glibc.malloc``), which then stay in charge.
+    ``grnvae`` command call it. A no-op (returns False) off glibc, when
+    ``$GRNVAE_TUNE_MALLOC`` is ``0``, or when the environment sets glibc's own malloc
+    variables (``MALLOC_TRIM_THRESHOLD_`` and the like, or ``GLIBC_TUNABLES`` with
+    ``glibc.malloc``), which then stay in charge.
     """
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED:
