@@ -287,8 +287,9 @@ print(ok, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 
 @pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="tune_allocator sets glibc's malloc")
 def test_the_allocator_keeps_freed_memory_for_the_next_step():
-    # a step allocates and frees tens of MB; by default glibc hands them back to the system and
-    # the next step faults them in again, 4 kB at a time. Tuned, the freed memory is reused.
+    # a step allocates and frees tens of MB; by default glibc often hands them back to the system
+    # and the next step faults them in again, 4 kB at a time (whether it does depends on the
+    # process's address-space layout: about half of the runs here). Tuned, the memory is reused.
     import os
     import subprocess
     import sys
@@ -299,8 +300,8 @@ def test_the_allocator_keeps_freed_memory_for_the_next_step():
         return out[0] == "True", int(out[1])
 
     pages = 5 * 8 * 2_000_000 * 4 // 4096  # what the second five rounds touch
-    tuned, faults = probe()
-    assert tuned and faults < 0.02 * pages
-    off, faults_off = probe(GRNVAE_TUNE_MALLOC="0")
-    assert not off and faults_off > 0.5 * pages  # glibc's default: every round faults its memory in again
+    for _ in range(3):  # every run, whatever the layout
+        tuned, faults = probe()
+        assert tuned and faults < 0.02 * pages
+    assert probe(GRNVAE_TUNE_MALLOC="0")[0] is False  # switched off
     assert probe(MALLOC_TRIM_THRESHOLD_="131072")[0] is False  # the user's own malloc settings stay in charge
