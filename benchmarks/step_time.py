@@ -20,14 +20,14 @@ likelihood, GRN alignment over ``--hops`` hops, sparsity penalty) plus the artif
 
 A step is ``model(batch, particles)["loss"]``, ``backward()``, ``clip_grad_norm_(100)`` and
 ``Adam(lr).step()`` (fused where PyTorch offers it, as in training). ``--warmup`` steps
-(default 1) are run first, then ``--steps`` timed steps; the median, min and max are reported together with the median forward / backward /
-optimizer split (``--breakdown`` adds the model's parts run on their own, ``--profile N`` a
-torch.profiler table of one step). Memory: the RSS just before the first step (model,
-optimizer and batch built) and the process peak (``ru_maxrss``, model build included).
-Threads: PyTorch's default (all cores) unless ``--threads``. The C allocator is tuned as
-``grnvae train`` tunes it (``grnvae.utils.tune_allocator``); ``GRNVAE_TUNE_MALLOC=0`` measures
-without. The config line names the code
-measured (``code=<commit>[+dirty]``, dirty when grnvae/ differs from the commit).
+(default 1) are run first, then ``--steps`` timed steps; the median, min and max are reported
+together with the median forward / backward / optimizer split (``--breakdown`` adds the
+model's parts run on their own, ``--profile N`` a torch.profiler table of one step). Memory:
+the RSS just before the first step (model, optimizer and batch built) and the process peak
+(``ru_maxrss``, model build included). Threads: PyTorch's default (all cores) unless
+``--threads``. The C allocator is tuned as ``grnvae train`` tunes it
+(``grnvae.utils.tune_allocator``); ``GRNVAE_TUNE_MALLOC=0`` measures without. The config line
+names the code measured (``code=<commit>[+dirty]``, dirty when grnvae/ differs from the commit).
 
 A configuration that does not fit is not run: before building anything a lower bound of the
 peak is estimated (``estimate_gb``) and if above ``--max-gb`` (default 20) the script refuses

@@ -306,9 +306,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.overrides = list(args.overrides) + extra
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    from .utils import tune_allocator
-
-    tune_allocator()  # every command allocates and frees large tensors in loops
     if args.command == "train":  # what was read and built (data, GRN, prior) is shown before training
         logging.getLogger("grnvae").setLevel(logging.INFO)
     try:

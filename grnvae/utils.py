@@ -26,8 +26,8 @@ def tune_allocator() -> bool:
     so blocks up to 32 MiB come from the heap and stay there. The process then keeps up to
     1 GiB of freed memory in its resident size between steps.
 
-    Process-wide and applied once; :func:`grnvae.train`, :meth:`grnvae.Run.load` and the
-    ``grnvae`` command call it. A no-op (returns False) off glibc, when
+    Process-wide and applied once; :func:`grnvae.train` and :meth:`grnvae.Run.load` (so every
+    command that trains or loads a run) call it. A no-op (returns False) off glibc, when
     ``$GRNVAE_TUNE_MALLOC`` is ``0``, or when the environment sets glibc's own malloc
     variables (``MALLOC_TRIM_THRESHOLD_`` and the like, or ``GLIBC_TUNABLES`` with
     ``glibc.malloc``), which then stay in charge.

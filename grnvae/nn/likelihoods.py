@@ -36,14 +36,14 @@ class SkipEffects(NamedTuple):
 
     def at_cells(self, index: Tensor) -> Tuple[Tensor, Tensor]:
         """The entries of cells whose conditions are ``index`` ``[N]``: their flat positions
-        ``n * G + g`` in ``[N, G]`` and their entry ids, ``[M]`` each."""
+        ``n * G + g`` in ``[N, G]`` ``[M]`` and their values ``[P, M]``."""
         counts = torch.bincount(self.cond, minlength=self.num_conditions)
         first = torch.cumsum(counts, 0) - counts  # each condition's first entry
         per_cell = counts[index]
         cell = torch.repeat_interleave(torch.arange(index.numel(), device=index.device), per_cell)
         offset = torch.cumsum(per_cell, 0) - per_cell
         entry = first[index][cell] + torch.arange(cell.numel(), device=index.device) - offset[cell]
-        return cell * self.num_genes + self.gene[entry], entry
+        return cell * self.num_genes + self.gene[entry], self.values.index_select(1, entry)
 
 
 class _CountTerms:
@@ -295,18 +295,23 @@ class Decoder(nn.Module):
         return self.mlp.project(1, z_p) if self.mlp.has_input(1) else None
 
     @staticmethod
+    def _skip_entries(gene_effect: Union[Tensor, SkipEffects, None], index: Tensor) -> Optional[Tuple[Tensor, Tensor]]:
+        """The cells' entries of sparse skip effects (``SkipEffects.at_cells``), found once for
+        :meth:`_with_effects` and :meth:`_normalisers`; None for dense or no skip effects."""
+        return gene_effect.at_cells(index) if isinstance(gene_effect, SkipEffects) else None
+
+    @staticmethod
     def _with_effects(h: Tensor, gene_effect: Union[Tensor, SkipEffects, None], index: Tensor,
                       entries: Optional[Tuple[Tensor, Tensor]] = None) -> Tensor:
         """``h`` plus each cell's row of the skip effects (``[P, C, G]`` or :class:`SkipEffects`;
         ``index`` ``[N]``). Dense: ``index_select``, whose backward is an ``index_add`` rather
         than an accumulating ``index_put``. Sparse: the cells' entries (``entries``, from
-        ``SkipEffects.at_cells``) added into a copy of ``h``."""
+        :meth:`_skip_entries`) added into a copy of ``h``."""
         if gene_effect is None:
             return h
         if not isinstance(gene_effect, SkipEffects):
             return h + gene_effect.index_select(1, index)
-        pos, entry = gene_effect.at_cells(index) if entries is None else entries
-        values = gene_effect.values.index_select(1, entry)
+        pos, values = gene_effect.at_cells(index) if entries is None else entries
         P = max(h.shape[0], values.shape[0])
         flat = h.expand(P, -1, -1).reshape(P, -1)
         return flat.index_add(1, pos, values.expand(P, -1)).view(P, *h.shape[1:])
@@ -322,9 +327,8 @@ class Decoder(nn.Module):
         if not isinstance(gene_effect, SkipEffects):
             lse = torch.logsumexp(out, -1)
             return lse, lse - torch.logsumexp(h, -1)
-        pos, entry = gene_effect.at_cells(index) if entries is None else entries
+        pos, values = gene_effect.at_cells(index) if entries is None else entries
         lse_h = torch.logsumexp(h, -1)  # [P or 1, N]
-        values = gene_effect.values.index_select(1, entry)
         P, G = out.shape[0], out.shape[-1]
         cell = torch.div(pos, G, rounding_mode="floor")
         h_at = h.expand(P, -1, -1).reshape(P, -1).index_select(1, pos)
@@ -359,15 +363,15 @@ class Decoder(nn.Module):
         whose *basal* library is ``library`` ``[N]``: with a library model the library is scaled by
         the effects' change ``r``; otherwise it is ``library`` itself. ``h``: the MLP's output for
         these cells when already computed (it must not depend on ``z_p``)."""
+        entries = self._skip_entries(gene_effect, index)
         if h is None:
-            h, out = self.log_rates(z_b, z_p, index, None, covariates, gene_effect)
-        else:
-            out = self._with_effects(h, gene_effect, index)
+            h = self.log_rates(z_b, z_p, index, None, covariates)[0]
+        out = self._with_effects(h, gene_effect, index, entries)
         lib = library.expand(out.shape[0], -1)
         if self.likelihood != "nb":
             return out, lib
         if self.models_library and gene_effect is not None:
-            lib = lib * self._normalisers(h, out, gene_effect, index)[1].exp()
+            lib = lib * self._normalisers(h, out, gene_effect, index, entries)[1].exp()
         return lib.unsqueeze(-1) * F.softmax(out, dim=-1), lib
 
     def log_prob(self, x: Tensor, z_b: Tensor, z_p: Tensor, index: Tensor, library: Tensor,
@@ -376,7 +380,7 @@ class Decoder(nn.Module):
         """log p(x | z) summed over genes: ``[P, N]``; with a library model, plus the log density
         of the observed library given the effects (see ``set_library_model``). ``h``: the MLP's
         output for these cells when already computed (it must not depend on ``z_p``)."""
-        entries = gene_effect.at_cells(index) if isinstance(gene_effect, SkipEffects) else None
+        entries = self._skip_entries(gene_effect, index)
         if h is None:
             h = self.log_rates(z_b, z_p, index, artifact, covariates)[0]
         out = self._with_effects(h, gene_effect, index, entries)
