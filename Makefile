@@ -4,7 +4,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
-RUN_DIR ?= runs/quickstart
+RUN_DIR ?= runs/demo
 
 .PHONY: demo test test-slow install install-dev clean
 
@@ -23,9 +23,9 @@ $(DEVSTAMP): $(STAMP)
 install: $(STAMP)
 install-dev: $(DEVSTAMP)
 
-## make demo: install into .venv and train the quickstart recipe on the built-in simulator
+## make demo: install into .venv and train the default model (recipes/demo.yaml) on the built-in simulator
 demo: $(STAMP)
-	$(BIN)/grnvae train recipes/quickstart.yaml --out $(RUN_DIR) --overwrite
+	$(BIN)/grnvae train recipes/demo.yaml --out $(RUN_DIR) --overwrite
 
 ## make test: install with dev extras and run the default test suite
 test: $(DEVSTAMP)

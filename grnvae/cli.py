@@ -24,7 +24,12 @@ def _cmd_train(args) -> int:
             print(f"  {run.path / name}")
     if "val" in m:
         v = m["val"]
-        print(f"val loss {v['loss']:.3f} (reconstruction {v['reconstruction']:.3f}, align {v['align']:.3f})")
+        terms = [f"reconstruction {v['reconstruction']:.3f}"]
+        if "kl_local" in v:
+            terms.append(f"KL {v['kl_local'] + v.get('kl_global', 0.0):.3f}")
+        terms += [f"{k} {v[k]:.3f}" for k in ("align", "sparsity", "invariance") if v.get(k)]
+        epochs = f"; {m['epochs']} epochs trained" if "epochs" in m else ""
+        print(f"val loss {v['loss']:.3f} ({', '.join(terms)}){epochs}")
     rec = m.get("grn_recovery")
     if rec:
         print(
@@ -34,6 +39,7 @@ def _cmd_train(args) -> int:
         )
     if logs == "tensorboard":
         print(f"TensorBoard: tensorboard --logdir {run.path / 'tensorboard'}")
+    print(f"held-out accuracy beside the baselines: grnvae evaluate {run.path}")
     return 0
 
 

@@ -112,6 +112,25 @@ def test_cli_train_prints_where_results_are(tmp_path, capsys):
     assert main(["train", str(RECIPES / "quickstart.yaml"), *FAST, "train.max_epochs=1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert str(out / "grn.tsv") in text and "AUPRC" in text
+    assert "align" in text and "invariance" not in text  # GPO-VAE's terms only
+    assert f"grnvae evaluate {out}" in text
+
+
+def test_demo_is_the_default_model_on_the_simulator(tmp_path, capsys):
+    """`make demo` trains recipes/demo.yaml: the grnvae recipe's model, loss and training on the
+    built-in simulated screen (no file), and reports its GRN recovery and terms."""
+    demo = grnvae.load_recipe(RECIPES / "demo.yaml")
+    default = grnvae.load_recipe("grnvae", ["data.path=x.h5ad"])
+    for section in ("grn", "model", "loss"):
+        assert demo[section] == default[section], section
+    assert demo.data.path is None and demo.data.simulate.n_regulators == 40
+    assert "recipes/demo.yaml" in (RECIPES.parent / "Makefile").read_text()
+    small = ["data.simulate.n_genes=60", "data.simulate.n_regulators=12", "data.simulate.n_cells=900",
+             "train.max_epochs=2", "train.progress_bar=false"]
+    out = tmp_path / "demo"
+    assert main(["train", str(RECIPES / "demo.yaml"), *small, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "AUPRC" in text and "invariance" in text and "align" not in text and "2 epochs trained" in text
 
 
 def test_variants_free_weights_mean_field_and_lognormalised_input(tmp_path):
