@@ -16,7 +16,7 @@ from grnvae.nn import EffectModule
 from grnvae.nn.edges import EdgePosterior
 from grnvae.nn.effect import EffectPlan, SparseEffects
 from grnvae.nn.mlp import RowLinear, SplitInputMLP
-from grnvae.nn.spmm import sparse_matmul
+from grnvae.nn.spmm import sparse_matmul, stable_order
 
 
 def random_graph(V: int, k: int, seed: int) -> GRN:
@@ -193,6 +193,30 @@ def test_sparse_matmul_gradients_unsorted_and_duplicate_coordinates():
     assert torch.autograd.gradcheck(lambda v, h: sparse_matmul(rows, cols, v, h, 5), (vals, x))
     S = torch.zeros(5, 6, dtype=torch.float64).index_put((rows, cols), vals, accumulate=True)
     assert torch.allclose(sparse_matmul(rows, cols, vals, x, 5), S @ x)
+
+
+@pytest.mark.parametrize("n_keys", [7, 60_000, 70_000, 3_000_000_000, 1 << 40])
+def test_stable_order_is_torchs_stable_argsort(n_keys):
+    # one 16-bit pass, two passes (keys above 2**16, up to 2**32), and wider keys (torch's sort)
+    g = torch.Generator().manual_seed(n_keys % 1000)
+    keys = torch.randint(0, n_keys, (5000,), generator=g)
+    keys[:50] = keys[50:100]  # ties keep their order
+    assert torch.equal(stable_order(keys, n_keys), torch.argsort(keys, stable=True))
+
+
+def test_sparse_matmul_transpose_over_wide_columns():
+    # the gradient for x goes through the (column, row) order: columns above 2**16 take two passes
+    g = torch.Generator().manual_seed(5)
+    n_rows, n_cols = 40, 70_000
+    rows = torch.randint(0, n_rows, (300,), generator=g)
+    cols = torch.randint(0, n_cols, (300,), generator=g)
+    vals = torch.randn(300, dtype=torch.float64, generator=g, requires_grad=True)
+    x = torch.randn(n_cols, 2, dtype=torch.float64, generator=g, requires_grad=True)
+    grad = torch.randn(n_rows, 2, dtype=torch.float64, generator=g)
+    sparse_matmul(rows, cols, vals, x, n_rows).backward(grad)
+    S = torch.zeros(n_rows, n_cols, dtype=torch.float64).index_put((rows, cols), vals.detach(), accumulate=True)
+    assert torch.allclose(x.grad, S.t() @ grad)
+    assert torch.allclose(vals.grad, (grad[rows] * x.detach()[cols]).sum(-1))
 
 
 def test_sparse_projection_equals_dense_linear():

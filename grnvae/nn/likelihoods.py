@@ -129,6 +129,57 @@ class _SoftmaxNBLogProb(torch.autograd.Function):
                 grad_sum if ctx.needs_input_grad[3] else None, grad_theta)
 
 
+#: floor under the skip's change of the total ``r - 1`` (``r > 0`` in exact arithmetic)
+_R_FLOOR = -1.0 + 1e-6
+
+
+class _SkipNormaliser(torch.autograd.Function):
+    """``(logsumexp(h) + log r, log r)`` ``[P, N]`` for sparse skip entries (see
+    ``Decoder._normalisers``): ``r = 1 + sum_k softmax(h)_k expm1(v_k)`` over each cell's entries
+    ``k`` (flat positions ``pos`` ``[K]`` into ``[N * G]``, values ``v`` ``[1 or P, K]``).
+
+    As composed autograd ops the backward would form a zero-filled ``[P, N * G]`` gradient for
+    the entries' gather and add it to the ``logsumexp`` gradient; here both go into one buffer:
+    ``grad_h = c softmax(h)`` plus, at the entries, ``g_k s_k``, where ``s_k`` is the entry's
+    softmax share, ``g_k`` the gradient reaching it and ``c = g_lse - sum_k g_k s_k``."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, pos: Tensor, values: Tensor):
+        P, N, G = max(h.shape[0], values.shape[0]), h.shape[1], h.shape[2]
+        lse_h = torch.logsumexp(h, -1)  # [Ph, N]
+        cell = torch.div(pos, G, rounding_mode="floor")
+        share = torch.exp(h.reshape(h.shape[0], -1).index_select(1, pos) - lse_h.index_select(1, cell))
+        em1 = torch.expm1(values)
+        total = h.new_zeros(P, N).index_add_(1, cell, share * em1)
+        log_r = torch.log1p(total.clamp(min=_R_FLOOR))
+        ctx.save_for_backward(h, lse_h, pos, cell, share, em1, total)
+        return lse_h + log_r, log_r
+
+    @staticmethod
+    def backward(ctx, g_lse: Optional[Tensor], g_log_r: Optional[Tensor]):
+        h, lse_h, pos, cell, share, em1, total = ctx.saved_tensors
+        P = total.shape[0]
+        g_lse = torch.zeros_like(total) if g_lse is None else g_lse
+        a = g_lse if g_log_r is None else g_lse + g_log_r  # d / d log r
+        b = torch.where(total >= _R_FLOOR, a / (1.0 + total.clamp(min=_R_FLOOR)), torch.zeros_like(a))
+        b_k = b.index_select(1, cell)  # [P, K]
+        grad_values = None
+        if ctx.needs_input_grad[2]:
+            grad_values = b_k * share * (em1 + 1.0)
+            if em1.shape[0] == 1 and P > 1:
+                grad_values = grad_values.sum(0, keepdim=True)
+        grad_h = None
+        if ctx.needs_input_grad[0]:
+            gs = b_k * em1 * share  # d / d h at the entries
+            c = g_lse.index_add(1, cell, gs, alpha=-1.0)  # d / d logsumexp(h)
+            soft = h - lse_h.unsqueeze(-1)
+            grad_h = soft.exp_().mul_(c.unsqueeze(-1)) if h.shape[0] == P else soft.exp_() * c.unsqueeze(-1)
+            grad_h.view(P, -1).index_add_(1, pos, gs)
+            if h.shape[0] == 1 and P > 1:
+                grad_h = grad_h.sum(0, keepdim=True)
+        return grad_h, None, grad_values
+
+
 def nb_log_prob(x: Tensor, out: Tensor, log_library: Tensor, log_theta: Tensor,
                 lse: Optional[Tensor] = None) -> Tensor:
     """Negative binomial log-likelihood of counts ``x`` ``[N, G]``, summed over genes: ``[..., N]``.
@@ -328,15 +379,7 @@ class Decoder(nn.Module):
             lse = torch.logsumexp(out, -1)
             return lse, lse - torch.logsumexp(h, -1)
         pos, values = gene_effect.at_cells(index) if entries is None else entries
-        lse_h = torch.logsumexp(h, -1)  # [P or 1, N]
-        P, G = out.shape[0], out.shape[-1]
-        cell = torch.div(pos, G, rounding_mode="floor")
-        h_at = h.expand(P, -1, -1).reshape(P, -1).index_select(1, pos)
-        share = torch.exp(h_at - lse_h.expand(P, -1).index_select(1, cell))  # softmax(h) at the entries
-        change = share * torch.expm1(values.expand(P, -1))
-        # r > 0 in exact arithmetic (the entries hold at most all of the mass); a floor for rounding
-        log_r = torch.log1p(out.new_zeros(P, out.shape[1]).index_add(1, cell, change).clamp(min=-1.0 + 1e-6))
-        return lse_h + log_r, log_r
+        return _SkipNormaliser.apply(h, pos, values)
 
     def log_rates(self, z_b: Tensor, z_p: Tensor, index: Tensor, artifact: Optional[Tensor] = None,
                   covariates: Optional[Tensor] = None, gene_effect: Union[Tensor, SkipEffects, None] = None):

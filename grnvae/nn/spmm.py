@@ -12,6 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,6 +23,31 @@ def _sorted_order(rows: Tensor, cols: Tensor, n_cols: int) -> Optional[Tensor]:
     if key.numel() < 2 or bool((key[1:] >= key[:-1]).all()):
         return None
     return torch.argsort(key)
+
+
+def stable_order(keys: Tensor, n_keys: int) -> Tensor:
+    """``torch.argsort(keys, stable=True)`` for integer ``keys`` in ``[0, n_keys)``.
+
+    On CPU, a least-significant-digit radix sort over 16-bit digits (numpy's stable sort of
+    ``uint16`` is a counting sort): one pass for ``n_keys <= 65,536``, two up to ``2**32``. For
+    the tens of thousands of keys of a step's sparse products this is about 10x faster than a
+    comparison sort. Elsewhere (or for wider keys) torch's own stable sort."""
+    if keys.device.type != "cpu" or n_keys > 1 << 32 or keys.numel() < 2:
+        return torch.argsort(keys, stable=True)
+    k = keys.numpy()
+    order = np.argsort((k & 0xFFFF).astype(np.uint16), kind="stable")
+    if n_keys > 1 << 16:
+        order = order[np.argsort((k[order] >> 16).astype(np.uint16), kind="stable")]
+    return torch.from_numpy(order)
+
+
+def _transposed_order(rows: Tensor, cols: Tensor, n_cols: int) -> Optional[Tensor]:
+    """For coordinates sorted by (row, column): the permutation sorting them by (column, row),
+    or None if they already are. A stable sort by column alone keeps the rows in order within
+    each column."""
+    if cols.numel() < 2 or bool((cols[1:] >= cols[:-1]).all()):
+        return None
+    return stable_order(cols, n_cols)
 
 
 def _take(t: Tensor, order: Optional[Tensor]) -> Tensor:
@@ -57,7 +83,7 @@ class _SparseMatmul(torch.autograd.Function):
                 grad_values[order] = sampled
         if ctx.needs_input_grad[3]:  # S^T grad
             v = _take(values, order)
-            order_t = _sorted_order(c, r, n_rows)
+            order_t = _transposed_order(r, c, n_cols)
             grad_x = _csr(_take(c, order_t), _take(r, order_t), _take(v, order_t), (n_cols, n_rows)) @ grad
         return None, None, grad_values, grad_x, None
 
@@ -113,8 +139,9 @@ class _EdgeScores(torch.autograd.Function):
         if ctx.needs_input_grad[2]:  # grad_a[r] = sum_e grad_e b[c_e]
             grad_a = torch.sparse.mm(_csr(rows, cols, grad, (a.shape[0], b.shape[0])), b)
         if ctx.needs_input_grad[3]:  # grad_b[c] = sum_e grad_e a[r_e]
-            order = torch.argsort(cols * a.shape[0] + rows)
-            grad_b = torch.sparse.mm(_csr(cols[order], rows[order], grad[order], (b.shape[0], a.shape[0])), a)
+            order = _transposed_order(rows, cols, b.shape[0])
+            grad_b = torch.sparse.mm(_csr(_take(cols, order), _take(rows, order), _take(grad, order),
+                                          (b.shape[0], a.shape[0])), a)
         return None, None, grad_a, grad_b
 
 
