@@ -533,13 +533,26 @@ def test_data_prior_is_the_seen_regulators_fold_changes(sim):
     regs = [n for n in range(len(data.nodes)) if cols[n] >= 0 and data.nodes[n] not in train.columns][:3]
     assert regs
     expect = linear(train, [data.nodes[n] for n in regs], ridge=1.0 * scale)
+    # on a measured regulator's own gene, plus how much more the seen measured regulators' own
+    # genes change than the baseline fits them (in sample)
+    seen = [p for p in train.columns if p in data.genes]
+    fitted = linear(train, seen, ridge=1.0 * scale)
+    own = np.mean([train.loc[p, p] - fitted.loc[p, p] for p in seen])
+    assert own < -0.1 and edges.own_change == pytest.approx(own, abs=1e-6)  # knock-downs lower their own gene
     for n in regs:
         out = (src == n) & torch.as_tensor(cols >= 0)[tgt]
         genes_out = cols[tgt[out].numpy()]
-        want = to_weights(expect[data.nodes[n]].to_numpy()[genes_out], genes_out, r["table"], r["grid"]) / data.dose
+        change = expect[data.nodes[n]].to_numpy()[genes_out] + own * (tgt[out] == n).numpy()
+        want = to_weights(change, genes_out, r["table"], r["grid"]) / data.dose
         got = (d[tgt[out]] + lin[out]).numpy()
         assert np.allclose(got, want, atol=1e-4), data.nodes[n]
         assert (src[out] == tgt[out]).any()  # its self-loop is among them
+    # the learned self term stays off the measured self-loops (own_change is theirs)
+    with torch.no_grad():
+        edges.self_terms.fill_(5.0)
+    b = edges.prior()[1]
+    measured_self = (src == tgt) & torch.as_tensor(cols >= 0)[tgt]
+    assert torch.allclose(b[measured_self], (d[tgt] + lin)[measured_self], atol=1e-5)
 
 
 def test_without_the_learned_map_an_unseen_regulator_gets_the_baselines(sim):

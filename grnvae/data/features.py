@@ -150,14 +150,26 @@ def _embed(Y: np.ndarray, regulators: np.ndarray, row: dict, pcs: int):
     return G, P
 
 
+def _own_change(Y: np.ndarray, regulators: np.ndarray, row: dict, mean: np.ndarray, G: np.ndarray, W: np.ndarray,
+                P: np.ndarray) -> float:
+    """How much more a measured regulator's own gene changes than the map predicts: the mean,
+    over the fitted regulators that are measured targets, of their own gene's change less the
+    map's (in-sample) prediction of it; 0 when none is. A knock-down or knock-out lowers its own
+    gene's reads as no embedding of the others' responses does."""
+    own = [Y[row[int(r)], k] - (mean[row[int(r)]] + G[row[int(r)]] @ W @ P[k])
+           for k, r in enumerate(regulators) if int(r) in row]
+    return float(np.mean(own)) if own else 0.0
+
+
 def left_out_table(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, pcs: int = 10,
                    grid=RIDGE_GRID) -> tuple:
     """Each seen regulator that is a measured target (at most :data:`RIDGE_HELD_OUT` of them,
     evenly spaced) left out in turn: the map of :func:`linear_response_map` is fitted to the
     others' changes (``response`` ``[S, T]``, as there) and predicts the left-out one's from its
-    target embedding; the score is the Pearson correlation of prediction and observed change over
-    the targets (NaN when either is constant). Returns ``(held, {ridge: [score per held]})`` with
-    ``held`` the left-out rows of ``response``."""
+    target embedding, its own gene's change raised by the others' own change beyond the map
+    (:func:`_own_change`), as the model predicts it; the score is the Pearson correlation of
+    prediction and observed change over the targets (NaN when either is constant). Returns
+    ``(held, {ridge: [score per held]})`` with ``held`` the left-out rows of ``response``."""
     Y = np.asarray(response, dtype=np.float64).T  # targets x regulators
     regulators, targets = np.asarray(regulators), np.asarray(targets)
     row = {int(t): i for i, t in enumerate(targets)}
@@ -171,9 +183,11 @@ def left_out_table(response: np.ndarray, regulators: np.ndarray, targets: np.nda
         G, P = _embed(Yk, regulators[keep], row, pcs)
         mean = Yk.mean(axis=1)
         centred = Yk - mean[:, None]
+        t = row[int(regulators[s])]
         for r in scores:
             W = bilinear_ridge(G, centred, P, r, relative=True)
-            pred, obs = mean + G @ W @ G[row[int(regulators[s])]], Y[:, s]
+            pred, obs = mean + G @ W @ G[t], Y[:, s]
+            pred[t] += _own_change(Yk, regulators[keep], row, mean, G, W, P)
             ok = pred.std() > 0 and obs.std() > 0
             scores[r].append(float(np.corrcoef(pred, obs)[0, 1]) if ok else float("nan"))
     return held, scores
@@ -207,8 +221,9 @@ def choose_ridge(response: np.ndarray, regulators: np.ndarray, targets: np.ndarr
 def linear_response_map(response: np.ndarray, regulators: np.ndarray, targets: np.ndarray, num_nodes: int,
                         pcs: int = 10, ridge: float = 0.1):
     """The ``linear`` baseline (Ahlmann-Eltze et al. 2025) fitted to the seen regulators'
-    responses, as a map on GRN nodes: ``(emb [V, K], W [K, K])`` such that the predicted change of
-    target node j under a perturbation of node i is ``mean_j + emb[j] @ W @ emb[i]``.
+    responses, as a map on GRN nodes: ``(emb [V, K], W [K, K], own)`` such that the predicted
+    change of target node j under a perturbation of node i is ``mean_j + emb[j] @ W @ emb[i]``,
+    plus ``own`` on a measured regulator's own gene (j = i; :func:`_own_change`).
 
     ``response`` ``[S, T]`` holds regulator ``regulators[s]``'s mean change of target node
     ``targets[t]`` (measured genes). ``emb`` holds the targets' principal-component scores of
@@ -223,8 +238,10 @@ def linear_response_map(response: np.ndarray, regulators: np.ndarray, targets: n
     G, P = _embed(Y, regulators, {int(t): i for i, t in enumerate(targets)}, pcs)
     emb = np.zeros((num_nodes, G.shape[1]))
     emb[targets] = G
-    W = bilinear_ridge(G, Y - Y.mean(axis=1, keepdims=True), P, ridge, relative=True)
-    return emb, W
+    mean = Y.mean(axis=1)
+    W = bilinear_ridge(G, Y - mean[:, None], P, ridge, relative=True)
+    own = _own_change(Y, regulators, {int(t): i for i, t in enumerate(targets)}, mean, G, W, P)
+    return emb, W, own
 
 
 def response_weights(data, split: str = "train", max_cells: int = 2000, seed: int = 0) -> dict:

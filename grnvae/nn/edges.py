@@ -335,6 +335,7 @@ class FeatureEdgePosterior(nn.Module):
         self.linear_ridge = None if linear_ridge is None else (
             "auto" if linear_ridge == "auto" else float(linear_ridge))
         self.chosen_ridge: Optional[float] = None  # what linear_ridge=auto chose
+        self.own_change = 0.0  # with the data's linear term: see _data_linear_term
         self.learned_map = bool(learned_map)
         self.response_pcs = int(linear_pcs)
         E = edge_index.shape[1]
@@ -473,9 +474,12 @@ class FeatureEdgePosterior(nn.Module):
         baseline itself (:func:`grnvae.data.features.linear_response_map`: the seen regulators'
         mean log-normalised changes on the measured targets, centred on their mean, fitted by the
         principal-component scores of the same changes with ridge ``linear_ridge``), turned into
-        weights and less ``d_j``, self-loops included (a knocked-out gene's own change is part of
-        what the baseline fits); 0 on targets that are not measured genes. A constant, computed
-        once."""
+        weights and less ``d_j``, self-loops included: on them, the own change the map leaves
+        over (``own_change``: how much more the measured seen regulators' own genes change than
+        the map predicts, on average) is added, so an unseen measured regulator's own gene drops
+        as theirs do (the learned self term, fitted to every seen self-loop, including those of
+        regulators whose own gene is not measured and whose loops no data inform, would dilute
+        it); 0 on targets that are not measured genes. A constant, computed once."""
         from ..data.features import choose_ridge, linear_response_map
 
         if self._linear_cache is not None and self._linear_cache.device == self.q_loc.device:
@@ -498,11 +502,13 @@ class FeatureEdgePosterior(nn.Module):
                                  "regulators out in turn (mean Pearson of the left-out prediction per ridge: %s)",
                                  ridge, n, ", ".join(f"{r:g}: {v:.3f}" for r, v in scores.items()))
                     self.chosen_ridge = float(ridge)
-                emb, W = linear_response_map(*args, self.num_nodes, self.response_pcs, ridge)
+                emb, W, own = linear_response_map(*args, self.num_nodes, self.response_pcs, ridge)
                 emb, W = torch.as_tensor(emb), torch.as_tensor(W)
+                self.own_change = float(own)
                 use = self.response_known[tgt].cpu()
                 s_, t_ = src.cpu()[use], tgt.cpu()[use]
                 change = self.response_delta.cpu()[t_] + ((emb[t_] @ W) * emb[s_]).sum(-1)
+                change = change + self.own_change * (s_ == t_).to(change.dtype)  # a measured regulator's own gene
                 weight = torch.as_tensor(self._to_weights(change.numpy(), t_.numpy()), dtype=out.dtype)
                 out[use.to(out.device)] = (weight - self.response_mean.cpu()[t_]).to(out.device)
         self._linear_cache = out
@@ -516,7 +522,11 @@ class FeatureEdgePosterior(nn.Module):
         src, tgt = self.edge_index if edges is None else self.edge_index.index_select(1, edges)
         is_self = self.is_self if edges is None else self.is_self.index_select(0, edges)
         c, d = self.target_means(logits or self.use_mask)
-        b = d.index_select(0, tgt) + self.self_terms[1] * is_self
+        if self.from_data and self.linear_ridge is not None:  # measured self-loops: own_change instead
+            is_self_b = is_self * (~self.response_known).to(is_self.dtype).index_select(0, tgt)
+        else:
+            is_self_b = is_self
+        b = d.index_select(0, tgt) + self.self_terms[1] * is_self_b
         if self.learned_map or self.use_mask:  # the feature networks: only these read them
             s = self.source_net(self.features)
             t = self.target_net(self.features) + self.target_free
