@@ -128,6 +128,9 @@ class GRNVAE(nn.Module):
                 delta[:, cols < 0] = float("nan")
                 response = {"nodes": r["nodes"].long(), "delta": delta, "grid": r["grid"],
                             "table": r["table"][:, cols.clamp(min=0)], "dose": float(spec.extra.get("dose", 1.0))}
+                if "share" in r:  # counts (runs trained before it was stored: no calibration)
+                    response["share"] = torch.where(cols >= 0, r["share"][cols.clamp(min=0)].double(),
+                                                    torch.zeros(len(cols), dtype=torch.float64))
             self.edges = FeatureEdgePosterior(
                 self.edge_index, spec.node_features, seen=spec.node_counts > 0, mask_prior=ecfg.mask_prior,
                 logit_init=ecfg.logit_init,

@@ -790,3 +790,56 @@ def test_a_step_reads_only_the_edges_of_the_batch_regulators(sim, monkeypatch):
     assert g_r.keys() == g_f.keys()
     for n in g_f:
         assert torch.allclose(g_r[n], g_f[n], atol=1e-6), n
+
+
+def test_calibrated_changes_keep_the_library_composition(sim):
+    """calibrate_changes shifts each source's changes by one constant so that its log-rate changes
+    keep the library's composition; with an identity map (log-normalised values) the constant is
+    -log sum share exp(change). In the model, only regulators that reach every measured gene are
+    shifted (with fewer targets the shift would decide nothing), and an unseen featureless
+    regulator's weights are the calibrated average change."""
+    from grnvae.data.features import WEIGHT_GRID, calibrate_changes, response_weights, to_weights
+
+    rng = np.random.default_rng(0)
+    G = 30
+    share = rng.dirichlet(np.ones(G))
+    identity = np.repeat(WEIGHT_GRID[:, None], G, axis=1)
+    change = np.concatenate([rng.normal(-0.3, 0.5, G), rng.normal(0.2, 0.3, G)])
+    cols, srcs = np.tile(np.arange(G), 2), np.repeat([4, 9], G)
+    out = calibrate_changes(change, cols, srcs, share, identity)
+    for s in (4, 9):
+        at = srcs == s
+        assert np.allclose(out[at] - change[at], -np.log(share @ np.exp(change[at])), atol=1e-9)
+    # a real (compressive) map: the composition holds and the shift is one constant per source
+    data, model = _model(sim, "model.edges.prior_mean=data", "model.edges.linear_ridge=1.0")
+    r = response_weights(data)
+    table = r["table"]
+    out = calibrate_changes(change, cols, srcs, r["share"][:G] / r["share"][:G].sum(), table[:, :G])
+    for s in (4, 9):
+        at = srcs == s
+        w = to_weights(out[at], cols[at], table[:, :G])
+        assert abs((r["share"][:G] / r["share"][:G].sum()) @ np.expm1(w)) < 1e-6
+        assert np.ptp(out[at] - change[at]) < 1e-12
+    edges = model.edges
+    assert edges.response_share is not None
+    _, d = edges.target_means()
+    src, tgt = edges.edge_index
+    lin = edges.linear_term(d)
+    known = edges.response_known
+    dense = [n for n in range(len(data.nodes)) if int((known[tgt] & (src == n)).sum()) == int(known.sum())]
+    sparse = [n for n in range(len(data.nodes)) if 0 < int((known[tgt] & (src == n)).sum()) < int(known.sum())]
+    assert dense and sparse
+    for n in dense[:3]:
+        out_n = (src == n) & known[tgt]
+        w = (d[tgt] + lin)[out_n].double().numpy() * data.dose
+        assert abs(edges.response_share[tgt[out_n]].numpy() @ np.expm1(w)) < 1e-3, data.nodes[n]
+    share = edges.response_share
+    edges.response_share, edges._linear_cache = None, None  # the per-gene inversion alone
+    plain = edges.linear_term(d)
+    edges.response_share = share
+    for n in sparse:  # left as the per-gene inversion of its changes
+        out_n = (src == n) & known[tgt]
+        assert torch.allclose(lin[out_n], plain[out_n]), data.nodes[n]
+    for n in dense[:3]:
+        out_n = (src == n) & known[tgt]
+        assert not torch.allclose(lin[out_n], plain[out_n], atol=1e-3), data.nodes[n]

@@ -388,6 +388,8 @@ class FeatureEdgePosterior(nn.Module):
             mean = torch.where(known, mean, torch.zeros_like(mean))
             self.register_buffer("response_table", response["table"].double().clone(), persistent=False)
             self.register_buffer("response_grid", response["grid"].double().clone(), persistent=False)
+            share = response.get("share")
+            self.register_buffer("response_share", None if share is None else share.double().clone(), persistent=False)
             self.response_dose = float(response["dose"])
             d = torch.as_tensor(self._to_weights(mean.numpy(), np.arange(V)), dtype=torch.float32)
             self.register_buffer("response_nodes", response["nodes"].long().clone(), persistent=False)
@@ -479,7 +481,11 @@ class FeatureEdgePosterior(nn.Module):
         the map predicts, on average) is added, so an unseen measured regulator's own gene drops
         as theirs do (the learned self term, fitted to every seen self-loop, including those of
         regulators whose own gene is not measured and whose loops no data inform, would dilute
-        it); 0 on targets that are not measured genes. A constant, computed once."""
+        it); 0 on targets that are not measured genes. For counts, the changes of a regulator that
+        reaches every measured gene are shifted by the constant that keeps its library's
+        composition (:func:`grnvae.data.features.calibrate_changes`), so that the likelihood
+        predicts them, up to that constant, rather than a gene-dependent distortion of them. A
+        constant, computed once."""
         from ..data.features import choose_ridge, linear_response_map
 
         if self._linear_cache is not None and self._linear_cache.device == self.q_loc.device:
@@ -512,7 +518,19 @@ class FeatureEdgePosterior(nn.Module):
                 s_, t_ = src.cpu()[use], tgt.cpu()[use]
                 change = self.response_delta.cpu()[t_] + ((emb[t_] @ W) * emb[s_]).sum(-1)
                 change = change + self.own_change * (s_ == t_).to(change.dtype)  # a measured regulator's own gene
-                weight = torch.as_tensor(self._to_weights(change.numpy(), t_.numpy()), dtype=out.dtype)
+                change = change.numpy()
+                if self.response_share is not None:  # each regulator's changes keep the library's composition
+                    from ..data.features import calibrate_changes
+
+                    # only where a regulator reaches every measured gene: a shift of its changes alone
+                    # then decides its library (with fewer targets the others' reads move as well)
+                    reach = np.bincount(s_.numpy(), minlength=self.num_nodes)
+                    full = reach[s_.numpy()] == int(self.response_known.sum())
+                    if full.any():
+                        change[full] = calibrate_changes(
+                            change[full], t_.numpy()[full], s_.numpy()[full], self.response_share.cpu().numpy(),
+                            self.response_table.cpu().numpy(), self.response_grid.cpu().numpy())
+                weight = torch.as_tensor(self._to_weights(change, t_.numpy()), dtype=out.dtype)
                 out[use.to(out.device)] = (weight - self.response_mean.cpu()[t_]).to(out.device)
         self._linear_cache = out
         return out
