@@ -843,3 +843,21 @@ def test_calibrated_changes_keep_the_library_composition(sim):
     for n in dense[:3]:
         out_n = (src == n) & known[tgt]
         assert not torch.allclose(lin[out_n], plain[out_n], atol=1e-3), data.nodes[n]
+
+
+def test_to_weights_interpolates_each_genes_map_like_np_interp():
+    """The vectorised inversion equals per-gene np.interp on increasing maps (flat stretches,
+    values beyond either end, and genes the map cannot move included)."""
+    from grnvae.data.features import WEIGHT_GRID, to_weights
+
+    rng = np.random.default_rng(1)
+    G = 50
+    inc = np.abs(rng.normal(size=(len(WEIGHT_GRID), G))) * (rng.random((len(WEIGHT_GRID), G)) > 0.3)
+    inc[0] = 1.0  # strictly increasing at the start, so np.interp is defined below the map
+    inc[:, 7] = 0.0  # a gene the map cannot move
+    table = np.cumsum(inc, axis=0)
+    cols = rng.integers(0, G, 4000)
+    delta = rng.normal(scale=8.0, size=4000)
+    want = np.array([0.0 if g == 7 else np.interp(x, table[:, g], WEIGHT_GRID) for x, g in zip(delta, cols)])
+    assert np.allclose(to_weights(delta, cols, table), want, atol=1e-12)
+    assert to_weights(delta.reshape(40, 100), cols.reshape(40, 100), table).shape == (40, 100)

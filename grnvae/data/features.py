@@ -122,14 +122,26 @@ def to_weights(delta: np.ndarray, columns: np.ndarray, table: np.ndarray, grid: 
     change it is; clipped to what the grid reaches, 0 for a gene the map cannot move."""
     delta = np.asarray(delta, dtype=np.float64)
     columns = np.broadcast_to(np.asarray(columns), delta.shape)
-    out = np.zeros_like(delta)
-    for g in np.unique(columns):
-        col = np.maximum.accumulate(table[:, g])
-        if col[-1] - col[0] <= 1e-9:
-            continue
-        at = columns == g
-        out[at] = np.interp(delta[at], col, grid)
-    return out
+    x, c = delta.ravel(), columns.ravel()
+    mono = np.maximum.accumulate(np.asarray(table, dtype=np.float64), axis=0)  # [K, G], non-decreasing
+    grid = np.asarray(grid, dtype=np.float64)
+    K = len(grid)
+    # vectorised bisection (all entries at once): i = number of table values <= x, as np.interp
+    lo, hi = np.zeros(len(x), dtype=np.int64), np.full(len(x), K, dtype=np.int64)
+    for _ in range(int(np.ceil(np.log2(K + 1)))):
+        mid = (lo + hi) // 2
+        below = x < mono[np.minimum(mid, K - 1), c]
+        active = lo < hi
+        hi = np.where(active & below, mid, hi)
+        lo = np.where(active & ~below, mid + 1, lo)
+    i = np.clip(lo - 1, 0, K - 2)
+    x0, x1 = mono[i, c], mono[i + 1, c]
+    step = x1 - x0
+    t = np.divide(x - x0, step, out=np.zeros_like(x), where=step > 0)
+    out = grid[i] + np.clip(t, 0.0, 1.0) * (grid[i + 1] - grid[i])
+    out = np.where(x <= mono[0, c], grid[0], np.where(x >= mono[-1, c], grid[-1], out))
+    out = np.where(mono[-1, c] - mono[0, c] > 1e-9, out, 0.0)  # a gene the map cannot move
+    return out.reshape(delta.shape)
 
 
 #: relative ridges that ``linear_ridge: auto`` chooses among (:func:`left_out_scores`)
@@ -290,7 +302,7 @@ def response_weights(data, split: str = "train", max_cells: int = 2000, seed: in
 
 
 def calibrate_changes(change: np.ndarray, columns: np.ndarray, sources: np.ndarray, share: np.ndarray,
-                      table: np.ndarray, grid: np.ndarray = WEIGHT_GRID, iterations: int = 50) -> np.ndarray:
+                      table: np.ndarray, grid: np.ndarray = WEIGHT_GRID, iterations: int = 32) -> np.ndarray:
     """Shift each source's intended log-normalised changes by a constant so that its log-rate
     changes (:func:`to_weights`) keep the library's composition: ``sum_g share_g exp(w_g) =
     sum_g share_g`` over its genes (``change``, ``columns`` and ``sources`` are per entry;
