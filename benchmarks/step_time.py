@@ -187,7 +187,7 @@ def build_default(args):
 
     import grnvae
     from grnvae import GRNVAE, ModelSpec
-    from grnvae.data.features import WEIGHT_GRID
+    from grnvae.data.features import RESPONSE_FORM, WEIGHT_GRID
     from grnvae.lightning import adam
 
     G, V = args.genes, args.nodes
@@ -209,7 +209,8 @@ def build_default(args):
     counts[seen] = 100.0
     grid = WEIGHT_GRID.copy()
     response = {"nodes": torch.from_numpy(seen), "delta": torch.from_numpy(0.05 * rng.normal(size=(S, G))),
-                "grid": torch.from_numpy(grid), "table": torch.from_numpy(np.repeat(grid[:, None], G, axis=1))}
+                "grid": torch.from_numpy(grid), "table": torch.from_numpy(np.repeat(grid[:, None], G, axis=1)),
+                "form": torch.tensor(RESPONSE_FORM)}
     spec = ModelSpec(
         genes=genes, nodes=nodes, edge_index=edge_index, node_gene=node_gene,
         x_mean=torch.zeros(G), x_std=torch.ones(G), node_counts=torch.from_numpy(counts),

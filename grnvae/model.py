@@ -128,7 +128,8 @@ class GRNVAE(nn.Module):
                 delta[:, cols < 0] = float("nan")
                 response = {"nodes": r["nodes"].long(), "delta": delta, "grid": r["grid"],
                             "table": r["table"][:, cols.clamp(min=0)], "dose": float(spec.extra.get("dose", 1.0))}
-                if "share" in r:  # counts (runs trained before it was stored: no calibration)
+                response["form"] = int(r["form"]) if "form" in r else 1  # a run's own prior, as trained
+                if "share" in r:  # counts
                     response["share"] = torch.where(cols >= 0, r["share"][cols.clamp(min=0)].double(),
                                                     torch.zeros(len(cols), dtype=torch.float64))
             self.edges = FeatureEdgePosterior(

@@ -189,6 +189,12 @@ def test_skip_normaliser_is_the_two_logsumexps_with_their_gradients(ph, pv):
     assert torch.allclose(log_r, torch.logsumexp(dense, -1) - torch.logsumexp(h, -1))
     assert torch.autograd.gradcheck(lambda a, b: _SkipNormaliser.apply(a, pos, b), (h, v))
     assert torch.autograd.gradcheck(lambda a, b: _SkipNormaliser.apply(a, pos, b)[1], (h, v))
+    # a non-contiguous h (a permuted view) gives the same gradient
+    hp = h.detach().permute(2, 1, 0).contiguous().permute(2, 1, 0).requires_grad_()
+    hc = h.detach().clone().requires_grad_()
+    for t in (hp, hc):
+        _SkipNormaliser.apply(t, pos, v.detach())[0].sum().backward()
+    assert not hp.is_contiguous() and torch.allclose(hp.grad, hc.grad)
 
 
 def test_sparse_skip_gives_the_dense_skip_likelihood_predictive_and_gradients(sim):
@@ -553,6 +559,18 @@ def test_data_prior_is_the_seen_regulators_fold_changes(sim):
     b = edges.prior()[1]
     measured_self = (src == tgt) & torch.as_tensor(cols >= 0)[tgt]
     assert torch.allclose(b[measured_self], (d[tgt] + lin)[measured_self], atol=1e-5)
+    # a run trained before (its stored responses have no form) keeps the prior it was trained with
+    cfg = _cfg("model.edges.prior_mean=data", "model.penetrance.population=true", "model.edges.linear_ridge=1.0")
+    spec = build_spec(data, cfg)
+    for key in ("form", "share"):
+        del spec.extra["response"][key]
+    old = GRNVAE(spec, cfg).edges
+    _, d_old = old.target_means()
+    lin_old = old.linear_term(d_old)
+    assert old.own_change == 0.0 and old.response_share is None
+    with torch.no_grad():
+        old.self_terms.fill_(5.0)
+    assert torch.allclose(old.prior()[1][measured_self], (d_old[tgt] + lin_old + 5.0)[measured_self], atol=1e-5)
 
 
 def test_without_the_learned_map_an_unseen_regulator_gets_the_baselines(sim):
@@ -792,7 +810,7 @@ def test_a_step_reads_only_the_edges_of_the_batch_regulators(sim, monkeypatch):
         assert torch.allclose(g_r[n], g_f[n], atol=1e-6), n
 
 
-def test_calibrated_changes_keep_the_library_composition(sim):
+def test_calibrated_changes_keep_the_library_composition(sim, caplog):
     """calibrate_changes shifts each source's changes by one constant so that its log-rate changes
     keep the library's composition; with an identity map (log-normalised values) the constant is
     -log sum share exp(change). In the model, only regulators that reach every measured gene are
@@ -810,6 +828,11 @@ def test_calibrated_changes_keep_the_library_composition(sim):
     for s in (4, 9):
         at = srcs == s
         assert np.allclose(out[at] - change[at], -np.log(share @ np.exp(change[at])), atol=1e-9)
+    # no share to keep: no shift; a shift beyond the range: the range, with a warning
+    assert np.array_equal(calibrate_changes(change, cols, srcs, np.zeros(G), identity), change)
+    with caplog.at_level("WARNING", logger="grnvae.data.features"):
+        far = calibrate_changes(np.full(G, -5.0), np.arange(G), np.zeros(G, dtype=int), share, identity)
+    assert np.allclose(far, -2.0) and "beyond" in caplog.text
     # a real (compressive) map: the composition holds and the shift is one constant per source
     data, model = _model(sim, "model.edges.prior_mean=data", "model.edges.linear_ridge=1.0")
     r = response_weights(data)

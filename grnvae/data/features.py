@@ -17,12 +17,15 @@ zeros everywhere, so an edge encoder gives it the average of what it learned.
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import numpy as np
 
 from ..recipe import FEATURES
 from ..utils import bilinear_ridge, pca_scores
+
+log = logging.getLogger(__name__)
 
 
 def _unit(block: np.ndarray) -> np.ndarray:
@@ -114,6 +117,9 @@ def expected_lognorm_map(data, cells: np.ndarray, grid: np.ndarray, library_bins
 
 
 WEIGHT_GRID = np.linspace(-6.0, 3.0, 91)  # log-rate changes the data prior can express
+#: the form of :func:`response_weights`' prior: 2 adds a measured regulator's own change beyond the
+#: linear fit and the composition shift (runs trained before stored no form: 1)
+RESPONSE_FORM = 2
 
 
 def to_weights(delta: np.ndarray, columns: np.ndarray, table: np.ndarray, grid: np.ndarray = WEIGHT_GRID) -> np.ndarray:
@@ -272,9 +278,10 @@ def response_weights(data, split: str = "train", max_cells: int = 2000, seed: in
 
     Returns a dict of arrays: ``nodes [S]`` (the regulator node of each single-target condition
     with cells in the split), ``delta [S, G]`` (its changes), ``grid [K]`` and ``table [K, G]``
-    (the map; for log-normalised values ``table[:, g] = grid``), and for counts ``share [G]``:
-    each gene's share of the controls' counts (what a cell's library is made of, the weights of
-    :func:`calibrate_changes`).
+    (the map; for log-normalised values ``table[:, g] = grid``), for counts ``share [G]``: each
+    gene's share of the controls' counts (what a cell's library is made of, the weights of
+    :func:`calibrate_changes`), and ``form`` (:data:`RESPONSE_FORM`, the prior these inputs are
+    for; a model loaded from a run of an earlier form keeps that run's prior).
     """
     idx = data.split_index(split)
     effects = data.condition_effects(split, max_cells=max_cells, seed=seed)
@@ -298,7 +305,12 @@ def response_weights(data, split: str = "train", max_cells: int = 2000, seed: in
     else:
         table = np.repeat(grid[:, None], G, axis=1)
     return {"nodes": np.asarray(nodes, dtype=np.int64),
-            "delta": np.stack(rows) if rows else np.zeros((0, G)), "grid": grid, "table": table, **extra}
+            "delta": np.stack(rows) if rows else np.zeros((0, G)), "grid": grid, "table": table,
+            "form": np.asarray(RESPONSE_FORM, dtype=np.int64), **extra}
+
+
+#: the largest shift :func:`calibrate_changes` applies (log-normalised units)
+CALIBRATION_RANGE = 3.0
 
 
 def calibrate_changes(change: np.ndarray, columns: np.ndarray, sources: np.ndarray, share: np.ndarray,
@@ -321,10 +333,16 @@ def calibrate_changes(change: np.ndarray, columns: np.ndarray, sources: np.ndarr
     sources = np.asarray(sources)
     ids, src = np.unique(sources, return_inverse=True)
     weight = np.asarray(share, dtype=np.float64)[columns]
-    lo, hi = np.full(len(ids), -3.0), np.full(len(ids), 3.0)
+    lo, hi = np.full(len(ids), -CALIBRATION_RANGE), np.full(len(ids), CALIBRATION_RANGE)
     for _ in range(iterations):
         mid = (lo + hi) / 2
         w = to_weights(change + mid[src], columns, table, grid)
         excess = np.bincount(src, weight * np.expm1(w), minlength=len(ids))
         lo, hi = np.where(excess < 0, mid, lo), np.where(excess < 0, hi, mid)
-    return change + ((lo + hi) / 2)[src]
+    shift = (lo + hi) / 2
+    shift[np.bincount(src, weight, minlength=len(ids)) <= 0] = 0.0  # no share: nothing to keep
+    edge = np.abs(shift) > CALIBRATION_RANGE * (1 - 1e-6)
+    if edge.any():
+        log.warning("calibrate_changes: %d source(s) would need a shift beyond +-%g (log-normalised); "
+                    "their changes are shifted by %g only", int(edge.sum()), CALIBRATION_RANGE, CALIBRATION_RANGE)
+    return change + shift[src]

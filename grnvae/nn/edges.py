@@ -272,7 +272,9 @@ class FeatureEdgePosterior(nn.Module):
     is reached by the seen regulators), and the scale ``s_j`` is per target (fixed at
     ``weight_prior_scale`` unless ``learn_scale``). The regulator side has no bias, so a regulator
     whose features are zero (not a measured gene) gets ``b_ij = d_j``: the typical response of
-    each target over the seen regulators, i.e. the ``mean_effect`` baseline. The posterior of an edge whose regulator is perturbed in training is free,
+    each target over the seen regulators, i.e. the ``mean_effect`` baseline (with the data's
+    linear term, a self-loop into a measured gene takes the data's own change instead of
+    ``b_self``; see :meth:`_data_linear_term`). The posterior of an edge whose regulator is perturbed in training is free,
     ``q(m_ij) = Bernoulli(sigmoid(phi_ij))``, ``q(w_ij) = Normal(mu_ij, sigma_ij^2)``; the KL to
     the prior is what fits the prior networks (to the posteriors of the seen regulators). The
     posterior of an edge whose regulator has no training cell *is* its prior (the optimum of the
@@ -336,6 +338,7 @@ class FeatureEdgePosterior(nn.Module):
             "auto" if linear_ridge == "auto" else float(linear_ridge))
         self.chosen_ridge: Optional[float] = None  # what linear_ridge=auto chose
         self.own_change = 0.0  # with the data's linear term: see _data_linear_term
+        self.own_gene = False  # with the data prior (form 2): the own change and the composition shift
         self.learned_map = bool(learned_map)
         self.response_pcs = int(linear_pcs)
         E = edge_index.shape[1]
@@ -388,7 +391,9 @@ class FeatureEdgePosterior(nn.Module):
             mean = torch.where(known, mean, torch.zeros_like(mean))
             self.register_buffer("response_table", response["table"].double().clone(), persistent=False)
             self.register_buffer("response_grid", response["grid"].double().clone(), persistent=False)
-            share = response.get("share")
+            # form 1 (runs trained before form 2): no own change, no composition shift
+            self.own_gene = int(response.get("form", 2)) >= 2
+            share = response.get("share") if self.own_gene else None
             self.register_buffer("response_share", None if share is None else share.double().clone(), persistent=False)
             self.response_dose = float(response["dose"])
             d = torch.as_tensor(self._to_weights(mean.numpy(), np.arange(V)), dtype=torch.float32)
@@ -510,10 +515,10 @@ class FeatureEdgePosterior(nn.Module):
                     self.chosen_ridge = float(ridge)
                 emb, W, own = linear_response_map(*args, self.num_nodes, self.response_pcs, ridge)
                 emb, W = torch.as_tensor(emb), torch.as_tensor(W)
-                if self.linear_ridge == "auto" and self.own_change == 0.0:
+                if self.linear_ridge == "auto" and self.own_change == 0.0 and self.own_gene:
                     log.info("a measured regulator's own gene changes by %.3f (log-normalised) beyond the linear "
                              "fit, on average over the measured training regulators; unseen ones get that too", own)
-                self.own_change = float(own)
+                self.own_change = float(own) if self.own_gene else 0.0
                 use = self.response_known[tgt].cpu()
                 s_, t_ = src.cpu()[use], tgt.cpu()[use]
                 change = self.response_delta.cpu()[t_] + ((emb[t_] @ W) * emb[s_]).sum(-1)
@@ -543,7 +548,7 @@ class FeatureEdgePosterior(nn.Module):
         src, tgt = self.edge_index if edges is None else self.edge_index.index_select(1, edges)
         is_self = self.is_self if edges is None else self.is_self.index_select(0, edges)
         c, d = self.target_means(logits or self.use_mask)
-        if self.from_data and self.linear_ridge is not None:  # measured self-loops: own_change instead
+        if self.from_data and self.own_gene and self.linear_ridge is not None:  # measured self-loops: own_change
             is_self_b = is_self * (~self.response_known).to(is_self.dtype).index_select(0, tgt)
         else:
             is_self_b = is_self

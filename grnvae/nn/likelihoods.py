@@ -172,7 +172,7 @@ class _SkipNormaliser(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gs = b_k * em1 * share  # d / d h at the entries
             c = g_lse.index_add(1, cell, gs, alpha=-1.0)  # d / d logsumexp(h)
-            soft = h - lse_h.unsqueeze(-1)
+            soft = (h - lse_h.unsqueeze(-1)).contiguous()  # index_add_ below writes through a flat view
             grad_h = soft.exp_().mul_(c.unsqueeze(-1)) if h.shape[0] == P else soft.exp_() * c.unsqueeze(-1)
             grad_h.view(P, -1).index_add_(1, pos, gs)
             if h.shape[0] == 1 and P > 1:
