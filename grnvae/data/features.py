@@ -253,12 +253,13 @@ def linear_response_map(response: np.ndarray, regulators: np.ndarray, targets: n
     """
     Y = np.asarray(response, dtype=np.float64).T  # targets x regulators
     targets, regulators = np.asarray(targets), np.asarray(regulators)
-    G, P = _embed(Y, regulators, {int(t): i for i, t in enumerate(targets)}, pcs)
+    row = {int(t): i for i, t in enumerate(targets)}
+    G, P = _embed(Y, regulators, row, pcs)
     emb = np.zeros((num_nodes, G.shape[1]))
     emb[targets] = G
     mean = Y.mean(axis=1)
     W = bilinear_ridge(G, Y - mean[:, None], P, ridge, relative=True)
-    own = _own_change(Y, regulators, {int(t): i for i, t in enumerate(targets)}, mean, G, W, P)
+    own = _own_change(Y, regulators, row, mean, G, W, P)
     return emb, W, own
 
 

@@ -405,6 +405,12 @@ class FeatureEdgePosterior(nn.Module):
             # the seen edges into targets without data: only their means come from the posterior
             self.register_buffer("into_unknown", torch.nonzero(self.seen & ~known[edge_index[1]]).flatten(),
                                  persistent=False)
+        # the self-loops the learned self term b_self applies to: with the data's linear term, not
+        # those into measured genes (their own change comes from the data, _data_linear_term)
+        self_b = self.is_self.clone()
+        if self.from_data and self.own_gene and self.linear_ridge is not None:
+            self_b = self_b * (~self.response_known).to(self_b.dtype)[edge_index[1]]
+        self.register_buffer("self_b", self_b, persistent=False)
         self._linear_cache: Optional[Tensor] = None
         self.reset_parameters()
 
@@ -548,11 +554,7 @@ class FeatureEdgePosterior(nn.Module):
         src, tgt = self.edge_index if edges is None else self.edge_index.index_select(1, edges)
         is_self = self.is_self if edges is None else self.is_self.index_select(0, edges)
         c, d = self.target_means(logits or self.use_mask)
-        if self.from_data and self.own_gene and self.linear_ridge is not None:  # measured self-loops: own_change
-            is_self_b = is_self * (~self.response_known).to(is_self.dtype).index_select(0, tgt)
-        else:
-            is_self_b = is_self
-        b = d.index_select(0, tgt) + self.self_terms[1] * is_self_b
+        b = d.index_select(0, tgt) + self.self_terms[1] * _at(self.self_b, edges)
         if self.learned_map or self.use_mask:  # the feature networks: only these read them
             s = self.source_net(self.features)
             t = self.target_net(self.features) + self.target_free
