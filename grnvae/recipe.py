@@ -258,6 +258,9 @@ class TrainConfig:
     weight_decay: float = 1.0e-6
     grad_clip: float = 100.0
     patience: int = 30
+    # the least change of the monitored quantity that counts as an improvement for early
+    # stopping (in its units: per-cell nats for the ELBO); 0: any improvement
+    min_delta: float = 0.0
     monitor: str = "loss"  # validation quantity for the best checkpoint and early stopping: loss or elbo
     accelerator: str = "auto"
     devices: Any = 1
@@ -318,7 +321,7 @@ POSITIVE = (
 )
 NON_NEGATIVE = (
     "loss.kl_weight", "loss.align.weight", "loss.align.hops", "loss.sparsity", "loss.invariance",
-    "train.weight_decay", "train.grad_clip", "train.patience", "train.num_workers",
+    "train.weight_decay", "train.grad_clip", "train.patience", "train.min_delta", "train.num_workers",
     "model.edges.encoder_layers", "model.encoder.layers", "model.decoder.layers",
     "model.artifact.cf_weight", "model.edges.min_prior_scale", "model.edges.expression_pcs", "model.edges.response_pcs", "data.min_cells", "grn.knn", "grn.deg_per_perturbation", "grn.n_hvg",
 )

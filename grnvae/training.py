@@ -236,7 +236,8 @@ def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optio
     if t.progress_bar:
         callbacks.append(EpochProgress(int(t.max_epochs)))
     if t.patience > 0:
-        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(t.patience), strict=False))
+        callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=int(t.patience),
+                                       min_delta=float(t.min_delta), strict=False))
     accelerator = t.accelerator
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"

@@ -13,7 +13,7 @@ import torch
 
 import grnvae
 from grnvae.cli import main
-from grnvae.errors import RunError
+from grnvae.errors import RecipeError, RunError
 from grnvae.training import TERMS
 
 from .conftest import FAST, RECIPES
@@ -324,3 +324,17 @@ def test_the_allocator_keeps_freed_memory_for_the_next_step():
         assert tuned and faults < 0.02 * pages
     assert probe(GRNVAE_TUNE_MALLOC="0")[0] is False  # switched off
     assert probe(MALLOC_TRIM_THRESHOLD_="131072")[0] is False  # the user's own malloc settings stay in charge
+
+
+def test_min_delta_stops_when_improvements_are_smaller(tmp_path):
+    """Early stopping counts an epoch as an improvement only when the monitored quantity moves by
+    more than train.min_delta: with a delta no epoch can reach, training stops after patience + 1
+    epochs; without it the same run trains every epoch it is given."""
+    common = FAST + ["train.max_epochs=6", "train.patience=2", "train.monitor=elbo"]
+    stopped = grnvae.train(RECIPES / "quickstart.yaml", overrides=common + ["train.min_delta=1e9"],
+                           out=tmp_path / "stopped")
+    assert stopped.metrics["epochs"] == 3
+    full = grnvae.train(RECIPES / "quickstart.yaml", overrides=common + ["train.min_delta=0"], out=tmp_path / "full")
+    assert full.metrics["epochs"] == 6
+    with pytest.raises(RecipeError, match="min_delta"):
+        grnvae.load_recipe(RECIPES / "quickstart.yaml", overrides=["train.min_delta=-1"])
