@@ -243,9 +243,12 @@ def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optio
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
     strategy = t.strategy
     if strategy == "auto" and _n_devices(t.devices) > 1:
-        # several CPU processes: spawn (works from scripts, notebooks and tests); GPUs: ddp
-        strategy = "ddp_spawn" if accelerator == "cpu" else "ddp"
-    if strategy == "ddp_spawn":
+        # several CPU processes: spawn (works from scripts, notebooks and tests); GPUs: ddp. A
+        # model may hold parameters that a step leaves without gradient (the default model's
+        # feature networks when no learned map or mask reads them, a plug-in layer's spare
+        # weights), so DDP looks for them rather than waiting for their gradients
+        strategy = ("ddp_spawn" if accelerator == "cpu" else "ddp") + "_find_unused_parameters_true"
+    if strategy.startswith("ddp_spawn"):
         # hand tensors to the spawned processes through files, not file descriptors (which a
         # spawned process cannot always inherit)
         torch.multiprocessing.set_sharing_strategy("file_system")

@@ -110,6 +110,24 @@ def test_epoch_order_depends_on_the_epoch_only():
             assert list(after) == epochs[e + 1]  # and on to the next epoch
 
 
+def test_every_rank_gets_as_many_batches_as_the_others(monkeypatch):
+    """In a multi-process run each rank takes every world-th batch; a rank with fewer (one
+    fewer, or none when there are fewer batches than ranks) repeats batches so that all ranks
+    step equally often, and together they cover every position."""
+    from grnvae.data.dataset import EpochBatches
+
+    for n, batch, world in [(50, 8, 2), (50, 8, 3), (300, 512, 2), (600, 512, 4), (9, 2, 2)]:
+        per_rank = []
+        for rank in range(world):
+            sampler = EpochBatches(n, batch, shuffle=True, seed=3)
+            monkeypatch.setattr(sampler, "_world", lambda r=rank: (world, r))
+            per_rank.append(list(sampler))
+        counts = {len(b) for b in per_rank}
+        assert counts == {max(1, -(-(-(-n // batch)) // world))}, (n, batch, world, counts)
+        assert all(all(len(x) > 0 for x in b) for b in per_rank)
+        assert sorted(set(sum((sum(b, []) for b in per_rank), []))) == list(range(n))
+
+
 def test_bad_inputs_raise_clear_errors(adata):
     bad = adata.copy()
     bad.obs["perturbation"] = bad.obs["perturbation"].astype(str).replace("control", "NT")

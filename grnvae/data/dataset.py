@@ -720,7 +720,9 @@ class EpochBatches(torch.utils.data.Sampler):
 
     In a multi-process run (``torch.distributed`` initialised), every rank draws the same
     permutation (same seed, same number of epochs) and takes batches ``rank, rank + world, ...``;
-    ranks with one batch fewer repeat their first one, so all ranks step equally often.
+    ranks with one batch fewer repeat their first one (a rank with none, when there are fewer
+    batches than ranks, takes the first batch), so all ranks step equally often: a rank that
+    stepped less would wait forever in the others' collective operations.
     """
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int = 0):
@@ -768,7 +770,7 @@ class EpochBatches(torch.utils.data.Sampler):
         world, rank = self._world()
         if world > 1:
             mine = batches[rank::world]
-            mine += mine[: len(self) - len(mine)]
+            mine += (mine or batches)[: len(self) - len(mine)]
             batches = mine
         return batches
 
