@@ -338,3 +338,37 @@ def test_min_delta_stops_when_improvements_are_smaller(tmp_path):
     assert full.metrics["epochs"] == 6
     with pytest.raises(RecipeError, match="min_delta"):
         grnvae.load_recipe(RECIPES / "quickstart.yaml", overrides=["train.min_delta=-1"])
+
+
+def test_a_loaded_run_predicts_with_the_data_prior_it_was_trained_with(tmp_path, monkeypatch):
+    """The data prior (linear fit, its auto ridge, the own change, the composition shift) is saved
+    with the weights: loading a run gives it back bitwise, without fitting it again, so a run read
+    by a later version of the code predicts unseen regulators as it did when trained. A checkpoint
+    saved before the prior was kept loads too, and derives the same prior from its responses."""
+    import grnvae.data.features as features
+
+    small = ["data.simulate.n_genes=60", "data.simulate.n_regulators=12", "data.simulate.n_cells=900",
+             "data.split.by=perturbation", "train.max_epochs=1", "train.progress_bar=false"]
+    run = grnvae.train(RECIPES / "demo.yaml", overrides=small, out=tmp_path / "run")
+    trained = run.model.edges
+    assert trained.data_prior.numel() == trained.num_edges and trained.chosen_ridge is not None
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    assert "model.edges.data_prior" in torch.load(ckpt, weights_only=True)["state_dict"]
+
+    def refit(*args, **kwargs):
+        raise AssertionError("the data prior was fitted again on load")
+
+    with monkeypatch.context() as m:
+        m.setattr(features, "choose_ridge", refit)
+        m.setattr(features, "linear_response_map", refit)
+        loaded = grnvae.Run.load(tmp_path / "run").model.edges
+        assert torch.equal(loaded.prior()[1], trained.prior()[1])
+    assert loaded.chosen_ridge == trained.chosen_ridge and loaded.own_change == trained.own_change
+    # a checkpoint from before: no stored prior, so it is derived again, the same
+    state = torch.load(ckpt, weights_only=True)
+    for key in ("model.edges.data_prior", "model.edges.data_prior_fit"):
+        del state["state_dict"][key]
+    torch.save(state, ckpt)
+    older = grnvae.Run.load(tmp_path / "run").model.edges
+    assert older.data_prior.numel() == 0
+    assert torch.equal(older.prior()[1], trained.prior()[1]) and older.chosen_ridge == trained.chosen_ridge

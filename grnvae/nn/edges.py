@@ -411,8 +411,25 @@ class FeatureEdgePosterior(nn.Module):
         if self.from_data and self.own_gene and self.linear_ridge is not None:
             self_b = self_b * (~self.response_known).to(self_b.dtype)[edge_index[1]]
         self.register_buffer("self_b", self_b, persistent=False)
-        self._linear_cache: Optional[Tensor] = None
+        # the data's linear term once computed (_data_linear_term), with the ridge it chose and the
+        # own change (NaN: none): saved with the weights, so a loaded run predicts with the prior it
+        # was trained with, without computing it again
+        self.register_buffer("data_prior", torch.zeros(0))
+        self.register_buffer("data_prior_fit", torch.full((2,), float("nan"), dtype=torch.float64))
         self.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "data_prior"
+        if key in state_dict:  # the stored prior, whatever its size (empty when it was never computed)
+            self.data_prior = torch.empty_like(state_dict[key], device=self.data_prior.device)
+        else:  # a run saved before the prior was kept: it is computed again from the stored responses
+            state_dict[key] = self.data_prior.new_zeros(0)
+            state_dict.setdefault(prefix + "data_prior_fit", self.data_prior_fit.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        ridge, own = self.data_prior_fit.tolist()
+        if self.data_prior.numel():
+            self.chosen_ridge = None if ridge != ridge else ridge
+            self.own_change = 0.0 if own != own else own
 
     def reset_parameters(self) -> None:
         for net in (self.source_net, self.target_net):
@@ -499,8 +516,8 @@ class FeatureEdgePosterior(nn.Module):
         constant, computed once."""
         from ..data.features import choose_ridge, linear_response_map
 
-        if self._linear_cache is not None and self._linear_cache.device == self.q_loc.device:
-            return self._linear_cache
+        if self.data_prior.numel():
+            return self.data_prior
         with torch.no_grad():
             src, tgt = self.edge_index
             out = torch.zeros_like(self.q_loc)
@@ -543,7 +560,9 @@ class FeatureEdgePosterior(nn.Module):
                             self.response_table.cpu().numpy(), self.response_grid.cpu().numpy())
                 weight = torch.as_tensor(self._to_weights(change, t_.numpy()), dtype=out.dtype)
                 out[use.to(out.device)] = (weight - self.response_mean.cpu()[t_]).to(out.device)
-        self._linear_cache = out
+        self.data_prior = out
+        self.data_prior_fit = torch.tensor([float("nan") if self.chosen_ridge is None else self.chosen_ridge,
+                                            self.own_change], dtype=torch.float64, device=out.device)
         return out
 
     def prior(self, edges: Optional[Tensor] = None, logits: bool = True) -> Tuple[Optional[Tensor], Tensor]:
