@@ -229,13 +229,11 @@ class Model:
     # ------------------------------------------------------------------------ alignment
     def _check(self, adata) -> None:
         """Genes, perturbation targets and covariate levels of ``adata`` against the model."""
+        from .run import in_gene_order
+
         spec = self._trained().model.spec
         d = self.recipe.data
-        genes = set(map(str, adata.var_names))
-        missing = [g for g in spec.genes if g not in genes]
-        if missing:
-            raise DataError(f"the AnnData lacks {len(missing)} of the model's {len(spec.genes)} genes, "
-                            f"e.g. {missing[:5]}")
+        in_gene_order(adata, spec.genes, "the AnnData")  # every gene of the model, none twice
         if d.perturbation_key not in adata.obs.columns:
             raise DataError(f"the AnnData has no obs column '{d.perturbation_key}' (the model's "
                             f"data.perturbation_key)")
@@ -263,12 +261,12 @@ class Model:
         import torch
 
         from .data import PerturbationData
+        from .run import in_gene_order
 
         run = self._trained()
         self._check(adata)
         spec = run.model.spec
-        if list(map(str, adata.var_names)) != list(spec.genes):
-            adata = adata[:, list(spec.genes)]
+        adata = in_gene_order(adata, spec.genes, "the AnnData given")
         data = PerturbationData.from_anndata(adata, self.recipe, source="<AnnData>")
         pos = {n: i for i, n in enumerate(spec.nodes)}
         to_model = torch.as_tensor([pos[n] for n in data.nodes], dtype=torch.long)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -27,22 +28,49 @@ from .utils import tune_allocator
 log = logging.getLogger(__name__)
 
 
-def load_data(cfg: DictConfig, adata=None) -> PerturbationData:
-    """Read (or simulate) the data a recipe names and register it."""
-    if adata is not None:
-        return PerturbationData.from_anndata(adata, cfg, source="<AnnData>")
-    if cfg.data.path is None and cfg.data.simulate is None:
-        raise DataError("the recipe names no data (data.path and data.simulate are unset: the run was trained on an "
-                        "in-memory AnnData); pass that AnnData (adata=...) or set data.path=FILE.h5ad")
-    if cfg.data.path is None:
-        from .data.simulate import simulate
+def in_gene_order(adata, genes: Sequence[str], source: str):
+    """``adata`` with the genes a trained model reads, in its order: the same object when they
+    already match, else a view of those columns (extra genes are left out). A missing or
+    duplicated gene is a :class:`DataError`, never a silent shift of columns."""
+    names = list(map(str, adata.var_names))
+    genes = list(map(str, genes))
+    if names == genes:
+        return adata
+    have = pd.Index(names)
+    if have.has_duplicates:
+        raise DataError(f"{source} has duplicate gene names, e.g. {list(have[have.duplicated()][:5])}; "
+                        f"make them unique (adata.var_names_make_unique())")
+    missing = [g for g in genes if g not in set(names)]
+    if missing:
+        raise DataError(f"{source} lacks {len(missing)} of the {len(genes)} genes the model was trained on, "
+                        f"e.g. {missing[:10]}; give data with every one of them")
+    return adata[:, genes]
 
-        sim = OmegaConf.to_container(cfg.data.simulate)
-        adata = simulate(**sim, perturbation_key=cfg.data.perturbation_key,
-                         control=_first_control(cfg), separator=cfg.data.separator)
-        return PerturbationData.from_anndata(adata, cfg, source="simulator")
-    path = Path(cfg.data.path)
-    return PerturbationData.from_anndata(read_h5ad(path, backed=bool(cfg.data.backed)), cfg, source=str(path))
+
+def load_data(cfg: DictConfig, adata=None, genes: Optional[Sequence[str]] = None) -> PerturbationData:
+    """Read (or simulate) the data a recipe names, or take ``adata``, and register it. For a
+    trained run, ``genes`` (its ``spec.genes``) puts the data's genes in the order the model reads
+    them (:func:`in_gene_order`), whatever their order in the file or AnnData."""
+    source = "<AnnData>"
+    if adata is None:
+        if cfg.data.path is None and cfg.data.simulate is None:
+            raise DataError("the recipe names no data (data.path and data.simulate are unset: the run was trained on "
+                            "an in-memory AnnData); pass that AnnData (adata=...) or set data.path=FILE.h5ad")
+        if cfg.data.path is None:
+            adata, source = _simulated(cfg), "simulator"
+        else:
+            adata, source = read_h5ad(Path(cfg.data.path), backed=bool(cfg.data.backed)), str(cfg.data.path)
+    if genes is not None:
+        adata = in_gene_order(adata, genes, "the AnnData given" if source == "<AnnData>" else source)
+    return PerturbationData.from_anndata(adata, cfg, source=source)
+
+
+def _simulated(cfg: DictConfig):
+    from .data.simulate import simulate
+
+    sim = OmegaConf.to_container(cfg.data.simulate)
+    return simulate(**sim, perturbation_key=cfg.data.perturbation_key, control=_first_control(cfg),
+                    separator=cfg.data.separator)
 
 
 def _first_control(cfg: DictConfig) -> str:

@@ -78,7 +78,7 @@ def test_save_and_load_against_a_new_anndata(trained, adata, tmp_path):
     z = loaded.get_latent_representation()
     assert np.allclose(z, trained.get_latent_representation()[keep], atol=1e-5)
     assert loaded.grn().equals(trained.grn())
-    with pytest.raises(DataError, match=r"lacks 1 of the model's 30 genes"):
+    with pytest.raises(DataError, match=r"lacks 1 of the 30 genes the model was trained on"):
         grnvae.Model.load(path, adata=adata[:, 1:].copy())
     odd = subset.copy()
     odd.obs["batch"] = "b9"
@@ -88,6 +88,30 @@ def test_save_and_load_against_a_new_anndata(trained, adata, tmp_path):
     alien.obs["guide"] = alien.obs["guide"].astype(str).replace("G0001", "NOTAGENE")
     with pytest.raises(DataError, match=r"no GRN node for: \['NOTAGENE'\]"):
         grnvae.Model.load(path, adata=alien)
+
+
+def test_predictions_and_scores_do_not_depend_on_the_anndatas_gene_order(trained, adata, tmp_path):
+    """The model reads genes by name: the same cells with their genes in another order, or with
+    genes the model never saw added, give the same predictions, explanations and evaluation."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from grnvae.evaluation.evaluate import evaluate
+
+    path = trained.save(tmp_path / "saved")
+    shuffled = adata[:, list(adata.var_names[np.random.default_rng(0).permutation(adata.n_vars)])].copy()
+    extra = ad.AnnData(sp.hstack([sp.csr_matrix(adata.X), sp.csr_matrix(np.ones((adata.n_obs, 2)))]).tocsr(),
+                       obs=adata.obs.copy())
+    extra.var_names = list(adata.var_names) + ["EXTRA1", "EXTRA2"]
+    want = trained.predict(["G0001", "G0000+G0001"]).X
+    why = trained.explain("G0001", top=3)
+    for other in (shuffled, extra):
+        loaded = grnvae.Model.load(path, adata=other)
+        assert np.array_equal(loaded.predict(["G0001", "G0000+G0001"]).X, want)
+        pd.testing.assert_frame_equal(loaded.explain("G0001", top=3), why)
+    scores = [evaluate(trained.run.path, plots=False, adata=a)["metrics"]["model"] for a in (adata, shuffled, extra)]
+    assert scores[1] == scores[0] and scores[2] == scores[0]
 
 
 def test_registration_from_a_file_is_checked(adata):

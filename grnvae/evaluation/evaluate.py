@@ -96,7 +96,7 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
 
     run = Run.load(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
-    data = load_data(cfg, adata)
+    data = load_data(cfg, adata, genes=run.model.spec.genes)
     _check_split(run.path, data)
     out_dir = run.path / "evaluation"
     out_dir.mkdir(exist_ok=True)
@@ -383,7 +383,7 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
     has_data = adata is not None or (cfg.data.path is not None and Path(cfg.data.path).exists()) or (
         cfg.data.path is None and cfg.data.simulate is not None)
     if use_data and has_data:
-        data = load_data(cfg, adata)
+        data = load_data(cfg, adata, genes=run.model.spec.genes)
         ctrl = np.nonzero(data.pair == -1)[0]
         rng = np.random.default_rng(int(cfg.seed))
         ctrl = np.sort(rng.choice(ctrl, size=min(len(ctrl), max_controls), replace=False))
