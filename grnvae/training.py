@@ -35,7 +35,7 @@ from .nn.registry import LAYERS, import_plugins
 from .recipe import load_recipe, to_yaml
 from .run import Run, build_spec, load_data, read_checkpoint  # noqa: F401  (re-exported)
 from .rundir import MARKER, PREVIOUS, RunLock, clear_run_dir, read_marker, run_contents, write_marker
-from .utils import atomic_write_text, jsonable, tune_allocator
+from .utils import atomic_write, atomic_write_text, jsonable, tune_allocator
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optio
         warnings.filterwarnings("ignore", message=".*could not find the monitored key.*")
         trainer = pl.Trainer(
             max_epochs=int(t.max_epochs), max_steps=int(t.max_steps), accelerator=accelerator, devices=t.devices,
-            logger=_logger(cfg, out),
+            logger=_logger(cfg, out, resume),
             callbacks=callbacks, gradient_clip_val=float(t.grad_clip) or None,
             log_every_n_steps=int(t.log_every_n_steps), enable_progress_bar=False,
             enable_model_summary=False, deterministic=True, plugins=[AtomicCheckpointIO()],
@@ -294,8 +294,10 @@ def _check_logger(cfg: DictConfig) -> str:
     return kind
 
 
-def _logger(cfg: DictConfig, out: Path):
-    """The Lightning logger ``train.logger`` names (False for none)."""
+def _logger(cfg: DictConfig, out: Path, resume: Optional[Path] = None):
+    """The Lightning logger ``train.logger`` names (False for none). Resuming, the loss history
+    written before the interruption stays: TensorBoard adds an event file beside the earlier
+    ones, and the CSV file keeps its rows up to the checkpoint resumed from."""
     from pytorch_lightning import loggers
 
     kind = _check_logger(cfg)
@@ -304,10 +306,63 @@ def _logger(cfg: DictConfig, out: Path):
     if kind == "tensorboard":
         return loggers.TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False)
     if kind == "csv":
-        return loggers.CSVLogger(save_dir=str(out), name="logs", version="")
+        keep = None if resume is None else int(torch.load(resume, map_location="cpu", weights_only=True,
+                                                          mmap=True).get("global_step", 0))
+        return _csv_logger(loggers.CSVLogger)(save_dir=str(out), name="logs", version="", keep_step=keep)
     if kind == "wandb":
         return loggers.WandbLogger(name=str(cfg.name), save_dir=str(out))
     return loggers.MLFlowLogger(experiment_name=str(cfg.name), save_dir=str(out / "mlruns"))
+
+
+def _csv_logger(base):
+    """Lightning's CSV logger, whose writer deletes an existing ``metrics.csv``, with a writer that
+    keeps the rows up to step ``keep_step`` (those an interrupted run wrote before the checkpoint
+    it resumes from; later rows are logged again) and appends after them."""
+    import csv
+
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+    from pytorch_lightning.loggers.logger import rank_zero_experiment
+
+    class KeepingWriter(ExperimentWriter):
+        def __init__(self, log_dir: str, keep_step: Optional[int]):
+            self.keep_step = keep_step
+            super().__init__(log_dir=log_dir)
+
+        def _check_log_dir_exists(self) -> None:
+            path = Path(self.metrics_file_path)
+            if not path.is_file():
+                return
+            if self.keep_step is None:  # a fresh run: nothing to keep
+                path.unlink()
+                return
+            with open(path, newline="") as fh:
+                reader = csv.DictReader(fh)
+                header, rows = list(reader.fieldnames or []), list(reader)
+            rows = [r for r in rows if r.get("step") and float(r["step"]) <= self.keep_step]
+
+            def write(tmp: Path) -> None:
+                with open(tmp, "w", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=header)
+                    writer.writeheader()
+                    writer.writerows(rows)
+
+            atomic_write(path, write)
+            self.metrics_keys = sorted(header)
+
+    class KeepingCSVLogger(base):
+        def __init__(self, *args, keep_step: Optional[int] = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._keep_step = keep_step
+
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = KeepingWriter(self.log_dir, self._keep_step)
+            return self._experiment
+
+    return KeepingCSVLogger
 
 
 def _n_devices(devices) -> int:

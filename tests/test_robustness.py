@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
@@ -391,13 +392,14 @@ def uninterrupted(files, tmp_path_factory):
     return whole
 
 
-RESUME_EXTRA = ("train.max_epochs=6", "train.patience=0")
+RESUME_EXTRA = ("train.max_epochs=6", "train.patience=0", "train.logger=csv")
 
 
 @pytest.mark.parametrize("stop_after", [1, 3])  # after the first epoch, and after a later one
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(files, uninterrupted, tmp_path, stop_after):
     """SIGKILL after an epoch, the same command again: grn.tsv and metrics.json are bit-identical
-    to those of an uninterrupted run with the same seed."""
+    to those of an uninterrupted run with the same seed, and the loss history (CSV) holds every
+    epoch once, as the uninterrupted run's does."""
     d, _ = files
     extra, whole = RESUME_EXTRA, uninterrupted
     killed = tmp_path / "killed"
@@ -420,6 +422,9 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(files, uninterrupted
     assert "resuming" in res.stderr and "stale lock" in res.stderr
     for name in ("grn.tsv", "metrics.json"):
         assert _digest(killed / name) == _digest(whole / name), (name, stop_after)
+    history = [pd.read_csv(run / "logs" / "metrics.csv") for run in (killed, whole)]
+    assert sorted(history[0]["epoch"].dropna().unique()) == list(range(6))
+    pd.testing.assert_frame_equal(history[0], history[1])
 
 
 def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(files, tmp_path, caplog):
