@@ -14,6 +14,7 @@ logits against |Delta x| - fc, by sparse propagation) and a sparsity penalty.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Union
 
@@ -31,6 +32,8 @@ from .nn.encoders import BasalEncoder
 from .nn.likelihoods import Decoder, SkipEffects
 from .nn.mlp import Projected
 from .nn.penetrance import Penetrance, mixture_log_prob
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -158,10 +161,17 @@ class GRNVAE(nn.Module):
                                     artifact=self.artifact, n_covariates=K)
         self.decoder = Decoder(L, V, G, mcfg.decoder.hidden, mcfg.decoder.layers, likelihood,
                                artifact=self.artifact, n_covariates=K, mlp_effects=mcfg.decoder.mlp_effects)
-        if mcfg.decoder.library:
+        library = bool(mcfg.decoder.library)
+        if library and spec.values != "counts" and mcfg.decoder.likelihood == "auto":
+            # log-normalised values have no library sizes: a recipe made for counts (the default
+            # one) models them only when there are some
+            log.info("model.decoder.library: off, the data are log-normalised values (no library sizes to model)")
+            library = False
+        if library:
             if self.likelihood != "nb" or not self.skip or "log_library" not in spec.extra:
                 raise GRNError("model.decoder.library=true models the library sizes of count data: it needs "
-                               "the nb likelihood and model.decoder.skip=true")
+                               f"counts, the nb likelihood and model.decoder.skip=true (here: {spec.values}, "
+                               f"{self.likelihood}, skip={self.skip}); set model.decoder.library=false")
             self.decoder.set_library_model(*spec.extra["log_library"])
         if self.skip:
             # effects on nodes that no training perturbation reaches (an unseen regulator's own

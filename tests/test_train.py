@@ -13,7 +13,7 @@ import torch
 
 import grnvae
 from grnvae.cli import main
-from grnvae.errors import RecipeError, RunError
+from grnvae.errors import GRNError, RecipeError, RunError
 from grnvae.training import TERMS
 
 from .conftest import FAST, RECIPES
@@ -372,3 +372,19 @@ def test_a_loaded_run_predicts_with_the_data_prior_it_was_trained_with(tmp_path,
     older = grnvae.Run.load(tmp_path / "run").model.edges
     assert older.data_prior.numel() == 0
     assert torch.equal(older.prior()[1], trained.prior()[1]) and older.chosen_ridge == trained.chosen_ridge
+
+
+def test_the_default_recipe_trains_on_log_normalised_values(tmp_path):
+    """The default recipe models library sizes of counts; given log-normalised values (no library
+    sizes), it trains with a Normal likelihood and without that model instead of refusing, while
+    an explicit Normal likelihood with the library model is refused with the fix named."""
+    adata = grnvae.simulate(n_genes=40, n_regulators=8, n_cells=600, n_doubles=1, seed=2)
+    x = np.asarray(adata.X.todense() if hasattr(adata.X, "todense") else adata.X, dtype=np.float64)
+    adata.X = np.log1p(x / np.maximum(x.sum(1, keepdims=True), 1) * 1e4).astype(np.float32)
+    fast = ["train.max_epochs=1", "train.progress_bar=false"]
+    run = grnvae.train("grnvae", overrides=fast, adata=adata, out=tmp_path / "lognorm")
+    assert run.model.likelihood == "normal" and not run.model.decoder.models_library
+    assert np.isfinite(run.metrics["val"]["elbo"])
+    with pytest.raises(GRNError, match="set model.decoder.library=false"):
+        grnvae.train("grnvae", overrides=fast + ["model.decoder.likelihood=normal"], adata=adata,
+                     out=tmp_path / "explicit")
