@@ -118,8 +118,8 @@ def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Pa
             previous = (out / "recipe.yaml").read_text() if (out / "recipe.yaml").exists() else None
             if previous is not None and previous != to_yaml(cfg):
                 raise RunError(
-                    f"'{out}' holds an interrupted run of a different recipe; resume it with the same "
-                    f"recipe, or pass --overwrite to start again"
+                    f"'{out}' holds an interrupted run of a different recipe ({_differences(previous, cfg)}); "
+                    f"resume it with the same recipe, or pass --overwrite to start again"
                 )
             resume = _resumable(last)
             log.warning("resuming the interrupted run in %s from %s", out, resume)
@@ -130,6 +130,26 @@ def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Pa
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_marker(out, "running", str(cfg.name))
     return None
+
+
+def _differences(previous: str, cfg: DictConfig, show: int = 5) -> str:
+    """The keys whose values differ between a stored recipe (YAML text) and ``cfg``, as
+    ``key: stored -> now``."""
+    from omegaconf import OmegaConf
+
+    def flat(node, prefix=""):
+        if isinstance(node, dict):
+            return {k2: v2 for k, v in node.items() for k2, v2 in flat(v, f"{prefix}{k}.").items()}
+        return {prefix[:-1]: node}
+
+    try:
+        old = flat(OmegaConf.to_container(OmegaConf.create(previous), resolve=False))
+    except Exception:  # an unreadable stored recipe: say so rather than fail on it
+        return "its recipe.yaml cannot be read"
+    new = flat(OmegaConf.to_container(cfg, resolve=True))
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
+    shown = [f"{k}: {old.get(k, '<unset>')} -> {new.get(k, '<unset>')}" for k in keys[:show]]
+    return "; ".join(shown) + (f"; and {len(keys) - show} more" if len(keys) > show else "") or "formatting only"
 
 
 @torch.no_grad()

@@ -101,7 +101,7 @@ def test_finished_run_is_protected_and_interrupted_run_resumes(tiny_run, tmp_pat
     (run_dir / "recipe.yaml").write_text(text)
     resumed = grnvae.train(run_dir / "recipe.yaml", out=run_dir)
     assert resumed.metrics["epochs"] == 2 and (run_dir / "grn.tsv").exists()
-    with pytest.raises(RunError, match="different recipe"):
+    with pytest.raises(RunError, match=r"different recipe \(seed: 0 -> 9; "):
         (run_dir / "metrics.json").unlink()
         marker.write_text(marker.read_text().replace('"finished"', '"running"'))
         grnvae.train(RECIPES / "quickstart.yaml", overrides=FAST + ["seed=9"], out=run_dir)
