@@ -44,14 +44,14 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation.evaluate import evaluate
+    from .evaluation.evaluate import evaluate, evaluation_dir
 
     if args.max_controls < 1:
         raise RunError(f"--max-controls must be at least 1, got {args.max_controls}")
     res = evaluate(args.run, split=args.split, reference=args.reference, plots=not args.no_plots,
                    max_controls=args.max_controls, trust_plugins=args.trust_plugins)
     m = res["metrics"]
-    out = Path(args.run) / "evaluation"
+    out = evaluation_dir(args.run, args.split)
     keys = ("pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse")
 
     def table(section) -> None:

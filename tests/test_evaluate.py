@@ -223,3 +223,18 @@ def test_evaluate_unseen_perturbations_on_papalexi(tmp_path):
     assert np.isfinite(m["model"]["pearson_delta"]) and np.isfinite(m["baselines"]["linear"]["pearson_delta"])
     pred = grnvae.evaluation.evaluate.predict_perturbations(r.path, ["STAT1", "IRF1+STAT1"])
     assert np.isfinite(pred.X).all() and "STAT1" in pred.obs_names
+
+
+def test_validation_scores_do_not_overwrite_the_test_scores(run, capsys):
+    """`grnvae evaluate --split val` writes RUN/evaluation/val/, beside the test split's
+    RUN/evaluation/, so the two never overwrite each other."""
+    from grnvae.cli import main
+
+    assert main(["evaluate", str(run.path), "--no-plots"]) == 0
+    assert main(["evaluate", str(run.path), "--split", "val", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert str(run.path / "evaluation" / "val") in out
+    test = json.loads((run.path / "evaluation" / "metrics.json").read_text())
+    val = json.loads((run.path / "evaluation" / "val" / "metrics.json").read_text())
+    assert test["split"] == "test" and val["split"] == "val"
+    assert (run.path / "evaluation" / "val" / "per_perturbation.csv").exists()

@@ -77,6 +77,13 @@ def training_effects(data) -> pd.DataFrame:
     return observed_effects(data, "train")
 
 
+def evaluation_dir(run_path: Union[str, Path], split: str = "test") -> Path:
+    """Where ``evaluate`` writes a split's results: ``RUN/evaluation`` for the test split,
+    ``RUN/evaluation/<split>`` for another (so scoring the validation cells never overwrites the
+    test results)."""
+    return Path(run_path) / "evaluation" / ("" if split == "test" else split)
+
+
 def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optional[str] = None,
              plots: bool = True, max_controls: int = 500, genes_to_plot: int = 6,
              trust_plugins: bool = False, adata=None) -> Dict:
@@ -98,8 +105,8 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
     cfg = run.recipe
     data = load_data(cfg, adata, genes=run.model.spec.genes)
     _check_split(run.path, data)
-    out_dir = run.path / "evaluation"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = evaluation_dir(run.path, split)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     obs = observed_effects(data, split)
     perts = list(obs.columns)
