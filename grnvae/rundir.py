@@ -28,7 +28,7 @@ MARKER = "grnvae-run.json"
 LOCK = ".grnvae.lock"
 #: the checkpoint before ``last.ckpt``, kept for resuming when the newest is unreadable
 PREVIOUS = "last.previous.ckpt"
-STATUSES = ("running", "finished", "failed")
+STATUSES = ("running", "finished", "failed", "interrupted")
 
 
 def run_contents(path: Path) -> list:

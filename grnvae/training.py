@@ -132,6 +132,17 @@ def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Pa
     return None
 
 
+def _last_epoch(out: Path) -> str:
+    """Where an interrupted run would resume: ", after epoch N (checkpoints/last.ckpt)", or
+    ", before its first checkpoint" when there is none."""
+    last = out / "checkpoints" / "last.ckpt"
+    try:
+        epoch = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # none yet, or being written
+        return ", before its first checkpoint (it starts again)"
+    return f", after epoch {epoch + 1} ({last})"
+
+
 def _differences(previous: str, cfg: DictConfig, show: int = 5) -> str:
     """The keys whose values differ between a stored recipe (YAML text) and ``cfg``, as
     ``key: stored -> now``."""
@@ -212,10 +223,17 @@ def train(
             _store_plugins(out, cfg.plugins)
             run = _fit(pl, cfg, out, resume, adata)
         except BaseException as exc:
+            # Lightning turns Ctrl-C into SystemExit after its graceful shutdown
+            interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
             try:
-                write_marker(out, "failed", str(cfg.name), f"{type(exc).__name__}: {exc}")
+                write_marker(out, "interrupted" if interrupted else "failed", str(cfg.name),
+                             None if interrupted else f"{type(exc).__name__}: {exc}")
             except OSError:  # e.g. the disk that stopped the run is still full: keep its error
                 pass
+            if interrupted:
+                log.warning("training interrupted%s; the same command resumes it from there",
+                            _last_epoch(out))
+                raise KeyboardInterrupt from None
             raise
         write_marker(out, "finished", str(cfg.name))
     return run
