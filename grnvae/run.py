@@ -55,7 +55,8 @@ def load_data(cfg: DictConfig, adata=None, genes: Optional[Sequence[str]] = None
     if adata is None:
         if cfg.data.path is None and cfg.data.simulate is None:
             raise DataError("the recipe names no data (data.path and data.simulate are unset: the run was trained on "
-                            "an in-memory AnnData); pass that AnnData (adata=...) or set data.path=FILE.h5ad")
+                            "an in-memory AnnData); in Python, pass that AnnData (adata=...), e.g. "
+                            "grnvae.evaluation.evaluate.evaluate(RUN, adata=adata) or grnvae.Model.load(RUN, adata)")
         if cfg.data.path is None:
             adata, source = _simulated(cfg), "simulator"
         else:
@@ -176,7 +177,13 @@ class Run:
         path = Path(path)
         marker = read_marker(path)
         status = marker["status"] if marker else ("finished" if (path / "metrics.json").exists() else "unfinished")
-        if status != "finished" and (path / "checkpoints").is_dir():
+        saved = [p for p in ((path / "checkpoints" / f"{checkpoint}.ckpt"), path / "checkpoints" / "last.ckpt")
+                 if p.exists()]
+        if status != "finished" and marker is not None and not saved:
+            why = f" ({marker['error']})" if marker.get("error") else ""
+            raise RunError(f"run '{path}' is {status}{why} and saved no checkpoint before it stopped: there is no "
+                           f"model to load; train it again (grnvae train RECIPE --out {path} --overwrite)")
+        if status != "finished" and saved:
             log.warning("run '%s' is %s (its training did not finish): using its %s checkpoint so far",
                         path, status, checkpoint)
         return cls._restore(path, checkpoint, trust_plugins)

@@ -13,7 +13,7 @@ import torch
 
 import grnvae
 from grnvae.cli import main
-from grnvae.errors import GRNError, RecipeError, RunError
+from grnvae.errors import DataError, GRNError, RecipeError, RunError
 from grnvae.training import TERMS
 
 from .conftest import FAST, RECIPES
@@ -388,3 +388,19 @@ def test_the_default_recipe_trains_on_log_normalised_values(tmp_path):
     with pytest.raises(GRNError, match="set model.decoder.library=false"):
         grnvae.train("grnvae", overrides=fast + ["model.decoder.likelihood=normal"], adata=adata,
                      out=tmp_path / "explicit")
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_says_so(tmp_path):
+    """A run that stopped before saving any checkpoint (here: the model refused the data) is not
+    opened: one message with its error and how to train it again, not a warning that it will use
+    a checkpoint followed by an error that there is none."""
+    adata = grnvae.simulate(n_genes=30, n_regulators=5, n_cells=300, n_doubles=0, seed=1)
+    x = np.asarray(adata.X.todense() if hasattr(adata.X, "todense") else adata.X, dtype=np.float32)
+    x[3, 4] = np.nan
+    adata.X = x
+    out = tmp_path / "failed"
+    with pytest.raises(DataError):
+        grnvae.train("grnvae", overrides=["train.max_epochs=1", "train.progress_bar=false"], adata=adata, out=out)
+    assert not (out / "checkpoints" / "last.ckpt").exists()
+    with pytest.raises(RunError, match=r"is failed \(DataError: .*\) and saved no checkpoint.*--overwrite"):
+        grnvae.Run.load(out)
