@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .errors import GRNVAEError, RunError
+from .utils import counted
 
 
 def _cmd_train(args) -> int:
@@ -62,10 +63,10 @@ def _cmd_evaluate(args) -> int:
             print(f"{name:<12}" + "".join(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}"
                                           for v in cells))
 
-    print(f"{m['n_perturbations']} perturbations in the '{args.split}' split (reference: held-out cells only)")
+    print(f"{counted(m['n_perturbations'], 'perturbation')} in the '{args.split}' split (reference: held-out cells only)")
     table(m)
     for cat, section in (m.get("by_category") or {}).items():
-        print(f"\ncategory {cat}: {section['n_perturbations']} perturbations")
+        print(f"\ncategory {cat}: {counted(section['n_perturbations'], 'perturbation')}")
         table(section)
     grn_keys = ("auprc", "auroc", "early_precision", "ece")
     for where, label in (("truth", "the simulated truth"), ("reference", "the reference network")):
@@ -117,7 +118,7 @@ def _cmd_predict(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(out)
-    print(f"predicted {len(labels)} perturbations x {adata.n_vars} genes "
+    print(f"predicted {counted(len(labels), 'perturbation')} x {adata.n_vars} genes "
           f"(basal states: {adata.uns['grnvae_prediction']['basal_states']}) -> {out}")
     return 0
 

@@ -10,6 +10,11 @@ from typing import Callable, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+
+def counted(count: int, noun: str) -> str:
+    """``"1 row"``, ``"3 rows"``: a count with its noun, plural when it is not one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
 _ALLOCATOR_TUNED = False
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 _MALLOC_ENV = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")

@@ -125,7 +125,8 @@ def test_cli_prints_a_block_per_category(monkeypatch, capsys, tmp_path):
     assert main(["evaluate", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     for cat in ("seen1", "seen2", "single"):
-        assert f"category {cat}: {cats[cat]['n_perturbations']} perturbations" in out
+        n = cats[cat]["n_perturbations"]
+        assert f"category {cat}: {n} perturbation{'' if n == 1 else 's'}" in out
     header = [ln for ln in out.splitlines() if "pearson_delta_top20" in ln]
     assert len(header) == 4  # the main table and three categories
     assert header[0].split() == ["pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse"]

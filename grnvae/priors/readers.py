@@ -27,8 +27,9 @@ from grnvae.grn import GRN
 from grnvae.tables import WHITESPACE as _WS
 from grnvae.tables import open_text, separator, split_suffix, stem
 from grnvae.utils import PathLike
+from grnvae.utils import counted as _n
 from grnvae.priors.values import (DOROTHEA_CONFIDENCE, _Bad, _EXCEL_ERRORS, _TRRUST_SIGN, _check_case,
-                                  _dorothea_level, _n, _number, _parse_confidence, _parse_flag,
+                                  _dorothea_level, _number, _parse_confidence, _parse_flag,
                                   _parse_regnetwork_sign, _parse_sign, _parse_trrust_sign, _preview,
                                   _sign_of, _symbol, _unquote)
 

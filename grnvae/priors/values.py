@@ -264,7 +264,3 @@ def _preview(items: Iterable[Any], limit: int = _MALFORMED_SHOWN) -> str:
     items = list(items)
     shown = ", ".join(repr(str(i)[:40])[1:-1] for i in items[:limit])
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
