@@ -108,9 +108,11 @@ def _cmd_explain(args) -> int:
 def _cmd_predict(args) -> int:
     from .evaluation.evaluate import predict_perturbations
 
-    labels = [p.strip() for p in args.perturbations.split(",") if p.strip()]
+    labels = [p.strip() for p in (args.perturbations or "").split(",") if p.strip()]
+    labels += [p for p in (args.perturbation or []) if p.strip()]  # taken whole: a label may hold a comma
     if not labels:
-        raise RunError(f"--perturbations {args.perturbations!r} names no perturbation; give labels such as \"A,B+C\"")
+        raise RunError(f"no perturbation to predict; give labels such as --perturbations \"A,B+C\" "
+                       f"(or --perturbation LABEL, once per label)")
     if args.particles < 1:
         raise RunError(f"--particles must be at least 1, got {args.particles}")
     adata = predict_perturbations(args.run, labels, use_data=not args.prior, particles=args.particles,
@@ -247,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     pd_ = sub.add_parser("predict", help="predict mean expression for perturbations (seen, unseen, combined)")
     pd_.add_argument("run", help="run directory")
-    pd_.add_argument("--perturbations", required=True, help='comma-separated labels, e.g. "A,B+C"')
+    pd_.add_argument("--perturbations", help='comma-separated labels, e.g. "A,B+C"')
+    pd_.add_argument("--perturbation", action="append", metavar="LABEL",
+                     help="one label, taken whole (for a label that holds a comma); may be repeated")
     pd_.add_argument("--out", required=True, help="output .h5ad")
     pd_.add_argument("--particles", type=int, default=5)
     pd_.add_argument("--prior", action="store_true", help="draw basal states from the prior, not from control cells")

@@ -114,6 +114,15 @@ def test_predictions_and_scores_do_not_depend_on_the_anndatas_gene_order(trained
     assert scores[1] == scores[0] and scores[2] == scores[0]
 
 
+def test_predict_refuses_labels_it_would_misread(trained):
+    """A target named twice is not a double dose and the control is not a perturbation: each is
+    one clear error rather than a silent reading."""
+    with pytest.raises(RunError, match=r"names \['G0001'\] more than once"):
+        trained.predict(["G0001+G0001"])
+    with pytest.raises(RunError, match=r"'NT': it is the control"):
+        trained.predict(["NT"])
+
+
 def test_registration_from_a_file_is_checked(adata):
     """adata.uns['grnvae_setup'] comes from a file: unknown keys are refused, and a value the
     override syntax would read differently is refused rather than silently changed."""

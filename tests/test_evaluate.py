@@ -206,6 +206,13 @@ def test_predict_unseen_single_and_combination(run, tmp_path, capsys):
     assert np.allclose(pred.layers["delta"][0], 0)
     assert main(["predict", str(run.path), "--perturbations", "NOTAGENE", "--out", str(out)]) == 2
     assert "NOTAGENE" in capsys.readouterr().err
+    # --perturbation takes one label whole (a label may hold a comma), once per label
+    again = tmp_path / "again.h5ad"
+    assert main(["predict", str(run.path), "--perturbation", labels[0], "--perturbation", labels[1],
+                 "--out", str(again)]) == 0
+    assert np.array_equal(ad.read_h5ad(again).X, pred.X)
+    assert main(["predict", str(run.path), "--perturbation", f"{nodes[0]},x", "--out", str(again)]) == 2
+    assert f"cannot predict '{nodes[0]},x'" in capsys.readouterr().err
 
 
 def test_evaluate_unseen_perturbations_on_papalexi(tmp_path):

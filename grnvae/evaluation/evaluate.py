@@ -376,10 +376,19 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
                              for u in unknown if difflib.get_close_matches(u, nodes, n=1))
             if not targets:
                 raise RunError(f"cannot predict {label!r}: it names no target; give labels such as \"A\" or \"A{sep}B\"")
+            from ..recipe import control_labels
+
+            if label in control_labels(cfg):
+                raise RunError(f"cannot predict {label!r}: it is the control; every prediction's first row "
+                               f"(and the reference of its delta layer) is the predicted control")
             raise RunError(
                 f"cannot predict {label!r}: {unknown} not among the run's {len(nodes)} GRN "
                 f"nodes{' (' + hint + ')' if hint else ''}; a GRN node is needed to carry a perturbation"
             )
+        twice = sorted({t for t in targets if targets.count(t) > 1})
+        if twice:
+            raise RunError(f"cannot predict {label!r}: it names {twice} more than once; a combination names each "
+                           f"target once (\"A{sep}B\")")
         row = torch.zeros(len(nodes))
         row[[pos[t] for t in targets]] = float(run.model.spec.extra.get("dose", 1.0))
         dose_rows.append(row)
