@@ -117,10 +117,13 @@ def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Pa
         elif last.exists() or last.with_name(PREVIOUS).exists():
             previous = (out / "recipe.yaml").read_text() if (out / "recipe.yaml").exists() else None
             if previous is not None and previous != to_yaml(cfg):
-                raise RunError(
-                    f"'{out}' holds an interrupted run of a different recipe ({_differences(previous, cfg)}); "
-                    f"resume it with the same recipe, or pass --overwrite to start again"
-                )
+                changes = _differences(previous, cfg)
+                if changes is None or any(k not in RESUMABLE_CHANGES for k in changes):
+                    raise RunError(
+                        f"'{out}' holds an interrupted run of a different recipe ({_describe(changes)}); resume it "
+                        f"with the same recipe (only {', '.join(RESUMABLE_CHANGES)} may change), or pass "
+                        f"--overwrite to start again")
+                log.warning("resuming with %s", _describe(changes))
             resume = _resumable(last)
             log.warning("resuming the interrupted run in %s from %s", out, resume)
             write_marker(out, "running", str(cfg.name))
@@ -143,9 +146,17 @@ def _last_epoch(out: Path) -> str:
     return f", after epoch {epoch + 1} ({last})"
 
 
-def _differences(previous: str, cfg: DictConfig, show: int = 5) -> str:
-    """The keys whose values differ between a stored recipe (YAML text) and ``cfg``, as
-    ``key: stored -> now``."""
+#: keys that may change when an interrupted run resumes: how long it trains and what it shows,
+#: not the model, the data or the steps taken so far (not train.patience: early stopping resumes
+#: with the patience it saved)
+RESUMABLE_CHANGES = ("train.max_epochs", "train.max_steps", "train.min_delta",
+                     "train.progress_bar", "train.logger", "train.log_every_n_steps", "train.num_workers",
+                     "train.eval_cells")
+
+
+def _differences(previous: str, cfg: DictConfig) -> Optional[Dict[str, tuple]]:
+    """``{key: (stored, now)}`` for the keys whose values differ between a stored recipe (YAML
+    text) and ``cfg``; None when the stored one cannot be read."""
     from omegaconf import OmegaConf
 
     def flat(node, prefix=""):
@@ -155,12 +166,18 @@ def _differences(previous: str, cfg: DictConfig, show: int = 5) -> str:
 
     try:
         old = flat(OmegaConf.to_container(OmegaConf.create(previous), resolve=False))
-    except Exception:  # an unreadable stored recipe: say so rather than fail on it
-        return "its recipe.yaml cannot be read"
+    except Exception:  # an unreadable stored recipe
+        return None
     new = flat(OmegaConf.to_container(cfg, resolve=True))
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k, "<unset>") != new.get(k, "<unset>")]
-    shown = [f"{k}: {old.get(k, '<unset>')} -> {new.get(k, '<unset>')}" for k in keys[:show]]
-    return "; ".join(shown) + (f"; and {len(keys) - show} more" if len(keys) > show else "") or "formatting only"
+    return {k: (old.get(k, "<unset>"), new.get(k, "<unset>")) for k in sorted(set(old) | set(new))
+            if old.get(k, "<unset>") != new.get(k, "<unset>")}
+
+
+def _describe(changes: Optional[Dict[str, tuple]], show: int = 5) -> str:
+    if changes is None:
+        return "its recipe.yaml cannot be read"
+    shown = [f"{k}: {a} -> {b}" for k, (a, b) in list(changes.items())[:show]]
+    return "; ".join(shown) + (f"; and {len(changes) - show} more" if len(changes) > show else "") or "formatting only"
 
 
 @torch.no_grad()

@@ -429,13 +429,17 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(files, uninterrupted
 
 def test_ctrl_c_says_where_the_run_stopped_and_the_same_command_resumes_it(files, tmp_path):
     """Ctrl-C (SIGINT) during training: one message naming the last saved epoch and how to go
-    on, exit status 130, the run marked interrupted; the same command then finishes it (the
-    SIGKILL test above checks that a resumed run equals an uninterrupted one)."""
+    on, exit status 130, the run marked interrupted; the same command then finishes it, also with
+    a longer training budget (the SIGKILL test above checks that a resumed run equals an
+    uninterrupted one)."""
     d, _ = files
     out = tmp_path / "interrupted"
     extra = ("train.max_epochs=80", "train.patience=0")  # long enough that the interrupt lands in training
+    # as from a terminal: a test runner started in the background inherits SIGINT ignored, and a
+    # process that starts with SIGINT ignored keeps ignoring it
     proc = subprocess.Popen(_train_cmd(d, out, *extra), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = out / "checkpoints" / "last.ckpt"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not last.exists():
@@ -447,9 +451,13 @@ def test_ctrl_c_says_where_the_run_stopped_and_the_same_command_resumes_it(files
     assert proc.returncode == 130, err[-2000:]
     assert "training interrupted, after epoch" in err and "the same command resumes it" in err
     assert json.loads((out / "grnvae-run.json").read_text())["status"] == "interrupted"
-    res = subprocess.run(_train_cmd(d, out, *extra), env=_env(), capture_output=True, text=True)
-    assert res.returncode == 0 and "resuming" in res.stderr, res.stderr[-2000:]
-    assert json.loads((out / "metrics.json").read_text())["epochs"] == 80
+    # resumed with a longer budget (how long a run trains may change; what it trains may not)
+    res = subprocess.run(_train_cmd(d, out, *extra, "seed=1"), env=_env(), capture_output=True, text=True)
+    assert res.returncode != 0 and "seed: 0 -> 1" in res.stderr
+    res = subprocess.run(_train_cmd(d, out, *extra, "train.max_epochs=90"), env=_env(), capture_output=True,
+                         text=True)
+    assert res.returncode == 0 and "resuming with train.max_epochs: 80 -> 90" in res.stderr, res.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 90
 
 
 def test_corrupt_last_checkpoint_falls_back_to_the_previous_one(files, tmp_path, caplog):
