@@ -241,7 +241,9 @@ class Model:
 
         controls = set(control_labels(self.recipe))
         nodes = set(spec.nodes)
-        unknown = sorted({t.strip() for label in set(adata.obs[d.perturbation_key].astype(str)) if label not in controls
+        # missing and unassigned labels are cells the registration leaves out (NaN rows in outputs)
+        labels = set(adata.obs[d.perturbation_key].dropna().astype(str)) - set(map(str, d.unassigned))
+        unknown = sorted({t.strip() for label in labels if label not in controls
                           for t in label.split(d.separator) if t.strip() and t.strip() not in nodes})
         if unknown:
             raise DataError(f"perturbation targets the model has no GRN node for: {unknown[:10]}; a model "
@@ -265,6 +267,10 @@ class Model:
 
         run = self._trained()
         self._check(adata)
+        names = pd.Index(list(map(str, adata.obs_names)))
+        if names.has_duplicates:  # each output row is found by its cell's name
+            raise DataError(f"the AnnData has duplicate obs_names, e.g. {names[names.duplicated()].unique()[:5].tolist()}; "
+                            f"run adata.obs_names_make_unique() first")
         spec = run.model.spec
         adata = in_gene_order(adata, spec.genes, "the AnnData given")
         data = PerturbationData.from_anndata(adata, self.recipe, source="<AnnData>")
@@ -273,7 +279,7 @@ class Model:
         levels = spec.covariates
         latent = np.full((adata.n_obs, run.model.latent_dim), np.nan, dtype=np.float32)
         expr = np.full((adata.n_obs, len(spec.genes)), np.nan, dtype=np.float32) if expected else None
-        rows = pd.Index(list(map(str, adata.obs_names))).get_indexer(data.obs_names)
+        rows = names.get_indexer(data.obs_names)
         torch.manual_seed(int(self.recipe.seed))
         for a in range(0, data.n_cells, chunk):
             cells = np.arange(a, min(a + chunk, data.n_cells))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 
 import grnvae
@@ -93,8 +94,6 @@ def test_save_and_load_against_a_new_anndata(trained, adata, tmp_path):
 def test_predictions_and_scores_do_not_depend_on_the_anndatas_gene_order(trained, adata, tmp_path):
     """The model reads genes by name: the same cells with their genes in another order, or with
     genes the model never saw added, give the same predictions, explanations and evaluation."""
-    import anndata as ad
-    import pandas as pd
     import scipy.sparse as sp
 
     from grnvae.evaluation.evaluate import evaluate
@@ -121,6 +120,32 @@ def test_predict_refuses_labels_it_would_misread(trained):
         trained.predict(["G0001+G0001"])
     with pytest.raises(RunError, match=r"'NT': it is the control"):
         trained.predict(["NT"])
+
+
+def test_cells_the_api_cannot_place_are_clear_errors(trained, adata):
+    """Duplicate cell names (common after concatenation) cannot be mapped back to rows: one clear
+    error naming the fix, not a pandas traceback."""
+    dup = adata.copy()
+    dup.obs_names = ["c"] * 5 + list(dup.obs_names[5:])
+    with pytest.raises(DataError, match=r"duplicate obs_names, e.g. \['c'\]; run adata.obs_names_make_unique"):
+        trained.get_latent_representation(dup)
+    # a cell without a label is one the registration leaves out: a NaN row, as documented
+    nan = adata.copy()
+    nan.obs["guide"] = nan.obs["guide"].astype(object)
+    nan.obs.iloc[:3, nan.obs.columns.get_loc("guide")] = np.nan
+    z = trained.get_latent_representation(nan)
+    assert np.isnan(z[:3]).all() and np.isfinite(z[3:]).all()
+
+
+def test_a_missing_covariate_value_is_refused_before_training(adata, tmp_path):
+    """A covariate with missing values is refused when the data are registered, naming the column
+    and the fix (it used to train and then leave a run whose checkpoint could not be read)."""
+    a = adata.copy()
+    a.obs["batch"] = pd.Categorical(np.where(np.arange(a.n_obs) < 7, None, a.obs["batch"].astype(str)))
+    with pytest.raises(DataError, match=r"covariate 'batch' \(data.covariates\) is missing for 7 cells"):
+        grnvae.train("grnvae", overrides=["data.perturbation_key=guide", "data.control=NT", "data.covariates=[batch]",
+                                          "train.max_epochs=1", "train.progress_bar=false"],
+                     adata=a, out=tmp_path / "nan_cov")
 
 
 def test_registration_from_a_file_is_checked(adata):

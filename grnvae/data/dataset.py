@@ -368,7 +368,14 @@ class PerturbationData:
         for c in dcfg.covariates:
             if c not in adata.obs.columns:
                 raise DataError(f"{source}: covariate '{c}' (data.covariates) is not an obs column")
-            covariates[c] = adata.obs[c].astype(str).to_numpy()[keep]
+            column = adata.obs[c]
+            missing = int(column.isna().to_numpy()[keep].sum())
+            if missing:
+                raise DataError(f"{source}: covariate '{c}' (data.covariates) is missing for {missing} cells; fill "
+                                f"it (e.g. adata.obs['{c}'] = adata.obs['{c}'].astype(str).fillna('unknown')) or "
+                                f"drop those cells")
+            # plain Python strings: levels are stored in checkpoints, which hold plain values only
+            covariates[c] = np.array([str(v) for v in column.to_numpy()[keep]], dtype=object)
         data = cls(
             X=X, genes=genes, obs_names=obs_names, labels=parsed.labels, conditions=conditions,
             cell_condition=cell_condition, condition_nodes=condition_nodes,
