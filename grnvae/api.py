@@ -69,6 +69,23 @@ def _value(v: Any) -> str:
     return "null" if v is None else str(v)
 
 
+#: posterior draws of a cell's basal state behind its expected expression
+SAMPLES = 10
+
+
+def _cell_noise(names, samples: int, dim: int, seed: int):
+    """Standard normal draws ``[samples, len(names), dim]``, each cell's from a stream of its own
+    (seeded by ``seed`` and its name), so that a cell's expected expression is the same whatever
+    other cells, and in whatever order, are passed with it."""
+    import zlib
+
+    import torch
+
+    draws = [np.random.default_rng([seed, zlib.crc32(str(n).encode())]).standard_normal((samples, dim))
+             for n in names]
+    return torch.from_numpy(np.stack(draws, axis=1).astype(np.float32)) if draws else torch.zeros(samples, 0, dim)
+
+
 class Model:
     """A grnvae model over an AnnData (raw counts in ``X`` or ``data.layer``, or log-normalised
     values).
@@ -199,7 +216,8 @@ class Model:
     def get_normalized_expression(self, adata=None, write: bool = False) -> np.ndarray:
         """Each cell's expected log-normalised expression ``log1p(x / library * 1e4)`` under the
         model, averaged over draws of its basal state from the posterior, with its own
-        perturbation's effects and library (seeded by the recipe's seed):
+        perturbation's effects and library (the draws seeded by the recipe's seed and the cell's
+        name, so a cell's values do not depend on which other cells are passed, or their order):
         ``[n_obs, n_genes]`` in the model's gene order. ``write``: also in
         ``adata.layers["grnvae_expected"]`` (needs ``adata``'s genes in the model's order)."""
         adata = self.adata if adata is None else adata
@@ -293,7 +311,10 @@ class Model:
                     codes = [known.index(str(v)) for v in data.covariates[name][cells]]
                     blocks.append(torch.nn.functional.one_hot(torch.as_tensor(codes), len(known)).float())
                 cov = torch.cat(blocks, dim=1)
-            out = run.model.encode_cells(b["x"], dosage, b["cond_index"], b["library"], cov, expected=expected)
+            noise = _cell_noise([data.obs_names[i] for i in cells], SAMPLES, run.model.latent_dim,
+                                int(self.recipe.seed))
+            out = run.model.encode_cells(b["x"], dosage, b["cond_index"], b["library"], cov, samples=SAMPLES,
+                                         expected=expected, noise=noise)
             latent[rows[cells]] = out["latent"].numpy()
             if expected:
                 expr[rows[cells]] = out["expected"].numpy()

@@ -510,14 +510,15 @@ class GRNVAE(nn.Module):
     @torch.no_grad()
     def encode_cells(self, x: Tensor, cond_dosage: Tensor, cond_index: Tensor, library: Tensor,
                      covariates: Optional[Tensor] = None, samples: int = 10,
-                     expected: bool = True) -> Dict[str, Tensor]:
+                     expected: bool = True, noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Each cell's basal state (posterior mean, ``latent`` ``[N, L]``) and its expected
         log-normalised expression under the model (``expected`` ``[N, G]``): averaged over
         ``samples`` draws of the basal state from its posterior, with the cell's own condition's
         effects (posterior mean edge weights) and observed library. ``cond_dosage`` ``[C, V]``
         holds the cells' conditions, ``cond_index`` ``[N]`` each cell's row; with penetrance, a
         cell is taken with all of its targets in effect. ``expected=False``: the basal states only
-        (the decoder is not run)."""
+        (the decoder is not run). ``noise`` ``[samples, N, L]``: the standard normal draws to
+        use (e.g. drawn per cell, so that a cell's result does not depend on the others')."""
         self.eval()
         comps = None if self.penetrance is None else self.penetrance.components(cond_dosage)
         z_p, _, _ = self._effects(cond_dosage if comps is None else comps.dosage, 1, mean=True)
@@ -526,7 +527,7 @@ class GRNVAE(nn.Module):
                                   covariates)
         if not expected:
             return {"latent": loc[0]}
-        z_b = loc + scale * torch.randn_like(loc)
+        z_b = loc + scale * (torch.randn_like(loc) if noise is None else noise.to(loc))
         mean = self.decoder.mean(z_b, self.decoder.project_effect(z_p), idx, library, None, covariates,
                                  self.gene_effects(z_p))
         return {"latent": loc[0], "expected": self.decoder.expected_lognorm(mean, library).mean(0)}

@@ -122,6 +122,17 @@ def test_predict_refuses_labels_it_would_misread(trained):
         trained.predict(["NT"])
 
 
+def test_a_cells_outputs_do_not_depend_on_the_other_cells_passed(trained, adata):
+    """A cell's basal state and expected expression are the same whatever other cells, and in
+    whatever order, come with it (its posterior draws are its own)."""
+    z, e = trained.get_latent_representation(adata), trained.get_normalized_expression(adata)
+    order = np.random.default_rng(1).permutation(adata.n_obs)
+    part = order[: adata.n_obs // 3]
+    assert np.allclose(trained.get_latent_representation(adata[order].copy()), z[order], atol=1e-5)
+    assert np.allclose(trained.get_normalized_expression(adata[order].copy()), e[order], atol=1e-4)
+    assert np.allclose(trained.get_normalized_expression(adata[part].copy()), e[part], atol=1e-4)
+
+
 def test_cells_the_api_cannot_place_are_clear_errors(trained, adata):
     """Duplicate cell names (common after concatenation) cannot be mapped back to rows: one clear
     error naming the fix, not a pandas traceback."""
