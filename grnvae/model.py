@@ -107,6 +107,7 @@ class GRNVAE(nn.Module):
         self.register_buffer("measured_nodes", torch.nonzero(node_gene >= 0).flatten())
         self.register_buffer("node_gene", node_gene, persistent=False)  # rebuilt from the spec
         self.skip = bool(mcfg.decoder.skip)
+        self.mlp_reads_effects = bool(mcfg.decoder.mlp_effects)  # every node's effect reaches every gene
         if not mcfg.decoder.mlp_effects and self.measured_nodes.numel() == 0:
             raise GRNError(
                 f"model.decoder.mlp_effects=false lets perturbation effects reach genes only through GRN "
@@ -559,11 +560,13 @@ class GRNVAE(nn.Module):
         """What the data can say about each edge: ``informed`` (bool ``[E]``) when its regulator
         has training cells and its target is a measured gene or reaches one over the effect
         module's remaining hops (an edge into a node that touches no measured gene changes
-        nothing the likelihood sees through the skip, so it keeps its prior), and ``evidence``
-        ``[E]``, the number of training cells in which its regulator is perturbed."""
+        nothing the likelihood sees through the skip, so it keeps its prior), or, when the
+        decoder's MLP reads the effects (``model.decoder.mlp_effects``, as GPO-VAE), whatever its
+        target; and ``evidence`` ``[E]``, the number of training cells in which its regulator is
+        perturbed."""
         src, tgt = self.edge_index.cpu()
         counts = self.node_counts.cpu()
-        reach = torch.zeros(self.num_nodes, dtype=torch.bool)
+        reach = torch.full((self.num_nodes,), self.mlp_reads_effects, dtype=torch.bool)
         reach[self.measured_nodes.cpu()] = True
         for _ in range(len(self.effect.layers) - 1):  # a node reaching a measured one in h hops
             reach = reach | torch.zeros_like(reach).index_fill(0, src[reach[tgt]], True)

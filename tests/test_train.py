@@ -404,3 +404,21 @@ def test_a_run_that_failed_before_its_first_checkpoint_says_so(tmp_path):
     assert not (out / "checkpoints" / "last.ckpt").exists()
     with pytest.raises(RunError, match=r"is failed \(DataError: .*\) and saved no checkpoint.*--overwrite"):
         grnvae.Run.load(out)
+
+
+def test_edges_into_unmeasured_nodes_are_informed_when_the_decoder_reads_every_effect(tmp_path):
+    """An edge of a trained regulator into a node that is not a measured gene is informed when
+    the decoder's MLP reads every node's effect (GPO-VAE, the quickstart), and not when effects
+    reach genes only through the skip (the default model, one hop): grn.tsv's `informed`, which
+    plots use to hide edges, says what the likelihood can see."""
+    adata = grnvae.simulate(n_genes=40, n_regulators=6, n_cells=600, n_doubles=0, seed=4)
+    regs = sorted({p for p in adata.obs["perturbation"].astype(str) if p != "control"})
+    adata = adata[:, [g for g in adata.var_names if g != regs[0]]].copy()  # regs[0] is no measured gene
+    fast = ["train.max_epochs=1", "train.progress_bar=false"]
+    for recipe, expect in (("quickstart", True), ("grnvae", False)):
+        run = grnvae.train(recipe, overrides=fast + ["grn.nodes=perturbed+measured"] * (recipe == "grnvae"),
+                           adata=adata, out=tmp_path / recipe)
+        grn = run.grn().to_dataframe()
+        into = grn[(grn["target"] == regs[0]) & (grn["source"] != regs[0]) & (grn["evidence"] > 0)]
+        assert len(into) and bool(into["informed"].all()) is expect, recipe
+        assert bool(grn[grn["target"] != regs[0]].query("evidence > 0")["informed"].all())
