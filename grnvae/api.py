@@ -312,7 +312,7 @@ class Model:
                     blocks.append(torch.nn.functional.one_hot(torch.as_tensor(codes), len(known)).float())
                 cov = torch.cat(blocks, dim=1)
             noise = _cell_noise([data.obs_names[i] for i in cells], SAMPLES, run.model.latent_dim,
-                                int(self.recipe.seed))
+                                int(self.recipe.seed)) if expected else None  # the latent draws none
             out = run.model.encode_cells(b["x"], dosage, b["cond_index"], b["library"], cov, samples=SAMPLES,
                                          expected=expected, noise=noise)
             latent[rows[cells]] = out["latent"].numpy()

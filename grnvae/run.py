@@ -40,7 +40,8 @@ def in_gene_order(adata, genes: Sequence[str], source: str):
     if have.has_duplicates:
         raise DataError(f"{source} has duplicate gene names, e.g. {list(have[have.duplicated()][:5])}; "
                         f"make them unique (adata.var_names_make_unique())")
-    missing = [g for g in genes if g not in set(names)]
+    known = set(names)
+    missing = [g for g in genes if g not in known]
     if missing:
         raise DataError(f"{source} lacks {len(missing)} of the {len(genes)} genes the model was trained on, "
                         f"e.g. {missing[:10]}; give data with every one of them")

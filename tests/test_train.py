@@ -372,6 +372,12 @@ def test_a_loaded_run_predicts_with_the_data_prior_it_was_trained_with(tmp_path,
     older = grnvae.Run.load(tmp_path / "run").model.edges
     assert older.data_prior.numel() == 0
     assert torch.equal(older.prior()[1], trained.prior()[1]) and older.chosen_ridge == trained.chosen_ridge
+    # a stored prior of the wrong size (not this graph's) is not used: it is derived again
+    state["state_dict"]["model.edges.data_prior"] = torch.zeros(3)
+    state["state_dict"]["model.edges.data_prior_fit"] = torch.zeros(2, dtype=torch.float64)
+    torch.save(state, ckpt)
+    odd = grnvae.Run.load(tmp_path / "run").model.edges
+    assert odd.data_prior.numel() == 0 and torch.equal(odd.prior()[1], trained.prior()[1])
 
 
 def test_the_default_recipe_trains_on_log_normalised_values(tmp_path):

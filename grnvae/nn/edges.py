@@ -426,6 +426,10 @@ class FeatureEdgePosterior(nn.Module):
             state_dict[key] = self.data_prior.new_zeros(0)
             state_dict.setdefault(prefix + "data_prior_fit", self.data_prior_fit.clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.data_prior.numel() not in (0, self.num_edges):  # not this graph's: derive it again
+            log.warning("the stored data prior has %d values for %d edges; it is computed again from the "
+                        "stored responses", self.data_prior.numel(), self.num_edges)
+            self.data_prior = self.data_prior.new_zeros(0)
         ridge, own = self.data_prior_fit.tolist()
         if self.data_prior.numel():
             self.chosen_ridge = None if ridge != ridge else ridge
