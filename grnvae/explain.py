@@ -20,12 +20,23 @@ weights to the posterior mean ones, ``IG_e = w_e * mean_k d z_j / d w_e (alpha_k
 error, and what no edge carries (``z_j(0)``: the layers' transformation of the dosage itself,
 plus that error) goes to the ``rest`` row with the edges beyond ``paths``. Rows are ``edge``
 instead of ``walk``; the log-normalised change is shared in the same proportion.
+
+When the decoder's MLP reads the node effects (``model.decoder.mlp_effects``, as GPO-VAE), every
+node's effect reaches every gene, non-linearly. A gene's log-rate change is then the change of
+the decoder's output for it (plus the skip, if any), averaged over the basal states of up to 200
+control cells (their posterior means; prior draws without data). With linear layers it is shared
+among the walks by integrated gradients with each walk's term as an input: the walks end at
+nodes ``j`` and reach the gene only through the sums ``z_j``, so a walk with value ``v`` carries
+``v * mean_k d out / d z_j (alpha_k z)``; the path reads ``A -> j ~> gene`` (``~>``: the decoder
+reads ``j``'s effect for the gene). The terms sum to the change up to the Riemann error (in the
+``rest`` row; ``steps`` shrinks it). Non-linear layers get their edge integrated gradients through
+the decoder in the same way.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import pandas as pd
@@ -40,12 +51,6 @@ def _is_linear(model) -> bool:
     kinds = {type(layer).__name__ for layer in effect.layers}
     zero = effect.batched and all(getattr(layer, "zero_preserving", False) for layer in effect.layers)
     return zero and kinds == {"GPOLinear"}
-
-
-def _check_skip(model) -> None:
-    if not model.skip:
-        raise RunError("explain needs node effects on their own genes (model.decoder.skip=true); with "
-                       "effects only inside the decoder no path reaches a gene directly")
 
 
 def walks(edge_index: torch.Tensor, weight: torch.Tensor, dose: Dict[int, float], hops: int,
@@ -80,53 +85,96 @@ def walks(edge_index: torch.Tensor, weight: torch.Tensor, dose: Dict[int, float]
     return found
 
 
-def edge_attributions(model, dosage: torch.Tensor, weight: torch.Tensor, nodes: List[int],
-                      steps: int = 32) -> Dict[int, List[tuple]]:
-    """Integrated gradients of the effect on each of ``nodes`` over the edge weights, from no edge
-    weights to ``weight`` ``[E]`` (``steps`` midpoints), for the one condition ``dosage`` ``[1, V]``:
-    ``{node: [((source, target), attribution)]}`` for the edges with a non-zero attribution."""
-    if not nodes:
-        return {}
+def node_readout(nodes: List[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The readout of models whose effects reach genes only through the skip: gene ``g``'s
+    log-rate change is its node's effect (``nodes``: each explained gene's node)."""
+    index = torch.as_tensor(nodes, dtype=torch.long)
+    return lambda z: z[index.to(z.device)]
+
+
+def decoder_readout(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor],
+                    genes: List[int]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The readout of models whose decoder MLP reads the node effects (``model.decoder.mlp_effects``):
+    each of ``genes``' log-rate (the MLP's output plus the skip, before the normaliser all genes
+    share) averaged over the basal states ``z_b`` ``[N, L]``, as a function of the effects ``z`` ``[V]``."""
+    z_b = z_b.unsqueeze(0)
+    index = torch.zeros(z_b.shape[1], dtype=torch.long, device=z_b.device)
+    columns = torch.as_tensor(genes, dtype=torch.long, device=z_b.device)
+
+    def readout(z: torch.Tensor) -> torch.Tensor:
+        z_p = z.view(1, 1, -1)
+        out = model.decoder.log_rates(z_b, model.decoder.project_effect(z_p), index, None, covariates,
+                                      model.gene_effects(z_p))[1]
+        return out[0].index_select(1, columns).mean(0)
+
+    return readout
+
+
+def _gradients(readout: Callable[[torch.Tensor], torch.Tensor], point: torch.Tensor) -> torch.Tensor:
+    """``d readout_i / d point`` for every output ``i``: ``[n, *point.shape]``."""
+    point = point.detach().requires_grad_(True)
+    out = readout(point)
+    rows = [torch.autograd.grad(out[i], point, retain_graph=i < len(out) - 1)[0] for i in range(len(out))]
+    return torch.stack(rows).double().cpu()
+
+
+def walk_sensitivity(readout: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[n, V]``: each readout's gradient over the node effects, averaged over ``steps``
+    midpoints of the straight path from no effects to ``z``. A walk ending at node ``j`` with
+    value ``v`` then carries ``v * [i, j]`` of readout ``i``: the integrated gradients of the
+    readout with each walk's term as an input (the readout sees walks only through their sums
+    ``z_j``); exact with one step for a readout linear in ``z``."""
+    total = torch.zeros(0, dtype=torch.float64)
+    for k in range(steps):
+        grad = _gradients(readout, z * ((k + 0.5) / steps))
+        total = grad if k == 0 else total + grad
+    return total / steps
+
+
+def edge_attributions(model, dosage: torch.Tensor, weight: torch.Tensor,
+                      readout: Callable[[torch.Tensor], torch.Tensor], steps: int = 32) -> List[List[tuple]]:
+    """Integrated gradients of each ``readout`` output (a function of the node effects ``[V]``,
+    e.g. :func:`node_readout`) over the edge weights, from no edge weights to ``weight`` ``[E]``
+    (``steps`` midpoints), for the one condition ``dosage`` ``[1, V]``: per output,
+    ``[((source, target), attribution)]`` for the edges with a non-zero attribution."""
     plan = model.plan_effects(dosage)
     src, tgt = model.edge_index.cpu().numpy()
-    total = torch.zeros(len(nodes), weight.numel(), dtype=torch.float64)
-    index = torch.as_tensor(nodes, device=weight.device)
-    for k in range(steps):
-        w = (weight * ((k + 0.5) / steps)).unsqueeze(0).requires_grad_(True)
-        z = model.effect.compute(dosage, model.edge_index, w, plan)
-        z = (z.dense() if hasattr(z, "dense") else z)[0, 0, index]
-        for i in range(len(nodes)):
-            total[i] += torch.autograd.grad(z[i], w, retain_graph=i < len(nodes) - 1)[0][0].double().cpu()
+
+    def through_effects(w: torch.Tensor) -> torch.Tensor:
+        z = model.effect.compute(dosage, model.edge_index, w.unsqueeze(0), plan)
+        return readout((z.dense() if hasattr(z, "dense") else z)[0, 0])
+
+    total = sum(_gradients(through_effects, weight * ((k + 0.5) / steps)) for k in range(steps))
     ig = (total / steps) * weight.double().cpu()
-    out: Dict[int, List[tuple]] = {}
-    for i, node in enumerate(nodes):
-        nz = torch.nonzero(ig[i]).flatten().tolist()
-        out[node] = [((int(src[e]), int(tgt[e])), float(ig[i, e])) for e in nz]
-    return out
+    return [[((int(src[e]), int(tgt[e])), float(row[e])) for e in torch.nonzero(row).flatten().tolist()]
+            for row in ig]
 
 
 def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, paths: int = 10,
-            use_data: bool = True, adata=None, trust_plugins: bool = False) -> pd.DataFrame:
+            use_data: bool = True, adata=None, trust_plugins: bool = False, steps: int = 32) -> pd.DataFrame:
     """The predicted effect of ``perturbation`` (``A`` or ``A+B``) on ``gene`` (or on its ``top``
     responding genes) decomposed over the GRN walks that carry it (see the module docstring).
 
     ``run`` is a run directory or a loaded :class:`grnvae.Run` (for a :class:`grnvae.Model`:
     ``model.explain(...)``). Returns one row per (gene, walk), or per (gene, edge) with
     integrated gradients for non-linear layers (``kind`` ``edge``), at most ``paths`` per gene by
-    absolute share plus a ``rest`` row with the others (and, for edges, what no edge carries). Columns: ``gene``, ``kind``, ``path`` (``A -> B -> gene``), ``regulator``, ``steps``,
-    ``log_rate``, ``share``, ``lognorm``, and per gene ``predicted`` (its log-normalised change)
-    and ``log_rate_total``. Over a gene's ``walk`` and ``rest`` rows, ``log_rate`` sums to its
-    log-rate change exactly and ``lognorm`` to its predicted change. For a combination,
+    absolute share plus a ``rest`` row with the others (and, for edges, what no edge carries).
+    Columns: ``gene``, ``kind``, ``path`` (``A -> B -> gene``, or ``A -> B ~> gene`` when the
+    decoder reads ``B``'s effect for ``gene``), ``regulator``, ``steps``, ``log_rate``,
+    ``share``, ``lognorm``, and per gene ``predicted`` (its log-normalised change) and
+    ``log_rate_total``. Over a gene's ``walk``/``edge`` and ``rest`` rows, ``log_rate`` sums to
+    its log-rate change exactly and ``lognorm`` to its predicted change. For a combination,
     ``single`` rows (each single's own predicted change, ``path`` ``"(A alone)"``) and an
     ``interaction`` row (the predicted change minus the sum of the singles') decompose the same
-    change a second way.
+    change a second way. ``steps``: midpoints of the integrated gradients (models whose decoder
+    reads the effects, non-linear layers); basal states for those come from up to 200 of the
+    run's control cells (``use_data``, ``adata``) or the prior.
     """
-    from .evaluation.evaluate import predict_perturbations
+    from .evaluation.evaluate import control_cells, predict_perturbations
     from .run import Run
 
     run = run if isinstance(run, Run) else Run.load(run, trust_plugins=trust_plugins)
     model = run.model
-    _check_skip(model)
     linear = _is_linear(model)
     sep = str(run.recipe.data.separator)
     targets = [t.strip() for t in str(perturbation).split(sep) if t.strip()]
@@ -138,11 +186,12 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     dose_value = float(model.spec.extra.get("dose", 1.0))
     dose = {pos[t]: dose_value for t in targets}
     weight = model.edges.expected_weight().detach()
-    dosage = torch.zeros(1, len(nodes))
+    device = weight.device
+    dosage = torch.zeros(1, len(nodes), device=device)
     dosage[0, list(dose)] = dose_value
     with torch.no_grad():
-        z = model._effects(dosage.to(weight.device), 1, mean=True)[0]
-    z = (z.dense() if hasattr(z, "dense") else z)[0, 0].cpu().numpy().astype(np.float64)
+        z = model._effects(dosage, 1, mean=True)[0]
+    z = (z.dense() if hasattr(z, "dense") else z)[0, 0]
 
     genes = list(model.spec.genes)
     gene_node = {genes[g]: n for n, g in enumerate(model.spec.node_gene) if g >= 0}
@@ -152,32 +201,58 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
         chosen = [gene]
     else:
         chosen = list(delta[perturbation].abs().sort_values(ascending=False).index[:top])
+    through_decoder = model.mlp_reads_effects
+    if through_decoder:  # every node's effect reaches every gene through the decoder's MLP
+        x, _, cov, _ = control_cells(run, adata, use_data, max_controls=200)
+        if x is None:
+            generator = torch.Generator().manual_seed(int(run.recipe.seed))
+            z_b = torch.randn(200, model.latent_dim, generator=generator).to(device)
+            cov = model.first_levels(200)
+        else:
+            z_b = model.basal_means(x, cov)
+            cov = None if cov is None else cov.to(device)
+        readout = decoder_readout(model, z_b, cov, [genes.index(g) for g in chosen])
+    else:  # effects reach a gene through its own node only; a gene that is no node is not reached
+        readout = node_readout([gene_node.get(g, 0) for g in chosen])
+    reached = [through_decoder or g in gene_node for g in chosen]
+    with torch.no_grad():
+        totals = (readout(z) - readout(torch.zeros_like(z))).double().cpu().numpy()
     if linear:
         found = walks(model.edge_index, weight, dose, len(model.effect.layers), model.effect.combine)
+        grad = walk_sensitivity(readout, z, steps if through_decoder else 1).numpy()
+        terms = [[(walk, value * grad[i, end]) for end, ends in found.items() if grad[i, end] != 0
+                  for walk, value in ends] for i in range(len(chosen))]
     else:
-        found = edge_attributions(model, dosage.to(weight.device), weight,
-                                  [gene_node[g] for g in chosen if g in gene_node])
+        terms = [[((s, t), value) for (s, t), value in edges]
+                 for edges in edge_attributions(model, dosage, weight, readout, steps)]
     kind = "walk" if linear else "edge"
+    library = getattr(model.decoder, "models_library", False)
     rows = []
-    for g in chosen:
+    for i, g in enumerate(chosen):
         predicted = float(delta.at[g, perturbation])
-        node = gene_node.get(g)
-        total = float(z[node]) if node is not None else 0.0
-        found_g = sorted(found.get(node, []), key=lambda item: -abs(item[1])) if node is not None else []
+        total = float(totals[i]) if reached[i] else 0.0
+        found_g = sorted(terms[i], key=lambda item: -abs(item[1])) if reached[i] else []
         shown = found_g[:paths]
         base = {"gene": g, "predicted": predicted, "log_rate_total": total}
         for walk, value in shown:
             share = value / total if total else float("nan")
-            rows.append({**base, "kind": kind, "path": " -> ".join(nodes[i] for i in walk), "regulator": nodes[walk[0]],
+            path = " -> ".join(nodes[j] for j in walk)
+            if linear and gene_node.get(g) != walk[-1]:
+                path += f" ~> {g}"  # the decoder reads the last node's effect for this gene
+            rows.append({**base, "kind": kind, "path": path, "regulator": nodes[walk[0]],
                          "steps": len(walk) - 1, "log_rate": value, "share": share,
                          "lognorm": predicted * share if total else float("nan")})
         rest = total - sum(v for _, v in shown)
-        if abs(rest) > 1e-9 * max(1.0, abs(total)) or not shown:
+        if abs(rest) > 1e-6 * max(1.0, abs(total)) or not shown:
             share = rest / total if total else float("nan")
-            rest_label = "(other walks)" if linear else "(other edges, and what no edge carries)"
-            rows.append({**base, "kind": "rest", "path": rest_label if node is not None else "(not a GRN node)",
-                         "regulator": "", "steps": 0, "log_rate": rest, "share": share,
-                         "lognorm": predicted * share if total else predicted})
+            if not reached[i]:
+                label = "(not a GRN node)"
+            elif not found_g and not total:
+                label = "(no walk reaches it" + ("; the library's change)" if library else ")")
+            else:
+                label = "(other walks)" if linear else "(other edges, and what no edge carries)"
+            rows.append({**base, "kind": "rest", "path": label, "regulator": "", "steps": 0, "log_rate": rest,
+                         "share": share, "lognorm": predicted * share if total else predicted})
         if len(targets) > 1:
             alone = [float(delta.at[g, t]) for t in targets]
             for t, d in zip(targets, alone):

@@ -471,14 +471,7 @@ class GRNVAE(nn.Module):
             n = n_prior
             lib = torch.full((n,), float(self.spec.extra.get("library_median", 1e4)), device=device)
             z_b_all = torch.randn(particles, n, self.latent_dim, device=device)
-            cov_all = None
-            if self.spec.covariates:
-                K = sum(len(v) for v in self.spec.covariates.values())
-                cov_all = torch.zeros(n, K, device=device)
-                start = 0
-                for levels in self.spec.covariates.values():  # the first level of each covariate
-                    cov_all[:, start] = 1.0
-                    start += len(levels)
+            cov_all = self.first_levels(n)
         else:
             x_ctrl, lib = x_ctrl.to(device), library.to(device)
             cov_all = None if covariates is None else covariates.to(device)
@@ -507,6 +500,30 @@ class GRNVAE(nn.Module):
                 bar.update()
         bar.close()
         return (total / n).cpu()
+
+    def first_levels(self, n: int) -> Optional[Tensor]:
+        """Covariates ``[n, K]`` of ``n`` cells at the first level of each covariate (what
+        predictions from the prior assume); None without covariates."""
+        if not self.spec.covariates:
+            return None
+        out = torch.zeros(n, sum(len(v) for v in self.spec.covariates.values()), device=self.x_mean.device)
+        start = 0
+        for levels in self.spec.covariates.values():
+            out[:, start] = 1.0
+            start += len(levels)
+        return out
+
+    @torch.no_grad()
+    def basal_means(self, x_ctrl: Tensor, covariates: Optional[Tensor] = None) -> Tensor:
+        """Posterior mean basal states ``[N, L]`` of control cells (``x_ctrl`` ``[N, G]``), encoded
+        with the control's effects."""
+        self.eval()
+        device = self.x_mean.device
+        z_p = self._effects(torch.zeros(1, self.num_nodes, device=device), 1, mean=True)[0]
+        index = torch.zeros(x_ctrl.shape[0], dtype=torch.long, device=device)
+        cov = None if covariates is None else covariates.to(device)
+        loc, _ = self.encoder(self.standardise(x_ctrl.to(device)), self.encoder.project_effect(z_p), index, 1, None, cov)
+        return loc[0]
 
     @torch.no_grad()
     def encode_cells(self, x: Tensor, cond_dosage: Tensor, cond_index: Tensor, library: Tensor,

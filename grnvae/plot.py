@@ -987,7 +987,8 @@ def explanation(
     the walks through it, summed over the explained genes, and coloured by the sign of that sum
     (red: raises the target, blue: lowers it). A knocked-down gene's change of its own
     expression (the walk along its self-loop) is the node's frame, as wide and coloured the same
-    way. The explained genes are labelled with their predicted log-normalised change, the share
+    way. A dashed arrow is not a GRN edge: the decoder reads that node's effect for the gene
+    (models whose decoder MLP reads the effects, as GPO-VAE). The explained genes are labelled with their predicted log-normalised change, the share
     of it that the drawn walks leave to other walks, and for a combination the interaction
     term (the change beyond the sum of the singles').
 
@@ -1002,8 +1003,12 @@ def explanation(
     flow: dict[tuple[str, str], float] = {}
     width: dict[tuple[str, str], float] = {}
     step: dict[str, int] = {}
+    read: set[tuple[str, str]] = set()  # a node's effect that the decoder reads for a gene ("B ~> gene")
     for path, value in zip(walks["path"], walks["log_rate"].astype(float)):
-        names = path.split(" -> ")
+        walk, _, gene = path.partition(" ~> ")
+        names = walk.split(" -> ") + ([gene] if gene else [])
+        if gene:
+            read.add((names[-2], gene))
         for k, name in enumerate(names):
             step[name] = min(step.get(name, k), k)
         for a, b in zip(names[:-1], names[1:]):
@@ -1035,7 +1040,8 @@ def explanation(
         if a == b:  # drawn as the node's frame below
             continue
         drawn = nx.draw_networkx_edges(graph, pos, edgelist=[(a, b)], width=lw, edge_color=colour, arrows=True,
-                                       arrowstyle="-|>", arrowsize=12, node_size=2600, ax=ax, alpha=0.85)
+                                       arrowstyle="-|>", arrowsize=12, node_size=2600, ax=ax, alpha=0.85,
+                                       style="dashed" if (a, b) in read else "solid")
         for patch in drawn if isinstance(drawn, list) else [drawn]:
             patch.set_zorder(1)
     first = table.drop_duplicates("gene").set_index("gene")
@@ -1061,6 +1067,7 @@ def explanation(
     ax.set_ylim(min(ys) - 0.7, max(ys) + 0.7)
     handles = [Line2D([], [], color=_ACTIVATION, lw=2, label="raises the target"),
                Line2D([], [], color=_REPRESSION, lw=2, label="lowers the target"),
+               *([Line2D([], [], color="grey", lw=2, ls="--", label="read by the decoder")] if read else []),
                Line2D([], [], color="black", lw=6, label=f"|log-rate| {top:.3g}")]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False,
               title="walks (width ~ contribution)", title_fontsize=8)

@@ -344,6 +344,26 @@ def _plots(out_dir: Path, run, predictions, obs, per, ceiling_table, n: int) -> 
         plot.save(plot.grn_neighbourhood(grn, gene), out_dir / f"grn_{gene}.png")
 
 
+def control_cells(run, adata=None, use_data: bool = True, max_controls: int = 500):
+    """Up to ``max_controls`` of a trained run's control cells (drawn with the recipe's seed):
+    ``(x, library, covariates, source)``, from ``adata`` or else the recipe's data (its
+    ``data.path`` or simulator), in the model's gene order. ``(None, None, None, "prior")`` when
+    ``use_data`` is false or the run has no data to read; ``source`` says which, for the record."""
+    from ..run import load_data
+
+    cfg = run.recipe
+    has_data = adata is not None or (cfg.data.path is not None and Path(cfg.data.path).exists()) or (
+        cfg.data.path is None and cfg.data.simulate is not None)
+    if not (use_data and has_data):
+        return None, None, None, "prior"
+    data = load_data(cfg, adata, genes=run.model.spec.genes)
+    ctrl = np.nonzero(data.pair == -1)[0]
+    rng = np.random.default_rng(int(cfg.seed))
+    ctrl = np.sort(rng.choice(ctrl, size=min(len(ctrl), max_controls), replace=False))
+    b = data.batch(ctrl)
+    return b["x"], b["library"], b.get("covariates"), f"{len(ctrl)} control cells"
+
+
 def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[str], use_data: bool = True,
                           particles: int = 5, max_controls: int = 500, trust_plugins: bool = False, adata=None):
     """Predicted mean expression for perturbation labels (``A``, ``A+B``) as an AnnData
@@ -357,7 +377,7 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
     """
     import anndata as ad
 
-    from ..run import Run, load_data
+    from ..run import Run
 
     run = run_path if isinstance(run_path, Run) else Run.load(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
@@ -394,18 +414,7 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
         dose_rows.append(row)
         labels.append(label)
     dosage = torch.stack([torch.zeros(len(nodes))] + dose_rows)
-    x = lib = cov = None
-    source = "prior"
-    has_data = adata is not None or (cfg.data.path is not None and Path(cfg.data.path).exists()) or (
-        cfg.data.path is None and cfg.data.simulate is not None)
-    if use_data and has_data:
-        data = load_data(cfg, adata, genes=run.model.spec.genes)
-        ctrl = np.nonzero(data.pair == -1)[0]
-        rng = np.random.default_rng(int(cfg.seed))
-        ctrl = np.sort(rng.choice(ctrl, size=min(len(ctrl), max_controls), replace=False))
-        b = data.batch(ctrl)
-        x, lib, cov = b["x"], b["library"], b.get("covariates")
-        source = f"{len(ctrl)} control cells"
+    x, lib, cov, source = control_cells(run, adata, use_data, max_controls)
     torch.manual_seed(int(cfg.seed))
     pred = run.model.predict(dosage, x, lib, cov, particles=particles).numpy()
     key = str(cfg.data.perturbation_key)
