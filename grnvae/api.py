@@ -205,8 +205,9 @@ class Model:
         return explain(self._trained(), perturbation, gene=gene, top=top, paths=paths, adata=self.adata)
 
     def get_latent_representation(self, adata=None, write: bool = False) -> np.ndarray:
-        """Each cell's basal state (posterior mean) ``[n_obs, latent_dim]``; NaN for cells the
-        recipe's quality filters leave out. ``write``: also in ``adata.obsm["X_grnvae"]``."""
+        """Each cell's basal state (posterior mean) ``[n_obs, latent_dim]``; NaN for cells with no
+        perturbation label (missing or one of ``data.unassigned``). Any cells can be passed:
+        with or without controls, however few per perturbation. ``write``: also in ``adata.obsm["X_grnvae"]``."""
         adata = self.adata if adata is None else adata
         out = self._encode(adata, expected=False)["latent"]
         if write:
@@ -276,8 +277,8 @@ class Model:
 
     def _encode(self, adata, expected: bool, chunk: int = 2048) -> Dict[str, np.ndarray]:
         """``latent`` and, with ``expected``, the expected expression (see
-        :meth:`GRNVAE.encode_cells`) for every cell of ``adata`` (NaN rows for cells the data
-        filters leave out)."""
+        :meth:`GRNVAE.encode_cells`) for every cell of ``adata`` (NaN rows for cells with no
+        perturbation label)."""
         import torch
 
         from .data import PerturbationData
@@ -291,9 +292,7 @@ class Model:
                             f"run adata.obs_names_make_unique() first")
         spec = run.model.spec
         adata = in_gene_order(adata, spec.genes, "the AnnData given")
-        data = PerturbationData.from_anndata(adata, self.recipe, source="<AnnData>")
-        pos = {n: i for i, n in enumerate(spec.nodes)}
-        to_model = torch.as_tensor([pos[n] for n in data.nodes], dtype=torch.long)
+        data = PerturbationData.from_anndata(adata, self.recipe, source="<AnnData>", nodes=spec.nodes)
         levels = spec.covariates
         latent = np.full((adata.n_obs, run.model.latent_dim), np.nan, dtype=np.float32)
         expr = np.full((adata.n_obs, len(spec.genes)), np.nan, dtype=np.float32) if expected else None
@@ -301,9 +300,7 @@ class Model:
         torch.manual_seed(int(self.recipe.seed))
         for a in range(0, data.n_cells, chunk):
             cells = np.arange(a, min(a + chunk, data.n_cells))
-            b = data.batch(cells)
-            dosage = b["cond_dosage"].new_zeros(b["cond_dosage"].shape[0], len(spec.nodes))
-            dosage[:, to_model] = b["cond_dosage"]
+            b = data.batch(cells, delta=False)
             cov = None
             if levels:
                 blocks = []
@@ -313,7 +310,7 @@ class Model:
                 cov = torch.cat(blocks, dim=1)
             noise = _cell_noise([data.obs_names[i] for i in cells], SAMPLES, run.model.latent_dim,
                                 int(self.recipe.seed)) if expected else None  # the latent draws none
-            out = run.model.encode_cells(b["x"], dosage, b["cond_index"], b["library"], cov, samples=SAMPLES,
+            out = run.model.encode_cells(b["x"], b["cond_dosage"], b["cond_index"], b["library"], cov, samples=SAMPLES,
                                          expected=expected, noise=noise)
             latent[rows[cells]] = out["latent"].numpy()
             if expected:

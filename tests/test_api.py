@@ -133,6 +133,30 @@ def test_a_cells_outputs_do_not_depend_on_the_other_cells_passed(trained, adata)
     assert np.allclose(trained.get_normalized_expression(adata[part].copy()), e[part], atol=1e-4)
 
 
+def test_any_subset_of_cells_is_read_without_controls_or_training_filters(trained, adata, tmp_path):
+    """A model reads whichever cells it is given: one perturbation's cells (no controls), a
+    single cell, a perturbation with fewer cells than data.min_cells. Each gets the values it
+    gets among all cells (registration used to refuse subsets without controls and drop small
+    groups). With GRN nodes chosen from the data (perturbed+hvg), a subset whose most variable
+    genes differ is read on the model's own nodes (it used to fail with a KeyError)."""
+    z, e = trained.get_latent_representation(adata), trained.get_normalized_expression(adata)
+    guide = adata.obs["guide"].astype(str).to_numpy()
+    one = np.nonzero(guide == next(g for g in guide if g != "NT" and "+" not in g))[0]
+    for rows in (one, one[:1], np.r_[one[:2], np.nonzero(guide == "NT")[0][:3]]):
+        sub = adata[rows].copy()
+        assert np.allclose(trained.get_latent_representation(sub), z[rows], atol=1e-5)
+        assert np.allclose(trained.get_normalized_expression(sub), e[rows], atol=1e-4)
+    small = adata.copy()
+    small.obs_names = [f"n{i}" for i in range(small.n_obs)]
+    grnvae.Model.setup_anndata(small, perturbation_key="guide", control="NT", covariates=["batch"])
+    hvg = grnvae.Model(small, recipe="grnvae", overrides={"train.max_epochs": 2, "train.progress_bar": False,
+                                                          "grn.nodes": "perturbed+hvg", "grn.n_hvg": 4})
+    hvg.train(out=tmp_path / "hvg")
+    full = hvg.get_latent_representation(small)
+    rows = np.random.default_rng(0).choice(small.n_obs, 40, replace=False)
+    assert np.allclose(hvg.get_latent_representation(small[rows].copy()), full[rows], atol=1e-5)
+
+
 def test_cells_the_api_cannot_place_are_clear_errors(trained, adata):
     """Duplicate cell names (common after concatenation) cannot be mapped back to rows: one clear
     error naming the fix, not a pandas traceback."""

@@ -277,8 +277,13 @@ class PerturbationData:
 
     # ------------------------------------------------------------------------------ building
     @classmethod
-    def from_anndata(cls, adata, cfg, source: str = "<AnnData>") -> "PerturbationData":
-        """Register an AnnData (in memory or backed) using the ``data``/``grn`` recipe sections."""
+    def from_anndata(cls, adata, cfg, source: str = "<AnnData>",
+                     nodes: Optional[Sequence[str]] = None) -> "PerturbationData":
+        """Register an AnnData (in memory or backed) using the ``data``/``grn`` recipe sections.
+
+        ``nodes``: a trained model's GRN nodes, to register cells for that model to read (its
+        latent states, expected expression): any cells, with or without controls, on exactly
+        those nodes; no split, pairs, QC or filter by cell count (every split is ``train``)."""
         from ..recipe import control_labels
         from . import splits as S
         from .labels import parse_labels
@@ -298,8 +303,10 @@ class PerturbationData:
             dup = pd.Index(genes)[pd.Index(genes).duplicated()].unique()[:5].tolist()
             raise DataError(f"{source}: duplicated gene names in var_names, e.g. {dup}; run adata.var_names_make_unique()")
 
+        trained = nodes is not None
         parsed = parse_labels(adata.obs[key], control_labels(cfg), dcfg.separator, list(dcfg.unassigned),
-                              dcfg.on_unassigned, key, source, min_cells=int(dcfg.min_cells))
+                              dcfg.on_unassigned, key, source, min_cells=1 if trained else int(dcfg.min_cells),
+                              training=not trained)
         keep = parsed.keep
         backed = bool(getattr(adata, "isbacked", False))
         raw_X = adata.layers[dcfg.layer] if dcfg.layer else adata.X
@@ -341,7 +348,13 @@ class PerturbationData:
         by = dcfg.split.by
         fractions = list(dcfg.split.fractions)
         categories: Dict[str, str] = {}
-        if by == "cells":
+        if trained:
+            split = np.zeros(len(cell_condition), dtype=np.int8)
+            unknown = sorted({t for ts in cond_targets for t in ts} - set(nodes))
+            if unknown:
+                raise DataError(f"{source}: perturbation targets the model has no GRN node for: {unknown[:10]}; "
+                                f"a model reads cells of its GRN's nodes only")
+        elif by == "cells":
             split = S.by_cells(cell_condition, fractions, seed)
         elif by == "perturbation":
             split = S.by_perturbation(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed,
@@ -354,7 +367,7 @@ class PerturbationData:
                 raise DataError(f"{source}: data.split.by=column needs data.split.column naming an obs column; got {col!r}")
             split = S.by_column(adata.obs[col][keep], col)
 
-        nodes = _node_set(cfg, genes, perturbed, cond_targets, gene_pos)
+        nodes = list(nodes) if trained else _node_set(cfg, genes, perturbed, cond_targets, gene_pos)
         node_pos = {n: i for i, n in enumerate(nodes)}
         condition_nodes = [tuple(sorted(node_pos[t] for t in ts)) for ts in cond_targets]
         node_gene = np.array([gene_pos.get(n, -1) for n in nodes], dtype=np.int64)
@@ -385,6 +398,8 @@ class PerturbationData:
             rows=rows, dropped=parsed.dropped, categories=categories, covariates=covariates,
             modality=dcfg.modality, value_report=scan.report(values),
         )
+        if trained:
+            return data
         if cfg.grn.nodes == "perturbed+deg":
             data._add_deg_nodes(int(cfg.grn.deg_per_perturbation))
         elif cfg.grn.nodes == "perturbed+hvg":
@@ -658,15 +673,17 @@ class PerturbationData:
         """Mean log-normalised expression of the training controls on measured nodes ``[Vm]``."""
         return self.control_mean_genes()[self.node_gene[self.node_gene >= 0]].astype(np.float32)
 
-    def batch(self, cells: Sequence[int]) -> Dict[str, torch.Tensor]:
-        """Densify a batch of cells into the tensors the model consumes (see ``GRNVAE``)."""
+    def batch(self, cells: Sequence[int], delta: bool = True) -> Dict[str, torch.Tensor]:
+        """Densify a batch of cells into the tensors the model consumes (see ``GRNVAE``);
+        ``delta`` false: no observed changes from the paired controls (``has_delta`` all false),
+        for cells a trained model only reads."""
         cells = np.asarray(cells, dtype=np.int64)
         x = torch.from_numpy(self.read_rows(cells).toarray())
         conds, cond_index = np.unique(self.cell_condition[cells], return_inverse=True)
         support = self.dosage_support(conds)
         cols = self.node_gene[self.node_gene >= 0]
         pair = self.pair[cells]
-        has = pair != -1
+        has = (pair != -1) & delta
         delta = np.zeros((len(cells), len(cols)), dtype=np.float32)
         if has.any():
             lib = self.library[cells[has]]

@@ -61,10 +61,13 @@ def parse_labels(
     key: str = "perturbation",
     source: str = "<AnnData>",
     min_cells: int = 1,
+    training: bool = True,
 ) -> Labels:
     """Parse an obs column of perturbation labels (see module docstring).
 
     Perturbations with fewer than ``min_cells`` cells are dropped (reported in ``dropped``).
+    ``training`` false: the labels of cells a trained model reads, which need neither control
+    cells nor a second label.
     """
     raw = values.astype(object).where(values.notna(), "")
     labels = np.array([str(v).strip() for v in raw], dtype=object)
@@ -93,14 +96,14 @@ def parse_labels(
     if len(labels) == 0:
         raise DataError(f"{source}: no cells left in '{key}' after dropping unassigned labels {dropped}")
     is_control = np.isin(labels, controls)
-    if not is_control.any():
+    if training and not is_control.any():
         top = pd.Series(labels).value_counts().index[:8].tolist()
         raise DataError(
             f"{source}: no control cells: no '{key}' label equals {controls} (data.control); "
             f"most common labels: {top}. Set data.control=<label>"
         )
     distinct = pd.unique(labels)
-    if len(distinct) < 2:
+    if training and len(distinct) < 2:
         raise DataError(
             f"{source}: column '{key}' has a single value {distinct[0]!r}: no perturbations to learn from"
         )
