@@ -749,12 +749,15 @@ class GRN:
 
     def to_networkx(self, extra: Mapping[str, ArrayLike] | None = None) -> nx.DiGraph:
         """A ``networkx.DiGraph`` with every gene as a node (isolated ones too, in gene order)
-        and edge attributes (and ``extra`` columns) as Python floats."""
+        and edge attributes (and ``extra`` columns) as Python floats, boolean ones (``informed``,
+        ``in_prior``) as Python bools (GraphML ``boolean``)."""
         graph = nx.DiGraph()
         if self._name is not None:
             graph.graph["name"] = self._name
         graph.add_nodes_from(self._genes)
-        columns = {k: v.numpy().astype(np.float64) for k, v in self._edge_attr.items()}
+
+        columns = {k: v.numpy() if v.dtype == torch.bool else v.numpy().astype(np.float64)
+                   for k, v in self._edge_attr.items()}
         for key, array in self._extra_columns(extra).items():
             try:
                 columns[key] = array.astype(np.float64)

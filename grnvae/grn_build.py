@@ -136,7 +136,8 @@ def build_model_graph(data, cfg) -> ModelGraph:
     edge_index = torch.cat(parts, dim=1) if parts else torch.empty(2, 0, dtype=torch.long)
     if gcfg.self_loops:
         edge_index = torch.cat([edge_index, torch.arange(V).repeat(2, 1)], dim=1)
-    graph = GRN(nodes, edge_index, name=mode)  # coalesced: sorted, duplicates merged
+    edge_index = torch.unique(edge_index, dim=1)  # the candidate sets overlap by design: their union
+    graph = GRN(nodes, edge_index, name=mode)
     E = graph.num_edges
     if E == 0:
         raise GRNError(f"grn.edges={mode} gives no edges over the {V} GRN nodes; check grn.prior and grn.nodes")

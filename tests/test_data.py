@@ -162,7 +162,8 @@ def test_missing_file_error(tmp_path):
 
 def test_inspect_never_suggests_a_covariate_that_follows_the_label_and_flags_pooled_datasets(tmp_path):
     """`grnvae inspect`: a column with one value per perturbation label (a dose that says single vs
-    double, a type confounded with the label) is named as leaking, never suggested; a file that
+    double, a type confounded with the label) is named as leaking, never suggested; nor is a
+    clustering (leiden, Seurat's res.1), which is derived from the expression; a file that
     pools cell lines sharing one control label gets a warning that says how to subset."""
     from grnvae.data.inspect import describe
 
@@ -172,6 +173,8 @@ def test_inspect_never_suggests_a_covariate_that_follows_the_label_and_flags_poo
     a.obs["perturbation_type"] = np.where(labels == "control", "none", "crispri")
     a.obs["replicate"] = np.where(np.arange(a.n_obs) % 3 == 0, "r1", "r2")
     a.obs["cell_line"] = np.where(np.arange(a.n_obs) % 2 == 0, "K562", "RPE1")
+    a.obs["leiden"] = (np.arange(a.n_obs) % 4).astype(str)  # a clustering: derived from the expression
+    a.obs["res.1"] = (np.arange(a.n_obs) % 5).astype(str)
     a.write_h5ad(tmp_path / "pooled.h5ad")
     report = describe(tmp_path / "pooled.h5ad")
     leak_line = next(line for line in report.splitlines() if "leak" in line)
@@ -179,5 +182,8 @@ def test_inspect_never_suggests_a_covariate_that_follows_the_label_and_flags_poo
     suggested = report.split("suggested recipe keys:")[1]
     assert "data.covariates=[replicate]" in suggested
     assert "dose" not in suggested and "perturbation_type" not in suggested and "cell_line" not in suggested
+    assert "leiden" not in suggested and "res.1" not in suggested
+    derived = next(line for line in report.splitlines() if "derived from the expression" in line)
+    assert "leiden" in derived and "res.1" in derived
     assert "'cell_line' has 2 values" in report and "share the label 'control'" in report
     assert "adata[adata.obs['cell_line'] ==" in report

@@ -276,8 +276,13 @@ def test_from_networkx_undirected_edges_go_both_ways():
 def test_to_graphml_reads_back(tmp_path, rng):
     grn = GRN.from_edgelist(random_edges(rng, GENES, 15), genes=GENES + ["isolated"])
     path = tmp_path / "sub" / "grn.graphml"
+    flag = torch.arange(grn.num_edges) % 2 == 0
+    grn = GRN(grn.genes, grn.edge_index, edge_attr={**grn.edge_attr, "flag": flag})
     grn.to_graphml(path, extra={"prob": torch.rand(grn.num_edges)})
     read = nx.read_graphml(path)
+    # a boolean attribute reads back as bool, not 0.0 / 1.0
+    src, dst = grn.edge_index[:, 1].tolist()
+    assert read.edges[grn.genes[src], grn.genes[dst]]["flag"] is False
     assert read.is_directed()
     assert read.number_of_edges() == grn.num_edges
     assert read.number_of_nodes() == grn.num_nodes

@@ -18,6 +18,22 @@ _CANDIDATE_CONTROLS = ("control", "ctrl", "non-targeting", "NT", "non_targeting"
 _DATASET_KEYS = ("dataset", "cell_line", "cellline", "cell_type", "celltype", "study", "source", "screen", "library")
 
 
+# technical covariates a model should condition on (batch effects), and columns derived from
+# the expression itself (clusterings, cell-cycle phase: conditioning on them absorbs biology)
+_TECHNICAL = ("batch", "rep", "replicate", "bio_rep", "lane", "gem", "gem_group", "plate", "donor", "sample",
+              "orig.ident", "run", "well", "channel", "library_id")
+_DERIVED = ("leiden", "louvain", "cluster", "res.", "snn_res", "phase", "cell_cycle", "cycle")
+
+
+def _kind_of_column(name: str) -> str:
+    """``"technical"``, ``"derived"`` (from the expression) or ``"other"``, by its name."""
+    low = str(name).lower()
+    if any(d in low for d in _DERIVED):
+        return "derived"
+    words = set(low.replace(".", "_").replace("-", "_").split("_")) | {low}
+    return "technical" if words & set(_TECHNICAL) else "other"
+
+
 def _follows_label(obs: pd.DataFrame, column: str, labels: pd.Series) -> bool:
     """Whether ``column`` takes one value per perturbation label (a function of the label, so a
     covariate that would leak the perturbation into the model)."""
@@ -87,9 +103,17 @@ def describe(path: str | Path, perturbation_key: str = "perturbation", control: 
     candidates = [c for c in obs.columns if c != perturbation_key and 1 < obs[c].nunique() <= 20
                   and not pd.api.types.is_float_dtype(obs[c])]
     leaking = [c for c in candidates if _follows_label(obs, c, values)]
-    covs = [c for c in candidates if c not in leaking and str(c).lower() not in _DATASET_KEYS]
+    free = [c for c in candidates if c not in leaking and str(c).lower() not in _DATASET_KEYS]
+    covs = [c for c in free if _kind_of_column(c) == "technical"]
+    derived = [c for c in free if _kind_of_column(c) == "derived"]
+    others = [c for c in free if _kind_of_column(c) == "other" and not pd.api.types.is_numeric_dtype(obs[c])]
     if leaking:
         lines.append(f"  not covariates (one value per perturbation label, they would leak it): {', '.join(map(str, leaking))}")
+    if derived:
+        lines.append(f"  not covariates (derived from the expression, they would absorb the effects): "
+                     f"{', '.join(map(str, derived))}")
+    if others:
+        lines.append(f"  other categorical columns (a covariate only if technical, e.g. a batch): {', '.join(map(str, others))}")
     lines.append("  suggested recipe keys:")
     lines.append(f"    data.path={path} data.perturbation_key={perturbation_key} data.control={controls[0]}")
     if lab.combinations:

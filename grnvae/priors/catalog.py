@@ -204,8 +204,9 @@ def download(
     if expected is None and not allow_unverified:
         raise GRNError(
             f"download {name!r}: no sha256 checksum is recorded for {url}, so the file cannot "
-            "be verified; fill in the entry's sha256 in priors/catalog.yaml, pass sha256=, or "
-            "pass allow_unverified=True (or download the file yourself and give its path)"
+            "be verified; fill in the entry's sha256 in priors/catalog.yaml, or accept it unverified "
+            "(in a recipe: grn.prior_verify=false; in Python: allow_unverified=True), or download the "
+            "file yourself and give its path (grn.prior=FILE)"
         )
 
     digest_holder: dict[str, str] = {}
