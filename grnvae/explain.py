@@ -54,12 +54,14 @@ def _is_linear(model) -> bool:
 
 
 def walks(edge_index: torch.Tensor, weight: torch.Tensor, dose: Dict[int, float], hops: int,
-          combine: str = "sum", keep: int = 20000) -> Dict[int, List[tuple]]:
+          combine: str = "sum", keep: int = 20000, own_loops: bool = False) -> Dict[int, List[tuple]]:
     """Walks from the perturbed nodes (``dose``: node -> dosage), as ``{end node: [(walk, value)]}``
     with ``walk`` a tuple of node indices and ``value = dose * prod(weights)``. With ``combine``
-    ``"sum"`` walks of 1..``hops`` steps count, with ``"last"`` those of exactly ``hops``. Each
-    step keeps at most ``keep`` walks (the largest in absolute value); what the dropped ones
-    carried is left for the caller to report as the rest (the total is known exactly)."""
+    ``"sum"`` walks of 1..``hops`` steps count, with ``"last"`` those of exactly ``hops``. With
+    ``own_loops`` (``model.effect.loops=own``) a self-loop is a one-step walk from a perturbed
+    node that goes no further, and no other walk takes one. Each step keeps at most ``keep`` walks
+    (the largest in absolute value); what the dropped ones carried is left for the caller to
+    report as the rest (the total is known exactly)."""
     src, tgt = edge_index.cpu().numpy()
     w = weight.detach().cpu().numpy().astype(np.float64)
     out_edges: Dict[int, np.ndarray] = defaultdict(lambda: np.zeros(0, dtype=np.int64))
@@ -73,8 +75,13 @@ def walks(edge_index: torch.Tensor, weight: torch.Tensor, dose: Dict[int, float]
         nxt = []
         for walk, value in frontier:
             for e in out_edges[walk[-1]]:
-                if w[e] != 0:
-                    nxt.append((walk + (int(tgt[e]),), value * w[e]))
+                if w[e] == 0:
+                    continue
+                if own_loops and src[e] == tgt[e]:
+                    if step == 1:  # the perturbed node's own change: counted, not walked on
+                        found[int(tgt[e])].append((walk + (int(tgt[e]),), value * w[e]))
+                    continue
+                nxt.append((walk + (int(tgt[e]),), value * w[e]))
         if len(nxt) > keep:
             nxt.sort(key=lambda item: -abs(item[1]))
             nxt = nxt[:keep]
@@ -218,7 +225,8 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     with torch.no_grad():
         totals = (readout(z) - readout(torch.zeros_like(z))).double().cpu().numpy()
     if linear:
-        found = walks(model.edge_index, weight, dose, len(model.effect.layers), model.effect.combine)
+        found = walks(model.edge_index, weight, dose, len(model.effect.layers), model.effect.combine,
+                      own_loops=model.effect.own_loops)
         grad = walk_sensitivity(readout, z, steps if through_decoder else 1).numpy()
         terms = [[(walk, value * grad[i, end]) for end, ends in found.items() if grad[i, end] != 0
                   for walk, value in ends] for i in range(len(chosen))]

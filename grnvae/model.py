@@ -152,7 +152,8 @@ class GRNVAE(nn.Module):
                 encoder_layers=ecfg.encoder_layers, encoder_hidden=ecfg.encoder_hidden,
             )
         self.effect = EffectModule(mcfg.effect.layer, mcfg.effect.hops, mcfg.effect.combine,
-                                   mcfg.effect.hidden, OmegaConf.to_container(mcfg.effect.options))
+                                   mcfg.effect.hidden, OmegaConf.to_container(mcfg.effect.options),
+                                   loops=mcfg.effect.loops)
         L = mcfg.latent_dim
         self.latent_dim = L
         K = sum(len(levels) for levels in spec.covariates.values())
@@ -574,20 +575,43 @@ class GRNVAE(nn.Module):
 
     @torch.no_grad()
     def edge_evidence(self) -> Dict[str, Tensor]:
-        """What the data can say about each edge: ``informed`` (bool ``[E]``) when its regulator
-        has training cells and its target is a measured gene or reaches one over the effect
-        module's remaining hops (an edge into a node that touches no measured gene changes
-        nothing the likelihood sees through the skip, so it keeps its prior), or, when the
-        decoder's MLP reads the effects (``model.decoder.mlp_effects``, as GPO-VAE), whatever its
-        target; and ``evidence`` ``[E]``, the number of training cells in which its regulator is
-        perturbed."""
+        """What the data can say about each edge: ``informed`` (bool ``[E]``) when some hop ``h``
+        of the effect module carries a training perturbation along it to something the
+        likelihood sees: its regulator is perturbed in training cells or reached from such a
+        regulator in ``h - 1`` hops, and its target is a measured gene or reaches one in the
+        remaining hops (an edge into a node that touches no measured gene changes nothing the
+        likelihood sees through the skip, so it keeps its prior), or, when the decoder's MLP reads
+        the effects (``model.decoder.mlp_effects``, as GPO-VAE), whatever its target. With own
+        loops (``model.effect.loops=own``) a self-loop is used at the first hop only, from a
+        perturbed node. ``evidence`` ``[E]``: the number of training cells in which the edge's
+        regulator is perturbed."""
         src, tgt = self.edge_index.cpu()
         counts = self.node_counts.cpu()
-        reach = torch.full((self.num_nodes,), self.mlp_reads_effects, dtype=torch.bool)
-        reach[self.measured_nodes.cpu()] = True
-        for _ in range(len(self.effect.layers) - 1):  # a node reaching a measured one in h hops
-            reach = reach | torch.zeros_like(reach).index_fill(0, src[reach[tgt]], True)
-        return {"informed": (counts[src] > 0) & reach[tgt], "evidence": counts[src].to(torch.int64)}
+        hops = len(self.effect.layers)
+        walked = src != tgt if self.effect.own_loops else torch.ones_like(src, dtype=torch.bool)
+
+        def step_back(nodes: Tensor) -> Tensor:  # nodes with a walked edge into ``nodes``
+            return torch.zeros_like(nodes).index_fill(0, src[walked & nodes[tgt]], True)
+
+        def step_on(nodes: Tensor) -> Tensor:  # nodes a walked edge leads to from ``nodes``
+            return torch.zeros_like(nodes).index_fill(0, tgt[walked & nodes[src]], True)
+
+        seen = torch.full((self.num_nodes,), self.mlp_reads_effects, dtype=torch.bool)
+        seen[self.measured_nodes.cpu()] = True
+        # sees[r]: the nodes whose state after r more hops reaches the output where the likelihood
+        # sees it: every hop's output counts with combine=sum (r hops or fewer), the last one only
+        # with combine=last (exactly r)
+        sees = [seen]
+        for _ in range(hops - 1):
+            back = step_back(sees[-1])
+            sees.append(back | sees[-1] if self.effect.combine == "sum" else back)
+        start = counts > 0  # the nodes a training perturbation reaches in exactly h - 1 hops
+        informed = torch.zeros_like(src, dtype=torch.bool)
+        for h in range(1, hops + 1):
+            use = start[src] & sees[hops - h][tgt]
+            informed |= use if h == 1 else use & walked
+            start = step_on(start)
+        return {"informed": informed, "evidence": counts[src].to(torch.int64)}
 
     def learned_grn(self) -> GRN:
         """The GRN with the learned ``probability`` and ``weight`` of every edge as attributes,

@@ -177,6 +177,9 @@ class EffectConfig:
     combine: str = "sum"
     hidden: int = 16
     options: Dict[str, Any] = field(default_factory=dict)
+    # self-loops: walked like any edge at every hop (GPO-VAE), or a perturbed node's own change,
+    # added once and never walked on (the same with one hop; see grnvae.nn.effect.EffectModule)
+    loops: str = "walk"
 
 
 @dataclass
@@ -304,6 +307,7 @@ CHOICES = {
     "model.edges.weight": ("amortized", "free", "features"),
     "model.edges.prior_mean": ("posterior", "data"),
     "model.effect.combine": ("sum", "last"),
+    "model.effect.loops": ("walk", "own"),
     "model.encoder.kind": ("correlated", "mean_field"),
     "model.decoder.likelihood": ("auto", "nb", "normal"),
     "train.accelerator": ("auto", "cpu", "gpu", "cuda", "mps"),

@@ -131,7 +131,7 @@ def test_a_nonlinear_layer_is_explained_by_integrated_gradients_over_edges(tmp_p
     import grnvae
     from grnvae.explain import edge_attributions, node_readout
 
-    run = grnvae.train("grnvae", overrides=[SIM, "train.max_epochs=2", "model.effect.layer=gat",
+    run = grnvae.train("grnvae", overrides=[SIM, "train.max_epochs=2", "model.effect.layer=gat", "model.effect.loops=walk",
                                             "model.effect.hops=2", "model.effect.hidden=4",
                                             "train.progress_bar=false"], out=tmp_path / "gat")
     model = run.model

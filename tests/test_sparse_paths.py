@@ -351,3 +351,43 @@ def test_kept_edges_are_the_out_edges_of_the_rows_in_any_edge_order():
         for rows in (torch.rand(30, generator=g) < 0.3, torch.zeros(30, dtype=torch.bool)):
             assert torch.equal(kept_edges(rows, ei), torch.nonzero(rows[ei[0]]).flatten())
         assert kept_edges(torch.ones(30, dtype=torch.bool), ei) is None  # every edge: nothing to restrict
+
+
+@pytest.mark.parametrize("multi", [1, 2])
+def test_own_loops_are_added_once_and_never_walked(multi):
+    """model.effect.loops=own: a self-loop is the perturbed node's own change, w_rr d_r, added
+    once; the hops walk the other edges only. The pairs path, the dense path and the formula
+    agree (values and gradients), an unperturbed node's self-loop changes nothing, and with one
+    hop the result is the walked one."""
+    V, C, hops = 80, 7, 2
+    base = random_graph(V, 2, seed=5)
+    loops = torch.arange(V).repeat(2, 1)
+    grn = GRN(base.genes, torch.cat([base.edge_index, loops], dim=1))
+    D = one_hot_dosage(V, C, seed=2, multi=multi)
+    w = (torch.randn(3, grn.num_edges) * (torch.rand(3, grn.num_edges) > 0.3)).requires_grad_(True)
+    mod = EffectModule("gpo_linear", hops=hops, loops="own")
+    plan = mod.plan(D, grn.edge_index, V, max_density=1.0)
+    pairs = mod.compute(D, grn.edge_index, w, plan).dense()
+    dense = mod(D, grn.edge_index, w, EffectPlan([None] * hops))
+    src, tgt = grn.edge_index
+    is_loop = src == tgt
+    expected = []
+    for p in range(3):
+        A = torch.zeros(V, V).index_put((src[~is_loop], tgt[~is_loop]), w[p, ~is_loop], accumulate=True)
+        own = torch.zeros(V).index_put((src[is_loop],), w[p, is_loop])
+        expected.append(D @ A + D @ A @ A + D * own)
+    expected = torch.stack(expected)
+    assert torch.allclose(pairs, expected, atol=1e-5) and torch.allclose(dense, expected, atol=1e-5)
+    probe = torch.randn_like(expected)
+    g_pairs = torch.autograd.grad((pairs * probe).sum(), w)[0]
+    g_dense = torch.autograd.grad((dense * probe).sum(), w)[0]
+    assert torch.allclose(g_pairs, g_dense, atol=1e-5)
+    unperturbed = ~D.bool().any(0)
+    assert unperturbed.any() and torch.all(g_pairs[:, is_loop & unperturbed[src]] == 0)
+    walked = EffectModule("gpo_linear", hops=2, loops="walk")
+    assert not torch.allclose(walked(D, grn.edge_index, w.detach()), expected.detach(), atol=1e-3)
+    one = EffectModule("gpo_linear", hops=1, loops="own")
+    assert torch.equal(one(D, grn.edge_index, w.detach()),
+                       EffectModule("gpo_linear", hops=1)(D, grn.edge_index, w.detach()))
+    with pytest.raises(grnvae.errors.RecipeError, match="loops=own needs linear sum layers"):
+        EffectModule("gpo_linear", hops=2, combine="last", loops="own")

@@ -192,9 +192,10 @@ def test_train_on_an_anndata_without_a_path(tmp_path):
 
 
 def test_edges_say_what_the_data_can_inform(tmp_path):
-    """grn.tsv marks an edge informed only when its regulator has training cells and its target
-    is a measured gene, or reaches one over the remaining hops; evidence counts the regulator's
-    training cells."""
+    """grn.tsv marks an edge informed only when some hop carries a training perturbation along it
+    to a measured gene: its regulator has training cells or is reached from one in the earlier
+    hops, and its target is a measured gene or reaches one over the remaining hops; evidence
+    counts the regulator's training cells."""
     a = grnvae.simulate(n_genes=30, n_regulators=5, n_cells=500, n_doubles=0, seed=4)
     keep = [g for g in a.var_names if g != "G0001"]  # G0001: perturbed, not measured
     a = a[:, keep].copy()
@@ -214,6 +215,21 @@ def test_edges_say_what_the_data_can_inform(tmp_path):
     run = grnvae.train("grnvae", overrides=over + ["model.effect.hops=2"], adata=a, out=tmp_path / "two_hops")
     df = pd.read_csv(run.path / "grn.tsv", sep="\t")
     assert df.loc[df["target"] == "G0001", "informed"].all()
+    # own loops (the grnvae recipe): a never-perturbed gene's self-loop is never walked, even when
+    # a seen regulator reaches the gene at the first hop
+    loop = df["source"] == df["target"]
+    assert (loop & (df["evidence"] == 0)).any() and not df.loc[loop & (df["evidence"] == 0), "informed"].any()
+    walked = grnvae.train("grnvae", overrides=over + ["model.effect.hops=2", "model.effect.loops=walk"], adata=a,
+                          out=tmp_path / "walked")
+    dw = pd.read_csv(walked.path / "grn.tsv", sep="\t")
+    assert dw.loc[(dw["source"] == dw["target"]) & (dw["evidence"] == 0), "informed"].any()
+    # a regulator with no training cells that a seen one reaches at the first hop: its edges are
+    # informed at the second
+    held = grnvae.train("grnvae", overrides=over + ["model.effect.hops=2", "data.split.by=perturbation",
+                                                    "data.split.test=[G0003]"], adata=a, out=tmp_path / "held")
+    dh = pd.read_csv(held.path / "grn.tsv", sep="\t")
+    out_of_held = (dh["source"] == "G0003") & (dh["target"] != "G0003")
+    assert (dh.loc[out_of_held, "evidence"] == 0).all() and dh.loc[out_of_held, "informed"].all()
 
 
 def test_loggers(tmp_path):

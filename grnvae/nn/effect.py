@@ -76,6 +76,11 @@ class EffectPlan:
     inputs: Optional[Tensor] = None
     hops: List[SparseHop] = field(default_factory=list)
     sparse: bool = False
+    #: with own loops (``EffectModule.own_loops``): the inputs whose node has a self-loop, its
+    #: edge id and their place in the support (the own-change term, added once)
+    loop_inputs: Optional[Tensor] = None
+    loop_edges: Optional[Tensor] = None
+    loop_pos: Optional[Tensor] = None
 
 
 class _OutEdges:
@@ -156,6 +161,20 @@ def in_edges(edge_index: Tensor, num_nodes: int):
                        num_nodes)
 
 
+def loop_split(edge_index: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(walked, ids, loop)``: the edges other than self-loops ``[2, E']`` and their ids, and
+    each node's self-loop edge id ``[V]`` (-1 for none); built once per tensor."""
+    def build():
+        is_loop = edge_index[0] == edge_index[1]
+        ids = torch.nonzero(~is_loop).flatten()
+        loop = torch.full((num_nodes,), -1, dtype=torch.long, device=edge_index.device)
+        loops = torch.nonzero(is_loop).flatten()
+        loop[edge_index[0, loops]] = loops
+        return edge_index.index_select(1, ids).contiguous(), ids, loop
+
+    return _per_tensor(edge_index, "loops", build, num_nodes)
+
+
 def dosage_support(dosage: Tensor, known: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Rows and columns of the non-zero dosages ``[C, V]``, in row-major order: one scan of the
     dense matrix per batch, shared by the effect plan, the plated KL and the invariance term.
@@ -195,16 +214,26 @@ class EffectModule(nn.Module):
       see :meth:`_standard` for how it is computed over the pairs the perturbations reach
       rather than over P x C copies of the GRN.
 
+    Self-loops (``loops``): ``"walk"`` (GPO-VAE) walks them like any edge, at every hop;
+    ``"own"`` reads a node's self-loop as its own change when it is perturbed, the term
+    ``w_rr d_r`` added once to the effects and never walked on (otherwise, over two hops, a
+    target j's own-change loop would multiply what reaches j, and a perturbed node's would feed
+    its own change into its targets). The two are the same with one hop. ``"own"`` needs linear
+    sum layers (``gpo_linear`` with ``aggr: add``, ``combine: sum``).
+
     Shapes: dosages ``[C, V]``, ``edge_weight`` ``[P, E]`` -> latent effects ``[P, C, V]``.
     """
 
     def __init__(self, layer: str = "gpo_linear", hops: int = 1, combine: str = "sum",
-                 hidden: int = 16, options: Optional[Dict[str, Any]] = None):
+                 hidden: int = 16, options: Optional[Dict[str, Any]] = None, loops: str = "walk"):
         super().__init__()
         cls = LAYERS.get(layer)
         self.layer_name = layer
         self.combine = combine
         self.batched = bool(getattr(cls, "batched", False))
+        if loops not in ("walk", "own"):
+            raise RecipeError(f"model.effect.loops={loops!r}: use walk or own")
+        self.own_loops = loops == "own" and hops > 1  # identical with one hop: keep that path
         options = dict(options or {})
         try:
             if self.batched:
@@ -220,6 +249,9 @@ class EffectModule(nn.Module):
             raise RecipeError(
                 f"model.effect.options {sorted(options)} do not fit the layer '{layer}' ({str(exc).split(': ')[-1]}); "
                 f"its options are: {', '.join(params) or 'none'}") from None
+        if self.own_loops and not (self.pair_layers and combine == "sum"):
+            raise RecipeError(f"model.effect.loops=own needs linear sum layers (gpo_linear with aggr: add and "
+                              f"model.effect.combine=sum), not '{layer}' with combine={combine}; use loops=walk")
 
     @property
     def local_support(self) -> bool:
@@ -231,6 +263,17 @@ class EffectModule(nn.Module):
         """The :class:`EffectPlan` of dosages ``[C, V]`` over ``edge_index``."""
         if not self.local_support:
             return EffectPlan(hop_edges=[None] * len(self.layers))
+        if self.own_loops:  # plan the walks without the self-loops, then their edge ids in the GRN
+            walked, ids, loop = loop_split(edge_index, num_nodes)
+            plan = self._plan(dosage, walked, num_nodes, max_density, loop)
+            plan.hop_edges = [ids if keep is None else ids[keep] for keep in plan.hop_edges]
+            for hop in plan.hops:
+                hop.edge = ids[hop.edge]
+            return plan
+        return self._plan(dosage, edge_index, num_nodes, max_density)
+
+    def _plan(self, dosage: Tensor, edge_index: Tensor, num_nodes: int, max_density: float,
+              loop: Optional[Tensor] = None) -> EffectPlan:
         V, E = num_nodes, edge_index.shape[1]
         groups = out_edges(edge_index, V)
         active = torch.zeros(V, dtype=torch.bool, device=dosage.device)
@@ -246,13 +289,14 @@ class EffectModule(nn.Module):
             nxt[edge_index[1][keep]] = True
             active = nxt
         plan = EffectPlan(hop_edges, rows)
-        self._plan_support(plan, dosage, edge_index, V, max_density)
+        self._plan_support(plan, dosage, edge_index, V, max_density, loop)
         return plan
 
     def _plan_support(self, plan: EffectPlan, dosage: Tensor, edge_index: Tensor, V: int,
-                      max_density: float) -> None:
+                      max_density: float, loop: Optional[Tensor] = None) -> None:
         """Fill the plan's ``support``, ``inputs``, ``hops`` and ``sparse``, unless the hops over
-        the pairs would pass more than ``2 C V`` (pair, edge) combinations."""
+        the pairs would pass more than ``2 C V`` (pair, edge) combinations; with ``loop`` (each
+        node's self-loop edge id, own loops), the own-change terms' places too."""
         C = dosage.shape[0]
         groups = out_edges(edge_index, V)  # cached: the same as plan's
         keys = _keys(dosage)
@@ -271,13 +315,21 @@ class EffectModule(nn.Module):
             if self.combine == "sum" or k == len(self.layers) - 1:
                 outputs.append((k, nxt))
             keys = nxt
+        looped = None
+        if loop is not None:
+            looped = torch.nonzero(loop[inputs % V] >= 0).flatten()
+            outputs.append((-1, inputs[looped]))
         if len(outputs) == 1:  # the one output is sorted and unique already
             support = outputs[0][1]
             hops[outputs[0][0]].out_pos = torch.arange(support.numel(), device=support.device)
         else:
             support = torch.unique(torch.cat([o for _, o in outputs]))
             for k, out in outputs:
-                hops[k].out_pos = torch.searchsorted(support, out)
+                if k >= 0:
+                    hops[k].out_pos = torch.searchsorted(support, out)
+        if looped is not None:
+            plan.loop_inputs, plan.loop_edges = looped, loop[inputs[looped] % V]
+            plan.loop_pos = torch.searchsorted(support, inputs[looped])
         plan.support = torch.stack([support // V, support % V])
         plan.inputs = torch.stack([inputs // V, inputs % V])
         plan.hops = hops
@@ -311,8 +363,11 @@ class EffectModule(nn.Module):
             z = self.forward(dosage, edge_index, edge_weight, plan)
             return SparseEffects(z[:, plan.support[0], plan.support[1]], plan.support, C, V) if plan.sparse else z
         x = dosage[plan.inputs[0], plan.inputs[1]]
-        x = x[:, None, None].expand(-1, P, 1)  # [n_0, P, 1]: pairs as nodes, one "condition"
         out = edge_weight.new_zeros(P, plan.support.shape[1])
+        if plan.loop_pos is not None:  # own loops: each perturbed node's own change, once
+            own = x[plan.loop_inputs].unsqueeze(0) * edge_weight[:, plan.loop_edges]
+            out = out.index_add(1, plan.loop_pos, own)
+        x = x[:, None, None].expand(-1, P, 1)  # [n_0, P, 1]: pairs as nodes, one "condition"
         for layer, hop in zip(self.layers, plan.hops):
             ei = torch.stack([hop.src, hop.dst + hop.n_in])
             x_in = torch.cat([x, x.new_zeros(hop.n_out, P, 1)])
@@ -337,11 +392,18 @@ class EffectModule(nn.Module):
         w = edge_weight.t()  # [E, P]
         out = None
         for layer, keep in zip(self.layers, plan.hop_edges):
+            if keep is None and self.own_loops:  # every edge but the self-loops
+                keep = loop_split(edge_index, dosage.shape[1])[1]
             if keep is None:
                 x = layer(x, edge_index, w)
             else:  # edges leaving nodes whose state is structurally zero carry nothing (exact)
                 x = layer(x, edge_index[:, keep], w[keep])
             out = x if (out is None or self.combine == "last") else out + x
+        if self.own_loops:  # each perturbed node's own change, once (the hops skipped the loops)
+            loop = loop_split(edge_index, dosage.shape[1])[2]
+            nodes = torch.nonzero(loop >= 0).flatten()
+            own = dosage.t()[nodes].unsqueeze(1) * w[loop[nodes]].unsqueeze(-1)  # [n, P, C]
+            out = out.index_add(0, nodes, own)
         return out.permute(1, 2, 0)  # [P, C, V]
 
     def _standard(self, dosage: Tensor, edge_index: Tensor, edge_weight: Tensor,
