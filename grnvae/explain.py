@@ -180,7 +180,7 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     from .evaluation.evaluate import control_cells, predict_perturbations
     from .run import Run
 
-    run = run if isinstance(run, Run) else Run.load(run, trust_plugins=trust_plugins)
+    run = Run.of(run, trust_plugins=trust_plugins)
     model = run.model
     linear = _is_linear(model)
     sep = str(run.recipe.data.separator)

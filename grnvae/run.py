@@ -166,6 +166,11 @@ class Run:
         return out
 
     @classmethod
+    def of(cls, run: Union["Run", str, Path], trust_plugins: bool = False) -> "Run":
+        """``run`` itself when it is a loaded run, else :meth:`load` of that directory."""
+        return run if isinstance(run, Run) else cls.load(run, trust_plugins=trust_plugins)
+
+    @classmethod
     def load(cls, path: Union[str, Path], checkpoint: str = "best", trust_plugins: bool = False) -> "Run":
         """Load a run directory written by :func:`train` (``checkpoint``: best or last).
 

@@ -246,3 +246,6 @@ def test_validation_scores_do_not_overwrite_the_test_scores(run, capsys):
     val = json.loads((run.path / "evaluation" / "val" / "metrics.json").read_text())
     assert test["split"] == "test" and val["split"] == "val"
     assert (run.path / "evaluation" / "val" / "per_perturbation.csv").exists()
+    # the Python function takes the Run that grnvae.train returns as well as its directory
+    again = grnvae.evaluation.evaluate.evaluate(run, split="val", plots=False)["metrics"]
+    assert again["model"]["pearson_delta"] == pytest.approx(val["model"]["pearson_delta"], abs=1e-9)

@@ -84,10 +84,11 @@ def evaluation_dir(run_path: Union[str, Path], split: str = "test") -> Path:
     return Path(run_path) / "evaluation" / ("" if split == "test" else split)
 
 
-def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optional[str] = None,
+def evaluate(run_path: Union[str, Path, "Run"], split: str = "test", reference: Optional[str] = None,
              plots: bool = True, max_controls: int = 500, genes_to_plot: int = 6,
              trust_plugins: bool = False, adata=None) -> Dict:
-    """Evaluate a run directory on a held-out split; returns the metrics written to disk.
+    """Evaluate a run (a directory or a loaded :class:`grnvae.Run`) on a held-out split;
+    returns the metrics written to disk.
     (``trust_plugins``: see :meth:`grnvae.Run.load`; ``adata``: the AnnData the run was trained
     on, for a run trained with ``train(..., adata=...)``.)
 
@@ -101,7 +102,7 @@ def evaluate(run_path: Union[str, Path], split: str = "test", reference: Optiona
     from . import baselines as B
     from .metrics import score_effects, split_half_ceiling
 
-    run = Run.load(run_path, trust_plugins=trust_plugins)
+    run = Run.of(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
     data = load_data(cfg, adata, genes=run.model.spec.genes)
     _check_split(run.path, data)
@@ -379,7 +380,7 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
 
     from ..run import Run
 
-    run = run_path if isinstance(run_path, Run) else Run.load(run_path, trust_plugins=trust_plugins)
+    run = Run.of(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
     nodes = list(run.model.spec.nodes)
     pos = {n: i for i, n in enumerate(nodes)}
