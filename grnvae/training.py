@@ -110,10 +110,10 @@ def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Pa
         marker = read_marker(out)
         if overwrite:
             clear_run_dir(out)
-        elif (marker is not None and marker["status"] == "finished") or (out / "metrics.json").exists():
-            raise RunError(
-                f"run directory '{out}' already holds a finished run; choose another --out or pass --overwrite"
-            )
+        elif (marker["status"] == "finished") if marker is not None else (out / "metrics.json").exists():
+            resume = _extension(out, cfg, last)
+            write_marker(out, "running", str(cfg.name))
+            return resume
         elif last.exists() or last.with_name(PREVIOUS).exists():
             previous = (out / "recipe.yaml").read_text() if (out / "recipe.yaml").exists() else None
             if previous is not None and previous != to_yaml(cfg):
@@ -133,6 +133,51 @@ def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Pa
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_marker(out, "running", str(cfg.name))
     return None
+
+
+def _extension(out: Path, cfg: DictConfig, last: Path) -> Path:
+    """The checkpoint to train a finished run on from, when the recipe asks only for more epochs
+    (or steps) than it trained; else a clear error. The finished run's evaluation is kept as
+    ``RUN/evaluation_epoch<N>`` (it scores the model before the extension)."""
+    finished = f"run directory '{out}' already holds a finished run"
+    previous = (out / "recipe.yaml").read_text() if (out / "recipe.yaml").exists() else None
+    changes = _differences(previous, cfg) if previous is not None else None
+    longer = [k for k in ("train.max_epochs", "train.max_steps") if changes and k in changes
+              and _more(*changes[k])]
+    if not longer or any(k not in RESUMABLE_CHANGES for k in changes):
+        why = "" if not changes else f" ({_describe(changes)})"
+        raise RunError(f"{finished}{why}; choose another --out or pass --overwrite (to train it longer, give only a "
+                       f"larger train.max_epochs or train.max_steps)")
+    try:
+        epochs = int(json.loads((out / "metrics.json").read_text())["epochs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        epochs = None
+    stored_epochs, stored_steps = (changes[k][0] if k in changes else cfg.train[k.split(".")[1]]
+                                   for k in ("train.max_epochs", "train.max_steps"))
+    if epochs is not None and epochs < int(stored_epochs) and int(stored_steps or -1) < 0:
+        raise RunError(f"{finished} that stopped early, after {epochs} of {stored_epochs} epochs (no better validation "
+                       f"loss for train.patience epochs): more epochs would stop it again at once; pass --overwrite "
+                       f"to train it again (with another train.patience)")
+    if not (last.exists() or last.with_name(PREVIOUS).exists()):
+        raise RunError(f"{finished} without checkpoints/last.ckpt to train on from; pass --overwrite to train it again")
+    resume = _resumable(last)
+    evaluation = out / "evaluation"
+    if evaluation.is_dir():
+        kept = out / f"evaluation_epoch{epochs if epochs is not None else 'before'}"
+        if not kept.exists():
+            evaluation.rename(kept)
+            log.warning("kept the finished run's evaluation as %s: evaluate the extended run again", kept)
+    log.warning("training the finished run in %s on: %s", out, _describe(changes))
+    return resume
+
+
+def _more(stored, now) -> bool:
+    """Whether a budget (max_epochs, max_steps; -1 or unset: none) grew."""
+    try:
+        stored, now = int(stored), int(now)
+    except (TypeError, ValueError):
+        return False
+    return now < 0 <= stored or 0 <= stored < now
 
 
 def _last_epoch(out: Path) -> str:

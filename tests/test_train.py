@@ -15,6 +15,7 @@ import grnvae
 from grnvae.cli import main
 from grnvae.errors import DataError, GRNError, RecipeError, RunError
 from grnvae.training import TERMS
+from grnvae.rundir import read_marker
 
 from .conftest import FAST, RECIPES
 
@@ -105,6 +106,34 @@ def test_finished_run_is_protected_and_interrupted_run_resumes(tiny_run, tmp_pat
         (run_dir / "metrics.json").unlink()
         marker.write_text(marker.read_text().replace('"finished"', '"running"'))
         grnvae.train(RECIPES / "quickstart.yaml", overrides=FAST + ["seed=9"], out=run_dir)
+
+
+def test_a_finished_run_trains_on_when_asked_for_more_epochs(tmp_path):
+    """The same recipe with a larger train.max_epochs trains a finished run on from its last
+    checkpoint, to the very model a run of that many epochs gives; its earlier evaluation is
+    kept under its epoch. Anything else, or a run that stopped early, is refused with the reason."""
+    from grnvae.evaluation.evaluate import evaluate
+
+    quick, longer = RECIPES / "quickstart.yaml", FAST + ["train.max_epochs=4"]
+    straight = grnvae.train(quick, overrides=longer, out=tmp_path / "straight")
+    run_dir = tmp_path / "extended"
+    grnvae.train(quick, overrides=FAST, out=run_dir)
+    evaluate(run_dir, plots=False)
+    with pytest.raises(RunError, match=r"already holds a finished run; .*to train it longer, give only a larger"):
+        grnvae.train(quick, overrides=FAST, out=run_dir)
+    with pytest.raises(RunError, match=r"finished run \(seed: 0 -> 9; train.max_epochs: 2 -> 4\)"):
+        grnvae.train(quick, overrides=longer + ["seed=9"], out=run_dir)
+    extended = grnvae.train(quick, overrides=longer, out=run_dir)
+    assert extended.metrics["epochs"] == 4 and read_marker(run_dir)["status"] == "finished"
+    assert (run_dir / "evaluation_epoch2" / "metrics.json").exists() and not (run_dir / "evaluation").exists()
+    assert (run_dir / "grn.tsv").read_text() == (straight.path / "grn.tsv").read_text()
+    early = tmp_path / "early"  # no epoch beats the first by 1e9: early stopping after patience 1
+    stopped = grnvae.train(quick, overrides=FAST + ["train.max_epochs=5", "train.patience=1", "train.min_delta=1e9"],
+                           out=early)
+    assert stopped.metrics["epochs"] < 5
+    with pytest.raises(RunError, match=r"stopped early, after \d of 5 epochs"):
+        grnvae.train(quick, overrides=FAST + ["train.max_epochs=8", "train.patience=1", "train.min_delta=1e9"],
+                     out=early)
 
 
 def test_cli_train_prints_where_results_are(tmp_path, capsys):
