@@ -328,11 +328,16 @@ def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optio
     monitor = f"{'val' if has_val else 'train'}/{t.monitor}"
     from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+    # best.ckpt when the monitored loss improves; last.ckpt after every epoch (Lightning's own
+    # save_last writes it only when best.ckpt is written). Lightning runs checkpoint callbacks
+    # last, in this order, so last.ckpt holds this epoch's early-stopping and best-checkpoint state
     ckpt_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor,
-                              mode=mode, save_top_k=1, save_last=True, enable_version_counter=False)
+                              mode=mode, save_top_k=1, save_last=False, enable_version_counter=False)
+    last_cb = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                              enable_version_counter=False)
     from .lightning import AtomicCheckpointIO, EpochProgress, GRNVAEModule, RankConsistency
 
-    callbacks = [ckpt_cb, RankConsistency(out)]
+    callbacks = [ckpt_cb, last_cb, RankConsistency(out)]
     if t.progress_bar:
         callbacks.append(EpochProgress(int(t.max_epochs)))
     if t.patience > 0:

@@ -127,13 +127,15 @@ def test_a_finished_run_trains_on_when_asked_for_more_epochs(tmp_path):
     assert extended.metrics["epochs"] == 4 and read_marker(run_dir)["status"] == "finished"
     assert (run_dir / "evaluation_epoch2" / "metrics.json").exists() and not (run_dir / "evaluation").exists()
     assert (run_dir / "grn.tsv").read_text() == (straight.path / "grn.tsv").read_text()
-    early = tmp_path / "early"  # no epoch beats the first by 1e9: early stopping after patience 1
-    stopped = grnvae.train(quick, overrides=FAST + ["train.max_epochs=5", "train.patience=1", "train.min_delta=1e9"],
-                           out=early)
-    assert stopped.metrics["epochs"] < 5
-    with pytest.raises(RunError, match=r"stopped early, after \d of 5 epochs"):
-        grnvae.train(quick, overrides=FAST + ["train.max_epochs=8", "train.patience=1", "train.min_delta=1e9"],
-                     out=early)
+    early = tmp_path / "early"  # a learning rate too large to keep improving: early stopping
+    stop = FAST + ["train.max_epochs=30", "train.patience=2", "train.lr=0.2"]
+    stopped = grnvae.train(quick, overrides=stop, out=early)
+    assert stopped.metrics["epochs"] < 30
+    # last.ckpt is the last epoch, best.ckpt the best one, patience epochs before it
+    epoch = {n: torch.load(early / "checkpoints" / f"{n}.ckpt", weights_only=True)["epoch"] for n in ("best", "last")}
+    assert epoch == {"best": stopped.metrics["epochs"] - 3, "last": stopped.metrics["epochs"] - 1}
+    with pytest.raises(RunError, match=r"stopped early, after \d+ of 30 epochs"):
+        grnvae.train(quick, overrides=stop + ["train.max_epochs=60"], out=early)
 
 
 def test_cli_train_prints_where_results_are(tmp_path, capsys):
