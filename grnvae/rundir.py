@@ -2,8 +2,9 @@
 held while a run trains.
 
 A run directory holds ``grnvae-run.json`` (format, grnvae version, recipe name and status
-``running | finished | failed``). grnvae deletes a directory (``--overwrite``) only when it
-carries that marker; anything else is refused and left untouched. While a run trains, the file
+``running | finished | failed | interrupted``). grnvae clears a directory (``--overwrite``) only
+when it carries that marker, and then only the entries it writes (:data:`RUN_ENTRIES`); anything
+else is refused or left untouched. While a run trains, the file
 ``.grnvae.lock`` holds the training process's PID: a second training into the same directory is
 refused, and a lock left by a process that no longer exists is taken over with a warning.
 """
@@ -29,6 +30,17 @@ LOCK = ".grnvae.lock"
 #: the checkpoint before ``last.ckpt``, kept for resuming when the newest is unreadable
 PREVIOUS = "last.previous.ckpt"
 STATUSES = ("running", "finished", "failed", "interrupted")
+#: what training, evaluation and the loggers write into a run directory: all that --overwrite
+#: deletes (with ``evaluation_epoch<N>`` folders and atomic writes' leftover ``.NAME.*.tmp``)
+RUN_ENTRIES = (MARKER, "recipe.yaml", "split.tsv.gz", "grn.tsv", "metrics.json", "checkpoints", "tensorboard",
+               "logs", "wandb", "mlruns", "ranks", "plugins", "evaluation")
+
+
+def written_by_grnvae(name: str) -> bool:
+    """Whether an entry of a run directory is one grnvae writes (see :data:`RUN_ENTRIES`)."""
+    if name.startswith(".") and name.endswith(".tmp"):  # an atomic write's temporary file
+        return any(name[1:].startswith(entry + ".") for entry in RUN_ENTRIES)
+    return name in RUN_ENTRIES or name.startswith("evaluation_epoch")
 
 
 def run_contents(path: Path) -> list:
@@ -131,13 +143,19 @@ class RunLock:
 
 
 def clear_run_dir(path: Path) -> None:
-    """Delete a run directory's content (``--overwrite``), keeping this process's lock; refuses
-    (deleting nothing) unless the directory carries the run marker."""
+    """Delete what grnvae wrote into a run directory (``--overwrite``; :func:`written_by_grnvae`),
+    keeping this process's lock and anything else (a data file, notes: named in a warning);
+    refuses (deleting nothing) unless the directory carries the run marker."""
     if read_marker(path) is None:
         raise RunError(f"'{path}' is not a grnvae run directory (no valid {MARKER}), so --overwrite "
                        f"deletes nothing there; choose another --out, or remove it yourself")
+    kept = []
     for child in run_contents(path):
-        if child.is_dir() and not child.is_symlink():
+        if not written_by_grnvae(child.name):
+            kept.append(child.name)
+        elif child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
         else:
             child.unlink()
+    if kept:
+        log.warning("--overwrite kept what grnvae did not write in %s: %s", path, ", ".join(sorted(kept)[:10]))

@@ -21,7 +21,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -102,42 +102,62 @@ def _resumable(last: Path) -> Path:
         return previous
 
 
-def _prepare_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> Optional[Path]:
-    """With the run's lock held: clear (``overwrite``) or check the run directory, mark it as
-    running, and return the checkpoint to resume from, if any."""
+class _RunPlan(NamedTuple):
+    """What training will do with its run directory, decided before anything is written:
+    ``clear`` it (``--overwrite``, or a run that stopped before its first checkpoint), and/or
+    go on from ``resume``; ``keep_evaluation``: where a finished run that is trained on keeps
+    its evaluation."""
+
+    clear: bool
+    resume: Optional[Path]
+    keep_evaluation: Optional[Path] = None
+
+
+def _plan_run_dir(out: Path, cfg: DictConfig, overwrite: bool) -> _RunPlan:
+    """With the run's lock held, and writing nothing: what to do with the run directory (see
+    :class:`_RunPlan`), or a clear error for a run this recipe may not write into."""
     last = out / "checkpoints" / "last.ckpt"
-    if run_contents(out):
-        marker = read_marker(out)
-        if overwrite:
-            clear_run_dir(out)
-        elif (marker["status"] == "finished") if marker is not None else (out / "metrics.json").exists():
-            resume = _extension(out, cfg, last)
-            write_marker(out, "running", str(cfg.name))
-            return resume
-        elif last.exists() or last.with_name(PREVIOUS).exists():
-            previous = (out / "recipe.yaml").read_text() if (out / "recipe.yaml").exists() else None
-            if previous is not None and previous != to_yaml(cfg):
-                changes = _differences(previous, cfg)
-                if changes is None or any(k not in RESUMABLE_CHANGES for k in changes):
-                    raise RunError(
-                        f"'{out}' holds an interrupted run of a different recipe ({_describe(changes)}); resume it "
-                        f"with the same recipe (only {', '.join(RESUMABLE_CHANGES)} may change), or pass "
-                        f"--overwrite to start again")
-                log.warning("resuming with %s", _describe(changes))
-            resume = _resumable(last)
-            log.warning("resuming the interrupted run in %s from %s", out, resume)
-            write_marker(out, "running", str(cfg.name))
-            return resume
-        else:  # a run that stopped before its first checkpoint: nothing to resume
-            clear_run_dir(out)
+    if not run_contents(out):
+        return _RunPlan(False, None)
+    marker = read_marker(out)
+    if overwrite:
+        if marker is None:
+            clear_run_dir(out)  # refuses, naming the reason, and deletes nothing
+        return _RunPlan(True, None)
+    if (marker["status"] == "finished") if marker is not None else (out / "metrics.json").exists():
+        return _extension(out, cfg, last)
+    if last.exists() or last.with_name(PREVIOUS).exists():
+        previous = (out / "recipe.yaml").read_text() if (out / "recipe.yaml").exists() else None
+        if previous is not None and previous != to_yaml(cfg):
+            changes = _differences(previous, cfg)
+            if changes is None or any(k not in RESUMABLE_CHANGES for k in changes):
+                raise RunError(
+                    f"'{out}' holds an interrupted run of a different recipe ({_describe(changes)}); resume it "
+                    f"with the same recipe (only {', '.join(RESUMABLE_CHANGES)} may change), or pass "
+                    f"--overwrite to start again")
+            log.warning("resuming with %s", _describe(changes))
+        resume = _resumable(last)
+        log.warning("resuming the interrupted run in %s from %s", out, resume)
+        return _RunPlan(False, resume)
+    return _RunPlan(True, None)  # a run that stopped before its first checkpoint: nothing to resume
+
+
+def _apply_run_plan(out: Path, cfg: DictConfig, plan: _RunPlan) -> Optional[Path]:
+    """Clear the run directory or keep what the plan keeps, mark it as running; the checkpoint
+    to resume from, if any."""
+    if plan.clear:
+        clear_run_dir(out)
+    if plan.keep_evaluation is not None and (out / "evaluation").is_dir() and not plan.keep_evaluation.exists():
+        (out / "evaluation").rename(plan.keep_evaluation)
+        log.warning("kept the finished run's evaluation as %s: evaluate the extended run again", plan.keep_evaluation)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     write_marker(out, "running", str(cfg.name))
-    return None
+    return plan.resume
 
 
-def _extension(out: Path, cfg: DictConfig, last: Path) -> Path:
-    """The checkpoint to train a finished run on from, when the recipe asks only for more epochs
-    (or steps) than it trained; else a clear error. The finished run's evaluation is kept as
+def _extension(out: Path, cfg: DictConfig, last: Path) -> _RunPlan:
+    """The plan to train a finished run on, when the recipe asks only for more epochs (or
+    steps) than it trained; else a clear error. The finished run's evaluation is kept as
     ``RUN/evaluation_epoch<N>`` (it scores the model before the extension)."""
     finished = f"run directory '{out}' already holds a finished run"
     previous = (out / "recipe.yaml").read_text() if (out / "recipe.yaml").exists() else None
@@ -161,14 +181,8 @@ def _extension(out: Path, cfg: DictConfig, last: Path) -> Path:
     if not (last.exists() or last.with_name(PREVIOUS).exists()):
         raise RunError(f"{finished} without checkpoints/last.ckpt to train on from; pass --overwrite to train it again")
     resume = _resumable(last)
-    evaluation = out / "evaluation"
-    if evaluation.is_dir():
-        kept = out / f"evaluation_epoch{epochs if epochs is not None else 'before'}"
-        if not kept.exists():
-            evaluation.rename(kept)
-            log.warning("kept the finished run's evaluation as %s: evaluate the extended run again", kept)
     log.warning("training the finished run in %s on: %s", out, _describe(changes))
-    return resume
+    return _RunPlan(False, resume, out / f"evaluation_epoch{epochs if epochs is not None else 'before'}")
 
 
 def _more(stored, now) -> bool:
@@ -277,13 +291,15 @@ def train(
     if os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0":
         # a process that a multi-device launcher started for another rank: rank 0 holds the lock
         return _fit(pl, cfg, out, (out / "checkpoints" / "last.ckpt") if (out / "checkpoints" / "last.ckpt").exists()
-                    else None, adata)
+                    else None, *_build(pl, cfg, adata))
     _check_out_dir(out)
     with RunLock(out):
-        resume = _prepare_run_dir(out, cfg, overwrite)
+        plan = _plan_run_dir(out, cfg, overwrite)
+        built = _build(pl, cfg, adata)  # the data, GRN and model: any error leaves the directory as it was
+        resume = _apply_run_plan(out, cfg, plan)
         try:
             _store_plugins(out, cfg.plugins)
-            run = _fit(pl, cfg, out, resume, adata)
+            run = _fit(pl, cfg, out, resume, *built)
         except BaseException as exc:
             # Lightning turns Ctrl-C into SystemExit after its graceful shutdown
             interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
@@ -301,18 +317,14 @@ def train(
     return run
 
 
-def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optional[Run]:
-    """Train into the prepared run directory ``out`` (from ``resume``), write its results."""
+def _build(pl, cfg: DictConfig, adata) -> Tuple[PerturbationData, GRNVAE]:
+    """The registered data and the initialised model (seeded), checked for training; writes
+    nothing."""
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     data = load_data(cfg, adata)
     spec = build_spec(data, cfg)
     torch.manual_seed(int(cfg.seed))
     model = GRNVAE(spec, cfg)
-    atomic_write_text(out / "recipe.yaml", to_yaml(cfg))
-    split = pd.DataFrame({"cell": data.obs_names, "split": np.array(("train", "val", "test"))[data.split]})
-    split.to_csv(out / "split.tsv.gz", sep="\t", index=False)
-
-    t = cfg.train
     sizes = data.split_sizes()
     if sizes.get("val", 0) == 0 or sizes.get("train", 0) < 2:
         raise DataError(f"{data.source}: the split leaves {sizes.get('train', 0)} training and {sizes.get('val', 0)} "
@@ -321,6 +333,18 @@ def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], adata) -> Optio
     if model.align_weight > 0 and model.measured_nodes.numel() == 0:
         log.warning("loss.align.weight=%s, but no GRN node is a measured gene: the alignment loss is 0 throughout. "
                     "Set loss.align.weight=0, or grn.nodes=perturbed+measured", model.align_weight)
+    return data, model
+
+
+def _fit(pl, cfg: DictConfig, out: Path, resume: Optional[Path], data: PerturbationData,
+         model: GRNVAE) -> Optional[Run]:
+    """Train ``model`` on ``data`` into the prepared run directory ``out`` (from ``resume``),
+    write its results."""
+    atomic_write_text(out / "recipe.yaml", to_yaml(cfg))
+    split = pd.DataFrame({"cell": data.obs_names, "split": np.array(("train", "val", "test"))[data.split]})
+    split.to_csv(out / "split.tsv.gz", sep="\t", index=False)
+
+    t = cfg.train
     has_val = True
     # the best checkpoint and early stopping follow the total loss (GPO-VAE) or the ELBO alone,
     # which leaves out the GRN alignment and sparsity terms

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,8 @@ import torch
 
 import grnvae
 from grnvae.cli import main
-from grnvae.errors import RunError
+from grnvae.errors import DataError, RunError
+from grnvae.rundir import read_marker
 
 from .conftest import FAST, RECIPES, ROOT
 
@@ -342,12 +344,22 @@ def test_overwrite_deletes_only_run_directories(files, tmp_path):
     with pytest.raises(RunError, match="not a grnvae run directory"):
         grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=folder, overwrite=True)
     assert sorted(p.name for p in folder.iterdir()) == ["data.csv"]
-    # a run directory is replaced
+    # a run directory is replaced: what grnvae wrote goes, anything else (notes, a data file) stays
     out = tmp_path / "run"
     grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=out)
-    (out / "stale.txt").write_text("x")
-    grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=out, overwrite=True)
-    assert not (out / "stale.txt").exists() and (out / "grn.tsv").exists()
+    (out / "notes.txt").write_text("x")
+    shutil.copy(d / "good.h5ad", out / "cells.h5ad")
+    (out / "evaluation").mkdir()
+    (out / ".grn.tsv.abc.tmp").write_text("left by a crash")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    # ... but only once the new recipe's data and model are built: a wrong path changes nothing
+    with pytest.raises(DataError, match="cels.h5ad"):
+        grnvae.train("quickstart", overrides=SIM + [f"data.path={out / 'cels.h5ad'}"], out=out, overwrite=True)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    assert read_marker(out)["status"] == "finished"
+    grnvae.train("quickstart", overrides=SIM + [f"data.path={out / 'cells.h5ad'}"], out=out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "x" and (out / "cells.h5ad").exists() and (out / "grn.tsv").exists()
+    assert not (out / "evaluation").exists() and not (out / ".grn.tsv.abc.tmp").exists()
 
 
 def _train_cmd(d: Path, out: Path, *extra: str):

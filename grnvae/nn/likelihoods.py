@@ -435,7 +435,7 @@ class Decoder(nn.Module):
             log_p = nb_log_prob(x, out, library.clamp(min=1e-8).log(), self.log_theta, lse)
             if log_r is not None:
                 basal = library.clamp(min=1.0).log() - log_r
-                log_p = log_p + torch.distributions.Normal(self.library_loc, self.library_scale).log_prob(basal)
+                log_p = log_p + torch.distributions.Normal(self.library_loc, self.library_scale, validate_args=False).log_prob(basal)
             return log_p
         scale = self.log_scale.exp() + 1e-4
-        return torch.distributions.Normal(out, scale).log_prob(x).sum(-1)
+        return torch.distributions.Normal(out, scale, validate_args=False).log_prob(x).sum(-1)
