@@ -215,8 +215,12 @@ RESUMABLE_CHANGES = ("train.max_epochs", "train.max_steps", "train.min_delta",
 
 def _differences(previous: str, cfg: DictConfig) -> Optional[Dict[str, tuple]]:
     """``{key: (stored, now)}`` for the keys whose values differ between a stored recipe (YAML
-    text) and ``cfg``; None when the stored one cannot be read."""
+    text) and ``cfg``; None when the stored one cannot be read. A key the stored recipe lacks
+    (added to the schema since it was written) counts as its schema default, which keeps what
+    grnvae did before the key existed."""
     from omegaconf import OmegaConf
+
+    from .recipe import Recipe
 
     def flat(node, prefix=""):
         if isinstance(node, dict):
@@ -228,6 +232,8 @@ def _differences(previous: str, cfg: DictConfig) -> Optional[Dict[str, tuple]]:
     except Exception:  # an unreadable stored recipe
         return None
     new = flat(OmegaConf.to_container(cfg, resolve=True))
+    schema = flat(OmegaConf.to_container(OmegaConf.structured(Recipe), resolve=False))
+    old = {**{k: v for k, v in schema.items() if k in new}, **old}
     return {k: (old.get(k, "<unset>"), new.get(k, "<unset>")) for k in sorted(set(old) | set(new))
             if old.get(k, "<unset>") != new.get(k, "<unset>")}
 

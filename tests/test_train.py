@@ -123,6 +123,11 @@ def test_a_finished_run_trains_on_when_asked_for_more_epochs(tmp_path):
         grnvae.train(quick, overrides=FAST, out=run_dir)
     with pytest.raises(RunError, match=r"finished run \(seed: 0 -> 9; train.max_epochs: 2 -> 4\)"):
         grnvae.train(quick, overrides=longer + ["seed=9"], out=run_dir)
+    # a key added to the schema after a run was written counts as its default (what grnvae did
+    # before it existed): a run without model.effect.loops trains on
+    stored = (run_dir / "recipe.yaml").read_text()
+    assert "    loops: walk\n" in stored
+    (run_dir / "recipe.yaml").write_text(stored.replace("    loops: walk\n", ""))
     extended = grnvae.train(quick, overrides=longer, out=run_dir)
     assert extended.metrics["epochs"] == 4 and read_marker(run_dir)["status"] == "finished"
     assert (run_dir / "evaluation_epoch2" / "metrics.json").exists() and not (run_dir / "evaluation").exists()
