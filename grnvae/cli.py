@@ -44,15 +44,25 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _data(args):
+    """The AnnData of ``--data FILE.h5ad`` (the run's data, when its own path does not reach it), or None."""
+    if not getattr(args, "data", None):
+        return None
+    from .data.dataset import read_h5ad
+
+    return read_h5ad(args.data, key="--data")
+
+
 def _cmd_evaluate(args) -> int:
     from .evaluation.evaluate import evaluate, evaluation_dir
 
     if args.max_controls < 1:
         raise RunError(f"--max-controls must be at least 1, got {args.max_controls}")
     res = evaluate(args.run, split=args.split, reference=args.reference, plots=not args.no_plots,
-                   max_controls=args.max_controls, trust_plugins=args.trust_plugins)
+                   max_controls=args.max_controls, trust_plugins=args.trust_plugins, adata=_data(args),
+                   out=args.out)
     m = res["metrics"]
-    out = evaluation_dir(args.run, args.split)
+    out = Path(args.out) if args.out else evaluation_dir(args.run, args.split)
     keys = ("pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse")
 
     def table(section) -> None:
@@ -92,7 +102,7 @@ def _cmd_explain(args) -> int:
     if args.top < 1 or args.paths < 1:
         raise RunError(f"--top and --paths must be at least 1, got {args.top} and {args.paths}")
     table = explain(args.run, args.perturbation, gene=args.gene, top=args.top, paths=args.paths,
-                    use_data=not args.prior, trust_plugins=args.trust_plugins)
+                    use_data=not args.prior, trust_plugins=args.trust_plugins, adata=_data(args))
     print(format_explanation(table, args.perturbation))
     if args.out:
         atomic_write_text(args.out, table.to_csv(sep="\t", index=False))
@@ -116,7 +126,7 @@ def _cmd_predict(args) -> int:
     if args.particles < 1:
         raise RunError(f"--particles must be at least 1, got {args.particles}")
     adata = predict_perturbations(args.run, labels, use_data=not args.prior, particles=args.particles,
-                                  trust_plugins=args.trust_plugins)
+                                  trust_plugins=args.trust_plugins, adata=_data(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(out)
@@ -241,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=("test", "val"), default="test")
     ev.add_argument("--reference", help="reference network file to score the learned GRN against")
     ev.add_argument("--no-plots", action="store_true")
+    ev.add_argument("--out", help="folder to write into (default RUN/evaluation, with --split val RUN/evaluation/val)")
+    ev.add_argument("--data", metavar="FILE.h5ad", help="the run's data as an .h5ad file, when its recipe's data.path does not reach it (moved, shared) or it was an in-memory AnnData")
     ev.add_argument("--max-controls", type=int, default=500,
                     help="control cells whose basal states the model's predictions average over (default 500; "
                          "the prediction's cost grows with controls x perturbations x genes: lower it for large screens)")
@@ -255,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     pd_.add_argument("--out", required=True, help="output .h5ad")
     pd_.add_argument("--particles", type=int, default=5)
     pd_.add_argument("--prior", action="store_true", help="draw basal states from the prior, not from control cells")
+    pd_.add_argument("--data", metavar="FILE.h5ad", help="the run's data as an .h5ad file, when its recipe's data.path does not reach it (moved, shared) or it was an in-memory AnnData")
     _trust_flag(pd_)
     pd_.set_defaults(func=_cmd_predict)
 
@@ -267,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", help="also write the table as TSV")
     x.add_argument("--plot", help="also draw the walks (edge width ~ contribution) into this image file (.png, .pdf, .svg)")
     x.add_argument("--prior", action="store_true", help="draw basal states from the prior, not from control cells")
+    x.add_argument("--data", metavar="FILE.h5ad", help="the run's data as an .h5ad file, when its recipe's data.path does not reach it (moved, shared) or it was an in-memory AnnData")
     _trust_flag(x)
     x.set_defaults(func=_cmd_explain)
 

@@ -445,8 +445,28 @@ def _compose(path: Path, stack: Sequence[Path] = ()) -> List[Tuple[DictConfig, s
         # plug-in files are relative to the recipe that names them
         cfg.plugins = [str((path.parent / p).resolve()) if str(p).endswith(".py") and not Path(str(p)).is_absolute()
                        else str(p) for p in cfg.plugins]
+    # so are its data and prior files (a prior that is no file there may be a catalog name)
+    for section, key, must_exist in (("data", "path", False), ("grn", "prior", True), ("grn", "aliases", True)):
+        node = cfg.get(section) if isinstance(cfg.get(section, None), DictConfig) else None
+        value = node.get(key) if node is not None else None
+        if isinstance(value, str) and value and "${" not in value and not Path(value).expanduser().is_absolute():
+            there = path.parent / Path(value).expanduser()
+            if not must_exist or there.exists():
+                node[key] = str(there.resolve())
     layers.append((cfg, str(path)))
     return layers
+
+
+def _absolute_files(cfg: DictConfig) -> None:
+    """``data.path`` (and ``grn.prior`` / ``grn.aliases`` when they name a file here) as absolute
+    paths, resolved against the working directory: a run stores them so, and opening it from
+    anywhere else reads the same files."""
+    for section, key, must_exist in (("data", "path", False), ("grn", "prior", True), ("grn", "aliases", True)):
+        value = cfg[section][key]
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            here = Path(value).expanduser()
+            if not must_exist or here.exists():
+                cfg[section][key] = str(here.resolve())
 
 
 def _suggest(key: str, node: Any, prefix: str = "") -> str:
@@ -661,6 +681,7 @@ def load_recipe(
         cfg = _merge_layer(cfg, layer, source)
     if overrides:  # the composed result: a bad value may come from the file or any override
         where = f"{where} with its overrides"
+    _absolute_files(cfg)
     _check(cfg, where, data_given)
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, True)

@@ -56,8 +56,9 @@ def load_data(cfg: DictConfig, adata=None, genes: Optional[Sequence[str]] = None
     if adata is None:
         if cfg.data.path is None and cfg.data.simulate is None:
             raise DataError("the recipe names no data (data.path and data.simulate are unset: the run was trained on "
-                            "an in-memory AnnData); in Python, pass that AnnData (adata=...), e.g. "
-                            "grnvae.evaluation.evaluate.evaluate(RUN, adata=adata) or grnvae.Model.load(RUN, adata)")
+                            "an in-memory AnnData); give it: on the command line with --data FILE.h5ad, in Python "
+                            "as adata=..., e.g. grnvae.evaluation.evaluate.evaluate(RUN, adata=adata) or "
+                            "grnvae.Model.load(RUN, adata)")
         if cfg.data.path is None:
             adata, source = _simulated(cfg), "simulator"
         else:

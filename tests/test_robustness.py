@@ -362,6 +362,39 @@ def test_overwrite_deletes_only_run_directories(files, tmp_path):
     assert not (out / "evaluation").exists() and not (out / ".grn.tsv.abc.tmp").exists()
 
 
+def test_a_run_reads_the_same_data_from_anywhere(files, tmp_path, monkeypatch, capsys):
+    """A relative data.path is stored absolute (on the command line: from the working directory;
+    in a recipe file: from the recipe, as its defaults and plug-ins), so a run opened elsewhere
+    reads the same file. A data file that moved is a clear error naming --data, never a silent
+    switch to the prior; --data gives it back; evaluation refuses another file's cells and can
+    write elsewhere (--out, for a run on read-only storage)."""
+    d, _ = files
+    work = tmp_path / "work"
+    (work / "recipes").mkdir(parents=True)
+    shutil.copy(d / "good.h5ad", work / "cells.h5ad")
+    monkeypatch.chdir(work)
+    run = grnvae.train("quickstart", overrides=SIM + ["data.path=cells.h5ad"], out=work / "run")
+    assert run.recipe.data.path == str(work / "cells.h5ad")
+    (work / "recipes" / "mine.yaml").write_text("defaults: [quickstart]\ndata: {path: ../cells.h5ad}\n")
+    assert grnvae.load_recipe(work / "recipes" / "mine.yaml").data.path == str(work / "cells.h5ad")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    args = ["predict", work / "run", "--perturbations", run.model.spec.nodes[0], "--out", elsewhere / "p.h5ad"]
+    assert _cli(args, capsys)[0] == 0
+    (work / "cells.h5ad").rename(work / "moved.h5ad")
+    status, err = _cli(args, capsys)
+    assert status == 2 and "data file" in err and "is not there" in err and "--data FILE.h5ad" in err
+    assert _cli(args + ["--data", work / "moved.h5ad"], capsys)[0] == 0
+    other = grnvae.simulate(n_genes=40, n_regulators=6, n_cells=500, n_doubles=0, seed=5)
+    other.write_h5ad(elsewhere / "other.h5ad")
+    status, err = _cli(["evaluate", work / "run", "--no-plots", "--data", elsewhere / "other.h5ad"], capsys)
+    assert status == 2 and "no longer gives the split" in err
+    assert _cli(["evaluate", work / "run", "--no-plots", "--data", work / "moved.h5ad", "--out",
+                 elsewhere / "scores"], capsys)[0] == 0
+    assert (elsewhere / "scores" / "metrics.json").exists() and not (work / "run" / "evaluation").exists()
+
+
 def _train_cmd(d: Path, out: Path, *extra: str):
     return [sys.executable, "-m", "grnvae.cli", "train", "quickstart", *SIM, f"data.path={d / 'good.h5ad'}",
             "--out", str(out), *extra]

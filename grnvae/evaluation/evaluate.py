@@ -86,11 +86,12 @@ def evaluation_dir(run_path: Union[str, Path], split: str = "test") -> Path:
 
 def evaluate(run_path: Union[str, Path, "Run"], split: str = "test", reference: Optional[str] = None,
              plots: bool = True, max_controls: int = 500, genes_to_plot: int = 6,
-             trust_plugins: bool = False, adata=None) -> Dict:
+             trust_plugins: bool = False, adata=None, out: Optional[Union[str, Path]] = None) -> Dict:
     """Evaluate a run (a directory or a loaded :class:`grnvae.Run`) on a held-out split;
     returns the metrics written to disk.
     (``trust_plugins``: see :meth:`grnvae.Run.load`; ``adata``: the AnnData the run was trained
-    on, for a run trained with ``train(..., adata=...)``.)
+    on, for a run trained with ``train(..., adata=...)``, or whose data file moved; ``out``: the
+    folder to write into instead of ``RUN/evaluation`` (e.g. for a run on read-only storage).)
 
     Methods: the model and the baselines ``no_change``, ``train_mean``, ``mean_effect``,
     ``additive`` and ``linear`` (:mod:`.baselines`, all from training cells), each scored on the
@@ -104,9 +105,8 @@ def evaluate(run_path: Union[str, Path, "Run"], split: str = "test", reference: 
 
     run = Run.of(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
-    data = load_data(cfg, adata, genes=run.model.spec.genes)
-    _check_split(run.path, data)
-    out_dir = evaluation_dir(run.path, split)
+    data = run_data(run, adata, same_split=True)
+    out_dir = Path(out) if out is not None else evaluation_dir(run.path, split)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     obs = observed_effects(data, split)
@@ -345,19 +345,32 @@ def _plots(out_dir: Path, run, predictions, obs, per, ceiling_table, n: int) -> 
         plot.save(plot.grn_neighbourhood(grn, gene), out_dir / f"grn_{gene}.png")
 
 
-def control_cells(run, adata=None, use_data: bool = True, max_controls: int = 500):
-    """Up to ``max_controls`` of a trained run's control cells (drawn with the recipe's seed):
-    ``(x, library, covariates, source)``, from ``adata`` or else the recipe's data (its
-    ``data.path`` or simulator), in the model's gene order. ``(None, None, None, "prior")`` when
-    ``use_data`` is false or the run has no data to read; ``source`` says which, for the record."""
+def run_data(run, adata=None, same_split: bool = False):
+    """A trained run's data, registered as for training, in the model's gene order: ``adata``, or
+    else the recipe's ``data.path`` or simulator, which must still give the run's split (a file
+    that is not there, or another file under that name, is a clear error naming ``--data``);
+    with ``same_split``, ``adata`` must give it too (to score held-out cells)."""
     from ..run import load_data
 
     cfg = run.recipe
-    has_data = adata is not None or (cfg.data.path is not None and Path(cfg.data.path).exists()) or (
-        cfg.data.path is None and cfg.data.simulate is not None)
-    if not (use_data and has_data):
-        return None, None, None, "prior"
+    if adata is None and cfg.data.path is not None and not Path(cfg.data.path).exists():
+        raise RunError(f"the run's data file '{cfg.data.path}' is not there (moved, or not shared with the run): "
+                       f"give it with --data FILE.h5ad (Python: adata=...)")
     data = load_data(cfg, adata, genes=run.model.spec.genes)
+    if adata is None or same_split:
+        _check_split(run.path, data)
+    return data
+
+
+def control_cells(run, adata=None, use_data: bool = True, max_controls: int = 500):
+    """Up to ``max_controls`` of a trained run's control cells (drawn with the recipe's seed):
+    ``(x, library, covariates, source)``, from :func:`run_data` (``adata``, else the recipe's
+    data), in the model's gene order. ``(None, None, None, "prior")`` when ``use_data`` is
+    false; ``source`` says which, for the record."""
+    cfg = run.recipe
+    if not use_data:
+        return None, None, None, "prior"
+    data = run_data(run, adata)
     ctrl = np.nonzero(data.pair == -1)[0]
     rng = np.random.default_rng(int(cfg.seed))
     ctrl = np.sort(rng.choice(ctrl, size=min(len(ctrl), max_controls), replace=False))
