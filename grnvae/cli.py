@@ -137,7 +137,8 @@ def _cmd_predict(args) -> int:
 
 def _cmd_export(args) -> int:
     fmt = args.format
-    out = Path(args.out) if args.out else Path(args.run) / f"grn.{fmt}"
+    # the last checkpoint's GRN never takes the name of the one training wrote (the best's)
+    out = Path(args.out) if args.out else Path(args.run) / f"grn{'.last' if args.checkpoint == 'last' else ''}.{fmt}"
     if fmt == "tsv" and args.checkpoint == "best" and _export_written_tsv(Path(args.run), out):
         return 0
     from .run import Run
@@ -149,15 +150,15 @@ def _cmd_export(args) -> int:
 
 
 def _export_written_tsv(run: Path, out: Path) -> bool:
-    """A finished run's ``grn.tsv`` is the best checkpoint's GRN as export writes it: copy it
-    (no model to load, no torch). False when the run has no such file."""
+    """A finished run's ``grn.tsv`` is the best checkpoint's GRN as export writes it (training
+    writes it last; nothing else writes that name): copy it (no model to load, no torch), or
+    leave it be when it is the output. False when the run has no such file."""
     from .rundir import read_marker
     from .utils import atomic_write
 
     tsv, best = run / "grn.tsv", run / "checkpoints" / "best.ckpt"
     marker = read_marker(run)
-    if (marker is None or marker.get("status") != "finished" or not tsv.is_file() or not best.is_file()
-            or tsv.stat().st_mtime < best.stat().st_mtime):
+    if marker is None or marker.get("status") != "finished" or not tsv.is_file() or not best.is_file():
         return False
     if out.is_dir():
         raise RunError(f"export: '{out}' is a directory; give a file path, e.g. {out / 'grn.tsv'}")
@@ -287,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export-grn", help="export a run's learned GRN")
     e.add_argument("run", help="run directory")
     e.add_argument("--format", choices=("tsv", "graphml"), default="tsv")
-    e.add_argument("--out", help="output file (default RUN/grn.<format>)")
+    e.add_argument("--out", help="output file (default RUN/grn.<format>; with --checkpoint last, RUN/grn.last.<format>)")
     e.add_argument("--checkpoint", choices=("best", "last"), default="best")
     _trust_flag(e)
     e.set_defaults(func=_cmd_export)

@@ -32,8 +32,8 @@ PREVIOUS = "last.previous.ckpt"
 STATUSES = ("running", "finished", "failed", "interrupted")
 #: what training, evaluation and the loggers write into a run directory: all that --overwrite
 #: deletes (with ``evaluation_epoch<N>`` folders and atomic writes' leftover ``.NAME.*.tmp``)
-RUN_ENTRIES = (MARKER, "recipe.yaml", "split.tsv.gz", "grn.tsv", "metrics.json", "checkpoints", "tensorboard",
-               "logs", "wandb", "mlruns", "ranks", "plugins", "evaluation")
+RUN_ENTRIES = (MARKER, "recipe.yaml", "split.tsv.gz", "grn.tsv", "grn.graphml", "grn.last.tsv", "grn.last.graphml",
+               "metrics.json", "checkpoints", "tensorboard", "logs", "wandb", "mlruns", "ranks", "plugins", "evaluation")
 
 
 def written_by_grnvae(name: str) -> bool:

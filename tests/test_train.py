@@ -304,6 +304,13 @@ def test_exporting_a_finished_runs_grn_needs_no_model(tiny_run, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (tmp_path / "g.tsv").read_bytes() == (tiny_run.path / "grn.tsv").read_bytes()
+    # the last checkpoint's GRN goes to grn.last.tsv, never over the grn.tsv training wrote
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    written = (run / "grn.tsv").read_bytes()
+    assert main(["export-grn", str(run), "--checkpoint", "last"]) == 0
+    assert (run / "grn.last.tsv").exists() and (run / "grn.tsv").read_bytes() == written
+    assert main(["export-grn", str(run)]) == 0 and (run / "grn.tsv").read_bytes() == written
 
 
 def test_a_checkpoint_with_linear_effect_projections_resumes(tmp_path):
