@@ -417,7 +417,17 @@ def _read_yaml(path: Path) -> DictConfig:
     try:
         cfg = OmegaConf.load(path)
     except (OSError, OmegaConfBaseException, Exception) as exc:  # yaml.YAMLError and friends
-        raise RecipeError(f"{path}: cannot be read as YAML: {excerpt(str(exc).splitlines()[0], 120)}") from None
+        mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+        if mark is not None and problem:  # PyYAML's own account: where and what
+            where = f"line {mark.line + 1}, column {mark.column + 1}"
+            try:
+                line = path.read_text(errors="replace").splitlines()[mark.line]
+            except (OSError, IndexError):
+                line = ""
+            tab = "; indent with spaces, not tabs" if "\t" in line else ""
+            raise RecipeError(f"{path}: cannot be read as YAML ({where}): {problem}{tab}") from None
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        raise RecipeError(f"{path}: cannot be read as YAML: {excerpt(text, 200)}") from None
     if cfg is None:
         cfg = OmegaConf.create({})
     if not isinstance(cfg, DictConfig):
