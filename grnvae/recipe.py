@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
@@ -496,7 +496,31 @@ def _full_key(exc: OmegaConfBaseException) -> str:
     return str(key)
 
 
+def _check_shapes(schema: DictConfig, layer: Any, where: str, prefix: str = "") -> None:
+    """A section given a value, or a list key given a single value: an error that says which
+    form the key takes (OmegaConf's own message names neither)."""
+    if isinstance(layer, DictConfig):
+        layer = OmegaConf.to_container(layer, resolve=False)
+    if not isinstance(layer, dict):
+        return
+    for key, value in layer.items():
+        full = f"{prefix}{key}"
+        node = OmegaConf.select(schema, full, default=None) if isinstance(key, str) else None
+        is_map = isinstance(value, dict)
+        if isinstance(node, DictConfig) and not is_map and value is not None:
+            keys = ", ".join(f"{full}.{k}" for k in list(node.keys())[:4])
+            raise RecipeError(f"{where}: '{full}' is a section, not a value ({excerpt(value)}); set its keys, "
+                              f"e.g. {keys}")
+        if isinstance(node, ListConfig) and not isinstance(value, list) and value is not None \
+                and not (isinstance(value, str) and "${" in value):
+            raise RecipeError(f"{where}: '{full}' is a list; write {full}=[{excerpt(value)}] (several: "
+                              f"{full}=[a,b])")
+        if isinstance(node, DictConfig) and is_map:
+            _check_shapes(schema, value, where, f"{full}.")
+
+
 def _merge_layer(schema: DictConfig, layer: DictConfig, where: str) -> DictConfig:
+    _check_shapes(schema, layer, where)
     try:
         return OmegaConf.merge(schema, layer)
     except (ConfigKeyError, ConfigAttributeError) as exc:
@@ -524,6 +548,9 @@ def _parse_overrides(overrides: Iterable[str]) -> List[DictConfig]:
         key = key.strip()
         if not key:
             raise RecipeError(f"command-line override {item!r} has an empty key")
+        if any(not part for part in key.split(".")):
+            raise RecipeError(f"command-line override {item!r}: the key {key!r} has an empty part; write it as "
+                              f"section.key=value (e.g. train.max_epochs=5)")
         try:
             layer = OmegaConf.from_dotlist([f"{key}={value}"])
         except (OmegaConfBaseException, yaml.YAMLError) as exc:  # YAML: e.g. an unclosed '[a,b'

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -21,7 +22,7 @@ from .errors import DataError, RunError
 from .grn import GRN
 from .model import GRNVAE, ModelSpec
 from .nn.registry import LAYERS, import_plugins
-from .recipe import load_recipe
+from .recipe import excerpt, load_recipe
 from .rundir import read_marker
 from .utils import tune_allocator
 
@@ -202,6 +203,11 @@ class Run:
             alt = path / "checkpoints" / "last.ckpt"
             if checkpoint == "best" and alt.exists():
                 ckpt = alt
+            elif read_marker(path) is not None:
+                raise RunError(
+                    f"run '{path}' has no checkpoints/{checkpoint}.ckpt (deleted?), so its model cannot be "
+                    f"loaded; train it again with `grnvae train RECIPE --out {path} --overwrite`"
+                )
             else:
                 raise RunError(
                     f"'{path}' is not a grnvae run directory (no checkpoints/{checkpoint}.ckpt); "
@@ -227,7 +233,9 @@ def read_checkpoint(path: Path) -> Dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError (zip), EOFError, ...
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        first = re.split(r"(?<=[.;:])\s", text.splitlines()[0])[0] if text else type(exc).__name__
+        first = excerpt(first, 160)
         if "weights_only" in first or "Weights only" in first:  # torch's hint points to the unsafe load
             first = "it holds Python objects other than tensors and containers"
         raise RunError(f"{path} cannot be read as a grnvae checkpoint ({first}); it is truncated, "

@@ -98,9 +98,22 @@ class RunLock:
                 fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder is None:  # unreadable or being written: treat as held
+                if holder is None:  # being written (a moment), or left empty by a crash in between
+                    try:
+                        age = time.time() - self.file.stat().st_mtime
+                    except OSError:
+                        continue
+                    if age > 10.0:
+                        log.warning("taking over the unreadable lock %s (left %.0f s ago by a process that "
+                                    "stopped while writing it)", self.file, age)
+                        try:
+                            os.unlink(self.file)
+                        except FileNotFoundError:
+                            pass
+                        continue
                     raise RunError(f"run directory '{self.path}' is locked ({self.file}); another "
-                                   f"training may be using it: wait for it, or choose another --out")
+                                   f"training may be using it: wait for it, or choose another --out (if no "
+                                   f"training is running, delete {self.file})")
                 host, pid = holder
                 if host == socket.gethostname() and not _alive(pid):
                     log.warning("taking over the stale lock of process %d (no longer running) on %s", pid, self.path)

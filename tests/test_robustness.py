@@ -108,6 +108,9 @@ def files(tmp_path_factory):
     }
     for name, text in recipes.items():
         (d / f"{name}.yaml").write_text(text)
+    for sub in ("a", "b"):  # two plug-in files of one name
+        (d / sub).mkdir()
+        (d / sub / "layer.py").write_text("X = 1\n")
     (d / "prior_garbage.tsv").write_bytes(bytes(range(256)) * 4)
     (d / "afile").write_text("not a directory\n")
     keep = d / "precious"
@@ -202,6 +205,14 @@ CASES = [
     ("inspect a missing file", lambda d, r: ["inspect", d / "missing.h5ad"], "missing.h5ad"),
     ("unclosed list in an override", lambda d, r: ["train", "quickstart", "data.control=[a,b", "--out", d / "u"],
      "close its brackets"),
+    ("a section given a value", lambda d, r: _q(d, "model=3", "--out", d / "o11"),
+     "'model' is a section, not a value (3); set its keys, e.g. model.latent_dim"),
+    ("a list key given one value", lambda d, r: _q(d, "data.covariates=batch", "--out", d / "o11"),
+     "'data.covariates' is a list; write data.covariates=[batch]"),
+    ("an empty part in a key", lambda d, r: _q(d, "train..max_epochs=3", "--out", d / "o11"),
+     "the key 'train..max_epochs' has an empty part"),
+    ("two plug-ins of one name", lambda d, r: ["layers", "--plugin", d / "a" / "layer.py", "--plugin",
+                                               d / "b" / "layer.py"], "two files named 'layer.py'"),
 ]
 
 
@@ -305,7 +316,7 @@ def test_pickled_payload_in_a_checkpoint_runs_nothing(files, tmp_path, capsys):
     state = torch.load(hostile / "checkpoints" / "best.ckpt", weights_only=True)
     state["payload"] = _Payload(marker)
     torch.save(state, hostile / "checkpoints" / "best.ckpt")
-    for argv in (["evaluate", hostile, "--no-plots"], ["export-grn", hostile, "--out", tmp_path / "g.tsv"],
+    for argv in (["evaluate", hostile, "--no-plots"], ["export-grn", hostile, "--format", "graphml", "--out", tmp_path / "g.graphml"],
                  ["predict", hostile, "--perturbations", "G0001", "--out", tmp_path / "p.h5ad"]):
         status, err = _cli(argv, capsys)
         assert status == 2 and "cannot be read as a grnvae checkpoint" in err and "Traceback" not in err
@@ -331,13 +342,13 @@ def test_planted_plugin_runs_only_when_trusted(files, tmp_path, capsys):
         state["grnvae"]["recipe"]["plugins"] = ["plugins/evil.py"]
         state["grnvae"]["recipe"]["model"]["effect"]["layer"] = "evil_layer"
         torch.save(state, ckpt)
-    for argv in (["evaluate", planted, "--no-plots"], ["export-grn", planted, "--out", tmp_path / "g.tsv"],
+    for argv in (["evaluate", planted, "--no-plots"], ["export-grn", planted, "--format", "graphml", "--out", tmp_path / "g.graphml"],
                  ["predict", planted, "--perturbations", "G0001", "--out", tmp_path / "p.h5ad"]):
         status, err = _cli(argv, capsys)
         assert status == 2 and "--trust-plugins" in err and "plugins/evil.py" in err
         assert not marker.exists(), argv
     # trusted: the run's copy is imported (it registers no layer, so loading then stops)
-    status, err = _cli(["export-grn", planted, "--trust-plugins", "--out", tmp_path / "g.tsv"], capsys)
+    status, err = _cli(["export-grn", planted, "--trust-plugins", "--format", "graphml", "--out", tmp_path / "g.graphml"], capsys)
     assert marker.exists() and status == 2 and "evil_layer" in err
 
 
@@ -429,6 +440,20 @@ def test_second_training_into_a_live_run_is_refused(files, tmp_path):
     # a lock left by a killed process is taken over (and the run resumes)
     run = grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}", *extra], out=out)
     assert (run.path / "grn.tsv").exists() and not (out / ".grnvae.lock").exists()
+    # an empty lock (a crash between creating and writing it): refused while fresh, naming the file
+    # to delete; taken over once it is old
+    lock = out / ".grnvae.lock"
+    lock.write_text("")
+    with pytest.raises(RunError, match=r"is locked .* delete .*\.grnvae\.lock"):
+        grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=out, overwrite=True)
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+    grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=out, overwrite=True)
+    assert not lock.exists()
+    # a finished run whose checkpoints were deleted: says so, and the command that trains it again
+    for f in (out / "checkpoints").iterdir():
+        f.unlink()
+    with pytest.raises(RunError, match=r"has no checkpoints/best.ckpt \(deleted\?\).*--overwrite"):
+        grnvae.Run.load(out)
 
 
 def _digest(path: Path) -> str:

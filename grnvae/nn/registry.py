@@ -106,9 +106,17 @@ def register_layer(name: str, *, overwrite: bool = False):
 
 
 def import_plugins(plugins: Iterable[str], base: Path | None = None) -> None:
-    """Import plug-in modules named in a recipe (module names or paths to ``.py`` files)."""
+    """Import plug-in modules named in a recipe (module names or paths to ``.py`` files). Two
+    files of one name are refused (a run keeps its plug-ins by file name in ``RUN/plugins``); a
+    file whose name an earlier, different file took in this process is imported under a name of
+    its own."""
+    plugins = [str(p) for p in plugins]
+    names = [Path(p).name for p in plugins if p.endswith(".py")]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise RecipeError(f"plugins: two files named {twice[0]!r} ({', '.join(p for p in plugins if Path(p).name == twice[0])}); "
+                          f"a run keeps its plug-in files by name, so rename one")
     for ref in plugins:
-        ref = str(ref)
         if ref.endswith(".py"):
             path = Path(ref)
             if not path.is_absolute() and base is not None:
@@ -116,6 +124,11 @@ def import_plugins(plugins: Iterable[str], base: Path | None = None) -> None:
             if not path.is_file():
                 raise RecipeError(f"plugins: file {ref!r} not found; give a path to a .py file or a module name")
             mod_name = f"grnvae_plugin_{path.stem}"
+            loaded = sys.modules.get(mod_name)
+            if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != path.resolve():
+                import hashlib
+
+                mod_name += "_" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
             if mod_name in sys.modules:
                 continue
             spec = importlib.util.spec_from_file_location(mod_name, path)
