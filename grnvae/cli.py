@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -207,20 +208,28 @@ def _cmd_priors(args) -> int:
         first = entry.description.split(". ")[0].split(", as ")[0]
         species = entry.species.split(" ")[0]
         verified = "sha256" if entry.sha256 else "unverified"
-        print(f"{name:<17} {species:<6} {entry.format:<11} {verified:<11} {first[:80]}")
+        print(f"{name:<17} {species:<6} {entry.format:<11} {verified:<11} {_shorten(first, 90)}")
     return 0
+
+
+def _shorten(text: str, width: int) -> str:
+    """``text`` on one line, cut at a word (not inside a number) when longer than ``width``."""
+    import textwrap
+
+    return textwrap.shorten(text, width, placeholder=" ...")
 
 
 def _cmd_recipes(args) -> int:
     from .recipe import list_recipes
 
     for path in list_recipes():
-        first = ""
+        comment = []  # the recipe's opening comment, up to its first sentence
         for line in path.read_text().splitlines():
-            if line.startswith("#"):
-                first = line.lstrip("# ").strip()
+            if not line.startswith("#"):
                 break
-        print(f"{path.stem:<20} {first}")
+            comment.append(line.lstrip("# ").strip())
+        first = re.split(r"\.\s+(?=[A-Z])", " ".join(comment))[0].rstrip(".")
+        print(f"{path.stem:<20} {_shorten(first, 100)}")
     return 0
 
 
@@ -339,6 +348,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     except GRNVAEError as exc:
         print(f"grnvae {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader stopped (`grnvae recipes | head`): nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so exit's flush is quiet too
+        return 0
     except OSError as exc:  # disk full, permissions, read-only folders: one line, no traceback
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
         print(f"grnvae {args.command}: error: {exc.strerror or exc}{where}; check the path, its permissions "

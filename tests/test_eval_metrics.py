@@ -55,8 +55,10 @@ def test_effect_metrics_hand_computed():
     # |pred| = [3, 1, 1, 2, 1, 0]: top 3 = genes 0, 3, then 1 (ties 1, 2, 4 at |1|: lowest index)
     # {0, 1, 3} vs {0, 1, 2}: |intersection| 2, |union| 4
     assert m["jaccard_top20"] == pytest.approx(0.5)
-    # only 6 genes: top-50 is every gene for both
-    assert m["jaccard_top50"] == 1.0
+    # only 6 genes: top-50 would be every gene for any prediction, so it says nothing
+    assert math.isnan(m["jaccard_top50"])
+    # a constant prediction has no top genes of its own (its set would be the tie-break order)
+    assert math.isnan(effect_metrics(np.zeros(6), [4, -3, 2, 0, 1, 0.5], top=3)["jaccard_top20"])
 
 
 def test_pearson_systema_hand_computed():
@@ -67,7 +69,8 @@ def test_pearson_systema_hand_computed():
     assert m["pearson_systema"] == pytest.approx(2 / math.sqrt(10 * 18))
     # the other metrics do not depend on ref
     plain = effect_metrics(PRED, OBS, top=3)
-    assert all(m[k] == plain[k] for k in EFFECT_METRICS if k != "pearson_systema")
+    assert all(m[k] == plain[k] or (math.isnan(m[k]) and math.isnan(plain[k]))
+               for k in EFFECT_METRICS if k != "pearson_systema")
     # a prediction equal to ref is constant once centred: undefined
     assert math.isnan(effect_metrics(ref, OBS, ref=ref)["pearson_systema"])
     assert math.isnan(effect_metrics(PRED, OBS, ref=np.full(6, np.nan))["pearson_systema"])
@@ -386,7 +389,9 @@ def test_ceiling_small_perturbations_sparse_and_determinism():
     frame, summary = split_half_ceiling(cells, controls, seed=7, n_splits=3, ref=np.full(12, 0.25))
     assert frame.loc["tiny"].isna().all()
     assert summary["n_undefined"] == 1 and summary["n_perturbations"] == 3
-    assert np.isfinite(frame.loc[["a", "b"]].to_numpy()).all()
+    # every metric is defined for them, but the top-k overlaps: 12 genes, each top set is all of them
+    assert np.isfinite(frame.loc[["a", "b"]].drop(columns=["jaccard_top20", "jaccard_top50"]).to_numpy()).all()
+    assert frame.loc[["a", "b"], ["jaccard_top20", "jaccard_top50"]].isna().all().all()
     # with a single perturbation of >= 4 cells, discrimination has nothing to compare against
     alone, _ = split_half_ceiling({"a": cells["a"]}, controls, seed=7, n_splits=3)
     assert math.isnan(alone.loc["a", "discrimination"]) and np.isfinite(alone.loc["a", "pearson_delta"])

@@ -201,6 +201,8 @@ CASES = [
                                           "--out", d / "p.h5ad"], "particles"),
     ("predict unknown gene", lambda d, r: ["predict", r.path, "--perturbations", "NOPE1", "--prior",
                                            "--out", d / "p.h5ad"], "NOPE1"),
+    ("predict a label twice", lambda d, r: ["predict", r.path, "--perturbations", "G0001,G0001", "--prior",
+                                            "--out", d / "p.h5ad"], "cannot predict 'G0001' twice"),
     ("export into a folder", lambda d, r: ["export-grn", r.path, "--out", d / "precious"], "is a directory"),
     ("inspect a missing file", lambda d, r: ["inspect", d / "missing.h5ad"], "missing.h5ad"),
     ("unclosed list in an override", lambda d, r: ["train", "quickstart", "data.control=[a,b", "--out", d / "u"],

@@ -400,6 +400,10 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
     labels: List[str] = []
     dose_rows = []
     sep = cfg.data.separator
+    perturbations = list(perturbations)
+    repeated = sorted({p for p in perturbations if perturbations.count(p) > 1})
+    if repeated:
+        raise RunError(f"cannot predict {repeated[0]!r} twice: each label names one row of the prediction; give it once")
     for label in perturbations:
         targets = [t.strip() for t in label.split(sep) if t.strip()]
         unknown = [t for t in targets if t not in pos]

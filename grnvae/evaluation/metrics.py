@@ -119,8 +119,9 @@ def effect_metrics(pred, obs, top: int = 20, ref=None) -> Dict[str, float]:
 
     The key names are fixed (they are :data:`EFFECT_METRICS`: :data:`METRICS` but
     ``discrimination``, which needs the other perturbations, see :func:`score_effects`); ``top`` changes the ``*_top20`` metrics
-    and ``jaccard_top20`` (``jaccard_top50`` always uses 50). With fewer genes than ``k``, the
-    top-k set is all genes (so its Jaccard is 1).
+    and ``jaccard_top20`` (``jaccard_top50`` always uses 50). A Jaccard index is NaN when ``k``
+    covers every gene (both sets would be all genes, 1 for any prediction) or either vector is
+    constant (e.g. the no-change baseline: its top set would be the tie-break order).
 
     Undefined values are NaN, never an exception: Pearson r when either vector is constant over
     the genes considered (zero variance, e.g. the no-change baseline), ``r2_delta`` when obs is
@@ -151,9 +152,18 @@ def effect_metrics(pred, obs, top: int = 20, ref=None) -> Dict[str, float]:
         "r2_delta": (1.0 - ss_res / ss_tot) if (ss_tot > 0 and np.ptp(o) > 0) else float("nan"),
         "mse": ss_res / o.size,
         "direction_acc_top20": float(np.mean(np.sign(p[t_obs]) == np.sign(o[t_obs]))),
-        "jaccard_top20": _jaccard(top_k(p, top), t_obs),
-        "jaccard_top50": _jaccard(top_k(p, 50), top_k(o, 50)),
+        "jaccard_top20": _top_overlap(p, o, top),
+        "jaccard_top50": _top_overlap(p, o, 50),
     }
+
+
+def _top_overlap(p: np.ndarray, o: np.ndarray, k: int) -> float:
+    """Jaccard index of the ``k`` genes of largest ``|p|`` and of largest ``|o|``; NaN when it
+    says nothing: ``k`` covers every gene (both sets are all genes) or either vector is constant
+    (its top set is only the tie-break order)."""
+    if k >= p.size or np.ptp(p) == 0 or np.ptp(o) == 0:
+        return float("nan")
+    return _jaccard(top_k(p, k), top_k(o, k))
 
 
 def discrimination(pred, obs) -> np.ndarray:
