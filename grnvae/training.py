@@ -58,8 +58,9 @@ def _lightning():
 
 
 def _store_plugins(out: Path, plugins) -> None:
-    """Copy a recipe's plug-in files into ``RUN/plugins`` (the stored recipe names them by their
-    path relative to the run, so a moved run still loads when trusted)."""
+    """Copy a recipe's plug-in files into ``RUN/plugins`` (the checkpoints name them by their path
+    relative to the run, so a moved run still loads when trusted; ``recipe.yaml`` keeps the
+    paths trained with)."""
     files = [Path(str(p)) for p in plugins if str(p).endswith(".py")]
     if not files:
         return
