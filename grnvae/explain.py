@@ -231,8 +231,7 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
         terms = [[(walk, value * grad[i, end]) for end, ends in found.items() if grad[i, end] != 0
                   for walk, value in ends] for i in range(len(chosen))]
     else:
-        terms = [[((s, t), value) for (s, t), value in edges]
-                 for edges in edge_attributions(model, dosage, weight, readout, steps)]
+        terms = edge_attributions(model, dosage, weight, readout, steps)
     kind = "walk" if linear else "edge"
     library = getattr(model.decoder, "models_library", False)
     rows = []
