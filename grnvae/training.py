@@ -509,11 +509,23 @@ def _n_devices(devices) -> int:
     return len(devices)
 
 
+def _epochs_trained(out: Path, trainer) -> int:
+    """Epochs trained: the trainer's count, or, when the processes that trained were spawned
+    (DDP on CPU: this process's trainer never ran an epoch), the last checkpoint's."""
+    if trainer.current_epoch > 0 or trainer.world_size == 1:
+        return int(trainer.current_epoch)
+    try:
+        last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
+        return int(last["epoch"]) + 1
+    except Exception:  # none readable: the trainer's count
+        return int(trainer.current_epoch)
+
+
 def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:
     """Write grn.tsv and metrics.json for a freshly trained run."""
     t = cfg.train
     metrics: Dict[str, Any] = {
-        "epochs": int(trainer.current_epoch),
+        "epochs": _epochs_trained(run.path, trainer),
         "world_size": int(trainer.world_size),
         "best_checkpoint": "checkpoints/best.ckpt",
         "cells": data.split_sizes(),
