@@ -455,28 +455,27 @@ def _compose(path: Path, stack: Sequence[Path] = ()) -> List[Tuple[DictConfig, s
         # plug-in files are relative to the recipe that names them
         cfg.plugins = [str((path.parent / p).resolve()) if str(p).endswith(".py") and not Path(str(p)).is_absolute()
                        else str(p) for p in cfg.plugins]
-    # so are its data and prior files (a prior that is no file there may be a catalog name)
-    for section, key, must_exist in (("data", "path", False), ("grn", "prior", True), ("grn", "aliases", True)):
-        node = cfg.get(section) if isinstance(cfg.get(section, None), DictConfig) else None
-        value = node.get(key) if node is not None else None
-        if isinstance(value, str) and value and "${" not in value and not Path(value).expanduser().is_absolute():
-            there = path.parent / Path(value).expanduser()
-            if not must_exist or there.exists():
-                node[key] = str(there.resolve())
+    _absolute_files(cfg, path.parent)  # so are its data and prior files
     layers.append((cfg, str(path)))
     return layers
 
 
-def _absolute_files(cfg: DictConfig) -> None:
-    """``data.path`` (and ``grn.prior`` / ``grn.aliases`` when they name a file here) as absolute
-    paths, resolved against the working directory: a run stores them so, and opening it from
-    anywhere else reads the same files."""
-    for section, key, must_exist in (("data", "path", False), ("grn", "prior", True), ("grn", "aliases", True)):
-        value = cfg[section][key]
-        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            here = Path(value).expanduser()
-            if not must_exist or here.exists():
-                cfg[section][key] = str(here.resolve())
+#: recipe keys that name files: (section, key, whether only a file that exists is resolved: a
+#: prior that is no file may be a catalog name)
+FILE_KEYS = (("data", "path", False), ("grn", "prior", True), ("grn", "aliases", True))
+
+
+def _absolute_files(cfg: DictConfig, base: Path) -> None:
+    """The relative :data:`FILE_KEYS` of ``cfg`` made absolute against ``base`` (a recipe file's
+    folder; the working directory for the composed recipe): a run stores them so, and opening it
+    from anywhere else reads the same files."""
+    for section, key, must_exist in FILE_KEYS:
+        node = cfg.get(section, None)
+        value = node.get(key, None) if isinstance(node, DictConfig) else None
+        if isinstance(value, str) and value and "${" not in value and not Path(value).expanduser().is_absolute():
+            there = base / Path(value).expanduser()
+            if not must_exist or there.exists():
+                node[key] = str(there.resolve())
 
 
 def _suggest(key: str, node: Any, prefix: str = "") -> str:
@@ -718,7 +717,7 @@ def load_recipe(
         cfg = _merge_layer(cfg, layer, source)
     if overrides:  # the composed result: a bad value may come from the file or any override
         where = f"{where} with its overrides"
-    _absolute_files(cfg)
+    _absolute_files(cfg, Path.cwd())
     _check(cfg, where, data_given)
     OmegaConf.set_readonly(cfg, False)
     OmegaConf.set_struct(cfg, True)
