@@ -167,6 +167,25 @@ class Run:
             raise RunError(f"unknown GRN export format {format!r}; use tsv or graphml")
         return out
 
+    def read_data(self, adata=None, same_split: bool = False) -> PerturbationData:
+        """The run's data, registered as for training, in the model's gene order: ``adata``, or
+        else the recipe's ``data.path`` or simulator, which must still give the run's split (a
+        file that is not there, or another file under that name, is a clear error naming
+        ``--data``); with ``same_split``, ``adata`` must give it too (to score held-out cells)."""
+        cfg = self.recipe
+        if adata is None and cfg.data.path is not None and not Path(cfg.data.path).exists():
+            raise RunError(f"the run's data file '{cfg.data.path}' is not there (moved, or not shared with the run): "
+                           f"give it with --data FILE.h5ad (Python: adata=...)")
+        data = load_data(cfg, adata, genes=self.model.spec.genes)
+        split = self.path / "split.tsv.gz"
+        if (adata is None or same_split) and split.exists():
+            saved = pd.read_csv(split, sep="\t")
+            names = np.array(("train", "val", "test"))[data.split]
+            if len(saved) != data.n_cells or not np.array_equal(saved["split"].to_numpy(), names):
+                raise RunError(f"{split}: the data no longer gives the split the run was trained with (cells or "
+                               f"labels changed since training); evaluate on the data the run was trained on")
+        return data
+
     @classmethod
     def of(cls, run: Union["Run", str, Path], trust_plugins: bool = False) -> "Run":
         """``run`` itself when it is a loaded run, else :meth:`load` of that directory."""

@@ -195,13 +195,21 @@ def _more(stored, now) -> bool:
     return now < 0 <= stored or 0 <= stored < now
 
 
+def _checkpoint_count(path: Path, key: str) -> Optional[int]:
+    """A counter (``epoch``, ``global_step``) of a checkpoint, read without loading its tensors
+    into memory; None when there is no readable one."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)[key])
+    except Exception:  # none yet, being written, or unreadable
+        return None
+
+
 def _last_epoch(out: Path) -> str:
     """Where an interrupted run would resume: ", after epoch N (checkpoints/last.ckpt)", or
     ", before its first checkpoint" when there is none."""
     last = out / "checkpoints" / "last.ckpt"
-    try:
-        epoch = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except Exception:  # none yet, or being written
+    epoch = _checkpoint_count(last, "epoch")
+    if epoch is None:
         return ", before its first checkpoint (it starts again)"
     return f", after epoch {epoch + 1} ({last})"
 
@@ -442,8 +450,7 @@ def _logger(cfg: DictConfig, out: Path, resume: Optional[Path] = None):
     if kind == "tensorboard":
         return loggers.TensorBoardLogger(save_dir=str(out), name="tensorboard", version="", default_hp_metric=False)
     if kind == "csv":
-        keep = None if resume is None else int(torch.load(resume, map_location="cpu", weights_only=True,
-                                                          mmap=True).get("global_step", 0))
+        keep = None if resume is None else (_checkpoint_count(resume, "global_step") or 0)
         return _csv_logger(loggers.CSVLogger)(save_dir=str(out), name="logs", version="", keep_step=keep)
     if kind == "wandb":
         return loggers.WandbLogger(name=str(cfg.name), save_dir=str(out))
@@ -514,11 +521,8 @@ def _epochs_trained(out: Path, trainer) -> int:
     (DDP on CPU: this process's trainer never ran an epoch), the last checkpoint's."""
     if trainer.current_epoch > 0 or trainer.world_size == 1:
         return int(trainer.current_epoch)
-    try:
-        last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True, mmap=True)
-        return int(last["epoch"]) + 1
-    except Exception:  # none readable: the trainer's count
-        return int(trainer.current_epoch)
+    epoch = _checkpoint_count(out / "checkpoints" / "last.ckpt", "epoch")
+    return int(trainer.current_epoch) if epoch is None else epoch + 1
 
 
 def _finish(run: Run, data: PerturbationData, cfg: DictConfig, trainer) -> None:

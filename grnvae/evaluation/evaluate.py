@@ -99,13 +99,13 @@ def evaluate(run_path: Union[str, Path, "Run"], split: str = "test", reference: 
     of ``pearson_systema`` is the mean training delta (the ``mean_effect`` prediction), so that
     baseline's ``pearson_systema`` is NaN by construction (its centred prediction is zero).
     """
-    from ..run import Run, load_data
+    from ..run import Run
     from . import baselines as B
     from .metrics import score_effects, split_half_ceiling
 
     run = Run.of(run_path, trust_plugins=trust_plugins)
     cfg = run.recipe
-    data = run_data(run, adata, same_split=True)
+    data = run.read_data(adata, same_split=True)
     out_dir = Path(out) if out is not None else evaluation_dir(run.path, split)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -310,19 +310,6 @@ def _causal(causal_test, grn, cells, controls, data):
     return res, edges
 
 
-def _check_split(run_path: Path, data) -> None:
-    f = run_path / "split.tsv.gz"
-    if not f.exists():
-        return
-    saved = pd.read_csv(f, sep="\t")
-    names = np.array(("train", "val", "test"))[data.split]
-    if len(saved) != data.n_cells or not np.array_equal(saved["split"].to_numpy(), names):
-        raise RunError(
-            f"{f}: the data no longer gives the split the run was trained with (cells or labels "
-            f"changed since training); evaluate on the data the run was trained on"
-        )
-
-
 def _plots(out_dir: Path, run, predictions, obs, per, ceiling_table, n: int) -> None:
     from .. import plot
 
@@ -345,32 +332,15 @@ def _plots(out_dir: Path, run, predictions, obs, per, ceiling_table, n: int) -> 
         plot.save(plot.grn_neighbourhood(grn, gene), out_dir / f"grn_{gene}.png")
 
 
-def run_data(run, adata=None, same_split: bool = False):
-    """A trained run's data, registered as for training, in the model's gene order: ``adata``, or
-    else the recipe's ``data.path`` or simulator, which must still give the run's split (a file
-    that is not there, or another file under that name, is a clear error naming ``--data``);
-    with ``same_split``, ``adata`` must give it too (to score held-out cells)."""
-    from ..run import load_data
-
-    cfg = run.recipe
-    if adata is None and cfg.data.path is not None and not Path(cfg.data.path).exists():
-        raise RunError(f"the run's data file '{cfg.data.path}' is not there (moved, or not shared with the run): "
-                       f"give it with --data FILE.h5ad (Python: adata=...)")
-    data = load_data(cfg, adata, genes=run.model.spec.genes)
-    if adata is None or same_split:
-        _check_split(run.path, data)
-    return data
-
-
 def control_cells(run, adata=None, use_data: bool = True, max_controls: int = 500):
     """Up to ``max_controls`` of a trained run's control cells (drawn with the recipe's seed):
-    ``(x, library, covariates, source)``, from :func:`run_data` (``adata``, else the recipe's
+    ``(x, library, covariates, source)``, from :meth:`grnvae.Run.read_data` (``adata``, else the recipe's
     data), in the model's gene order. ``(None, None, None, "prior")`` when ``use_data`` is
     false; ``source`` says which, for the record."""
     cfg = run.recipe
     if not use_data:
         return None, None, None, "prior"
-    data = run_data(run, adata)
+    data = run.read_data(adata)
     ctrl = np.nonzero(data.pair == -1)[0]
     rng = np.random.default_rng(int(cfg.seed))
     ctrl = np.sort(rng.choice(ctrl, size=min(len(ctrl), max_controls), replace=False))
