@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import time
@@ -40,7 +41,7 @@ def written_by_grnvae(name: str) -> bool:
     """Whether an entry of a run directory is one grnvae writes (see :data:`RUN_ENTRIES`)."""
     if name.startswith(".") and name.endswith(".tmp"):  # an atomic write's temporary file
         return any(name[1:].startswith(entry + ".") for entry in RUN_ENTRIES)
-    return name in RUN_ENTRIES or name.startswith("evaluation_epoch")
+    return name in RUN_ENTRIES or re.fullmatch(r"evaluation_epoch(\d+|before)", name) is not None
 
 
 def run_contents(path: Path) -> list:

@@ -367,6 +367,7 @@ def test_overwrite_deletes_only_run_directories(files, tmp_path):
     out = tmp_path / "run"
     grnvae.train("quickstart", overrides=SIM + [f"data.path={d / 'good.h5ad'}"], out=out)
     (out / "notes.txt").write_text("x")
+    (out / "evaluation_epoch_ideas.txt").write_text("mine")  # a name like grnvae's, but not one
     shutil.copy(d / "good.h5ad", out / "cells.h5ad")
     (out / "evaluation").mkdir()
     (out / ".grn.tsv.abc.tmp").write_text("left by a crash")
@@ -378,6 +379,7 @@ def test_overwrite_deletes_only_run_directories(files, tmp_path):
     assert read_marker(out)["status"] == "finished"
     grnvae.train("quickstart", overrides=SIM + [f"data.path={out / 'cells.h5ad'}"], out=out, overwrite=True)
     assert (out / "notes.txt").read_text() == "x" and (out / "cells.h5ad").exists() and (out / "grn.tsv").exists()
+    assert (out / "evaluation_epoch_ideas.txt").read_text() == "mine"
     assert not (out / "evaluation").exists() and not (out / ".grn.tsv.abc.tmp").exists()
 
 
