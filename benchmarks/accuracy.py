@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import grnvae  # noqa: E402
-from grnvae.evaluation.evaluate import evaluate, summarise_seeds  # noqa: E402
+from grnvae.evaluation.evaluate import evaluate, method_label, summarise_seeds  # noqa: E402
 
 PAPALEXI = ROOT.parent / "shared" / "data" / "perturbseq" / "papalexi2021_thp1_subset.h5ad"
 UNSEEN = ["IFNGR2", "STAT1", "IRF1", "SMAD4", "CUL3", "MYC"]
@@ -91,7 +91,8 @@ def table(pooled: dict) -> str:
         vals = pooled.get(method) if method in ("model", "ceiling") else pooled.get("baselines", {}).get(method)
         if not vals or not isinstance(vals.get("n_perturbations"), dict) or vals["n_perturbations"]["mean"] == 0:
             continue
-        lines.append(f"| {method} | " + " | ".join(_cell(vals.get(k)) for k in COLUMNS) + " |")
+        name = method_label(method, vals["n_perturbations"], pooled["n_perturbations"])
+        lines.append(f"| {name} | " + " | ".join(_cell(vals.get(k)) for k in COLUMNS) + " |")
     return "\n".join(lines)
 
 

@@ -55,7 +55,7 @@ def _data(args):
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluation.evaluate import evaluate, evaluation_dir
+    from .evaluation.evaluate import evaluate, evaluation_dir, method_label
 
     if args.max_controls < 1:
         raise RunError(f"--max-controls must be at least 1, got {args.max_controls}")
@@ -67,11 +67,13 @@ def _cmd_evaluate(args) -> int:
     keys = ("pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse")
 
     def table(section) -> None:
-        print(f"{'':<12}" + "".join(f"{k:>22}" for k in keys))
+        print(f"{'':<20}" + "".join(f"{k:>22}" for k in keys))
         rows = [("model", section["model"]), *section["baselines"].items(), ("ceiling", section["ceiling"])]
         for name, vals in rows:
             cells = [vals.get(k) for k in keys]
-            print(f"{name:<12}" + "".join(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}"
+            if vals.get("n_perturbations"):
+                name = method_label(name, vals["n_perturbations"], section["n_perturbations"])
+            print(f"{name:<20}" + "".join(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}"
                                           for v in cells))
 
     print(f"{counted(m['n_perturbations'], 'perturbation')} in the '{args.split}' split (reference: held-out cells only)")

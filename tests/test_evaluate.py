@@ -54,7 +54,10 @@ def test_evaluate_writes_full_table(run, capsys):
         if section.get("n_perturbations", 1):
             assert set(KEYS) <= set(section)
     assert list(m["baselines"]) == list(METHODS[1:])
-    assert "by_category" not in m  # a cell split has no combination categories
+    # a cell split holds cells of each double too: all seen2 (both genes perturbed alone in training)
+    assert set(m["by_category"]) == {"seen2", "single"}
+    assert m["by_category"]["seen2"]["n_perturbations"] == 3
+    assert m["by_category"]["seen2"]["baselines"]["additive"]["n_perturbations"] == 3
     # pearson_systema centres on the mean training delta, i.e. the mean_effect prediction itself
     assert m["baselines"]["mean_effect"]["pearson_systema"] is None  # NaN: constant once centred
     assert m["baselines"]["mean_effect"]["pearson_delta"] is not None
@@ -120,7 +123,7 @@ def test_cli_prints_a_block_per_category(monkeypatch, capsys, tmp_path):
     summary = {"pearson_delta": 0.5, "pearson_delta_top20": 0.25, "pearson_systema": None,
                "discrimination": 0.75, "mse": 0.125, "n_perturbations": 4}
     metrics = {"split": "test", "n_perturbations": 4, "model": summary, "ceiling": summary,
-               "baselines": {"no_change": summary, "additive": {"n_perturbations": 0}}, "by_category": cats}
+               "baselines": {"no_change": summary, "additive": {**summary, "n_perturbations": 3}}, "by_category": cats}
     monkeypatch.setattr("grnvae.evaluation.evaluate.evaluate", lambda *a, **k: {"metrics": metrics})
     assert main(["evaluate", str(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -133,6 +136,9 @@ def test_cli_prints_a_block_per_category(monkeypatch, capsys, tmp_path):
     model = [ln.split() for ln in out.splitlines() if ln.startswith("model")]
     assert model[0] == ["model", "0.500", "0.250", "-", "0.750", "0.125"]
     assert model[1] == ["model"] + ["5.000"] * 5  # seen1: mean of 0 and 10
+    # a method scored on fewer perturbations than the table says so; within its category it is whole
+    additive = [ln for ln in out.splitlines() if ln.startswith("additive")]
+    assert additive[0].startswith("additive (3 of 4) ") and additive[1].split()[0:2] == ["additive", "7.000"]  # seen1: (2 + 12) / 2
 
 
 def test_summarise_seeds():

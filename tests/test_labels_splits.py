@@ -73,6 +73,24 @@ def test_by_perturbation_split_never_leaks_held_out_cells(doubles):
         PerturbationData.from_anndata(doubles, cfg("data.split.by=perturbation", "data.split.test=[NOPE]"))
 
 
+def test_any_split_holding_combinations_has_their_categories(doubles):
+    # categories belong to the held-out combinations, whatever split made them: by perturbation...
+    d = PerturbationData.from_anndata(doubles, cfg("data.split.by=perturbation"))
+    trained = {d.conditions[c] for c in np.unique(d.cell_condition[d.split == 0])}
+    held = {d.conditions[c] for c in np.unique(d.cell_condition[d.split == 2])}
+    cats = d.combination_categories()
+    assert set(cats) == {c for c in held if "+" in c} and cats
+    assert all(cat == f"seen{sum(g in trained for g in c.split('+'))}" for c, cat in cats.items())
+    assert len(set(cats.values())) > 1  # this draw holds doubles with and without a held-out gene
+    # ... or by cell, where every double's genes have training cells of their own
+    cells = PerturbationData.from_anndata(doubles, cfg("data.split.by=cells"))
+    n_doubles = len(doubles.uns["grnvae_simulation"]["doubles"])
+    for split in ("test", "val"):
+        assert list(cells.combination_categories(split).values()) == ["seen2"] * n_doubles
+    with pytest.raises(DataError, match="unknown split"):
+        cells.combination_categories("tset")
+
+
 def test_combination_split_seen_categories(doubles):
     combos = sorted(doubles.uns["grnvae_simulation"]["doubles"])
     first = combos[0].split("+")
@@ -80,7 +98,7 @@ def test_combination_split_seen_categories(doubles):
     unseen = ",".join(first + [other])  # both genes of one combination, one gene of another
     d = PerturbationData.from_anndata(doubles, cfg("data.split.by=combination", "data.split.fractions=[0.6,0.1,0.3]",
                                                    f"data.split.test=[{unseen}]"))
-    cats = d.categories
+    cats = d.combination_categories()
     assert set(cats.values()) == {"seen0", "seen1", "seen2"}
     assert cats[combos[0]] == "seen0"
     # seen = the gene's single perturbation has training cells
@@ -94,9 +112,10 @@ def test_combination_split_seen_categories(doubles):
     a = doubles[~doubles.obs["perturbation"].isin(first)].copy()
     d2 = PerturbationData.from_anndata(a, cfg("data.split.by=combination", "data.split.fractions=[0.6,0.1,0.3]",
                                               f"data.split.test=[{other}]"))
-    if combos[0] in d2.categories:
-        assert d2.categories[combos[0]] == "seen0"
-    assert (d2.split == 1).any() and not set(d2.categories) & {d2.conditions[c] for c in np.unique(d2.cell_condition[d2.split == 1])}
+    cats2 = d2.combination_categories()
+    if combos[0] in cats2:
+        assert cats2[combos[0]] == "seen0"
+    assert (d2.split == 1).any() and not set(cats2) & {d2.conditions[c] for c in np.unique(d2.cell_condition[d2.split == 1])}
 
 
 def test_split_from_column(doubles):

@@ -266,7 +266,6 @@ class PerturbationData:
     true_grn: Optional[pd.DataFrame] = None
     rows: Optional[np.ndarray] = None  # backed mode: file row of each kept cell
     dropped: Dict[str, int] = field(default_factory=dict)
-    categories: Dict[str, str] = field(default_factory=dict)  # combination split categories
     covariates: Dict[str, np.ndarray] = field(default_factory=dict)
     qc: Optional[np.ndarray] = None  # True = QC-failing (artifact) cell
     qc_report: Optional[str] = None
@@ -347,7 +346,6 @@ class PerturbationData:
         conditions, cell_condition = parsed.conditions, parsed.cell_condition
         by = dcfg.split.by
         fractions = list(dcfg.split.fractions)
-        categories: Dict[str, str] = {}
         if trained:
             split = np.zeros(len(cell_condition), dtype=np.int8)
             unknown = sorted({t for ts in cond_targets for t in ts} - set(nodes))
@@ -360,7 +358,7 @@ class PerturbationData:
             split = S.by_perturbation(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed,
                                       val=dcfg.split.val)
         elif by == "combination":
-            split, categories = S.by_combination(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed)
+            split = S.by_combination(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed)
         else:
             col = dcfg.split.column
             if not col or col not in adata.obs.columns:
@@ -395,7 +393,7 @@ class PerturbationData:
             nodes=nodes, node_gene=node_gene, split=split,
             pair=np.where(parsed.is_control, -1, -2).astype(np.int64), library=library,
             values=values, control_labels=control_labels(cfg), source=source, true_grn=true_grn,
-            rows=rows, dropped=parsed.dropped, categories=categories, covariates=covariates,
+            rows=rows, dropped=parsed.dropped, covariates=covariates,
             modality=dcfg.modality, value_report=scan.report(values),
         )
         if trained:
@@ -577,6 +575,16 @@ class PerturbationData:
         if name not in SPLITS:
             raise DataError(f"unknown split {name!r}; expected one of {SPLITS}")
         return np.nonzero(self.split == SPLITS.index(name))[0]
+
+    def combination_categories(self, split: str = "test") -> Dict[str, str]:
+        """Each combination with cells in ``split``: ``seen<k>``, k its targets perturbed alone in
+        training cells (:func:`grnvae.data.splits.combination_categories`); empty without any."""
+        from .splits import combination_categories
+
+        if split not in SPLITS:
+            raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return combination_categories(self.conditions, self.condition_nodes, self.cell_condition, self.split,
+                                      held=SPLITS.index(split))
 
     def dosage(self, conditions: Sequence[int], support: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Dense dosage rows ``[len(conditions), V]``: :attr:`dose` on each targeted node

@@ -101,14 +101,13 @@ def _train_val(fractions: Sequence[float]) -> List[float]:
 
 def by_combination(conditions: List[str], condition_targets: List[Tuple[str, ...]],
                    cell_condition: np.ndarray, fractions: Sequence[float],
-                   test: Optional[Sequence[str]], seed: int) -> Tuple[np.ndarray, Dict[str, str]]:
-    """GEARS-style combination split; returns the split and each test combination's category.
+                   test: Optional[Sequence[str]], seed: int) -> np.ndarray:
+    """GEARS-style combination split (the test combinations' categories:
+    :func:`combination_categories`).
 
     Genes drawn as unseen (``test``, or a fraction ``f_test`` of the targeted genes) have every
     condition that contains them held out for test, and a fraction ``f_test`` of the remaining
     combinations is held out too. Every other condition is split per cell into train and val.
-    A held-out combination is ``seen0``/``seen1``/``seen2`` by how many of its genes are *seen*:
-    perturbed alone in training cells (what an additive prediction needs).
     """
     rng = np.random.default_rng(seed)
     genes = sorted({t for ts in condition_targets for t in ts})
@@ -129,11 +128,21 @@ def by_combination(conditions: List[str], condition_targets: List[Tuple[str, ...
         elif any(t in unseen for t in ts) or c in held_combos:
             test_cond[i] = True
     split[test_cond[cell_condition]] = 2
+    return split
+
+
+def combination_categories(conditions: Sequence[str], condition_targets: Sequence[Tuple], cell_condition: np.ndarray,
+                           split: np.ndarray, held: int = 2) -> Dict[str, str]:
+    """Each combination with cells in split ``held`` (2: test): ``seen0``/``seen1``/``seen2``/...
+    by how many of its targets are *seen*, i.e. perturbed alone in training cells (what an
+    additive prediction needs), whatever split made them held out. Empty without combinations."""
     trained = np.bincount(cell_condition[split == 0], minlength=len(conditions)) > 0
+    present = np.bincount(cell_condition[split == held], minlength=len(conditions)) > 0
     seen = {ts[0] for i, ts in enumerate(condition_targets) if len(ts) == 1 and trained[i]}
-    categories = {c: f"seen{sum(t in seen for t in ts)}" for i, (c, ts) in enumerate(zip(conditions, condition_targets))
-                  if len(ts) > 1 and test_cond[i]}
-    return split, categories
+    return {c: f"seen{sum(t in seen for t in ts)}" for i, (c, ts) in enumerate(zip(conditions, condition_targets))
+            if len(ts) > 1 and present[i]}
+
+
 
 
 def by_column(values: pd.Series, column: str) -> np.ndarray:

@@ -7,8 +7,8 @@ ceiling of the reference itself (split-half, Spearman-Brown corrected; see
 :func:`grnvae.evaluation.metrics.split_half_ceiling`).
 
 Outputs, in ``RUN/evaluation/``: ``metrics.json`` (``model``, ``baselines``, ``ceiling`` and,
-for a combination split, ``by_category``: the same summaries per combination category, see
-:func:`category_summaries`), ``per_perturbation.csv`` (one row per perturbation and method),
+when the split holds combinations, ``by_category``: the same summaries per combination
+category, see :func:`category_summaries`), ``per_perturbation.csv`` (one row per perturbation and method),
 ``grn_metrics.json`` and PNG plots. :func:`summarise_seeds` pools several runs' ``metrics.json``
 (e.g. one per seed) into mean, sd and count per metric.
 """
@@ -98,6 +98,9 @@ def evaluate(run_path: Union[str, Path, "Run"], split: str = "test", reference: 
     perturbations it is defined for, beside the split-half ceiling of the reference. The ``ref``
     of ``pearson_systema`` is the mean training delta (the ``mean_effect`` prediction), so that
     baseline's ``pearson_systema`` is NaN by construction (its centred prediction is zero).
+    A method defined for fewer perturbations (``additive``: combinations of seen genes) is
+    summarised over those (its ``n_perturbations``); the categories of ``by_category``
+    (:meth:`grnvae.data.PerturbationData.combination_categories`) compare them on equal sets.
     """
     from ..run import Run
     from . import baselines as B
@@ -144,7 +147,7 @@ def evaluate(run_path: Union[str, Path, "Run"], split: str = "test", reference: 
     ct.insert(0, "method", "ceiling")
     rows.append(ct)
     per = pd.concat(rows).rename_axis("perturbation").reset_index()
-    categories = data.categories
+    categories = data.combination_categories(split)
     if categories:
         per.insert(1, "category", per["perturbation"].map(categories).fillna("single"))
     per.to_csv(out_dir / "per_perturbation.csv", index=False)
@@ -202,6 +205,16 @@ def category_summaries(per: pd.DataFrame, methods: Optional[Sequence[str]] = Non
             "baselines": summ,
         }
     return out
+
+
+def method_label(name: str, scored, total) -> str:
+    """A table's name for a method: ``name``, or ``name (k of n)`` when it was scored on fewer
+    perturbations than the table holds (``scored``/``total``: counts, or seed-pooled
+    ``{"mean": ...}`` of them), so its row is not read as a comparison on the same set."""
+    k, n = (v.get("mean") if isinstance(v, Mapping) else v for v in (scored, total))
+    if isinstance(k, (int, float)) and isinstance(n, (int, float)) and np.isfinite(k) and k < n - 1e-9:
+        return f"{name} ({k:.0f} of {n:.0f})"
+    return name
 
 
 def _is_number(v) -> bool:
