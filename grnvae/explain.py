@@ -5,10 +5,15 @@ is a sum over walks: ``z_j = sum_walks dose_r * prod(w_e over the walk)``, with 
 ``hops`` steps (``combine: sum``) or exactly ``hops`` steps (``combine: last``) from each
 perturbed node r, and ``w`` the posterior mean edge weights the prediction uses. A node's effect
 shifts its own gene's log-rate (``model.decoder.skip``), so each walk's term is an exact share
-of the gene's log-rate change. The predicted change in log-normalised units (what ``predict``
-and ``evaluate`` report) is a monotone but nonlinear function of that log-rate change (the
-expected value under the likelihood, with the library it implies), so each walk gets the
-gene's log-normalised change in proportion to its log-rate share. For a combination, the
+of the change of the gene's expected count. Log-normalising divides by the library, which every
+gene's change moves; the ``composition`` row (minus the change of the normaliser all genes
+share, averaged over control cells) is that shift of every gene's share of the library, so the
+walks and it add up, in log-rate, to the change of the gene's share. The predicted change in
+log-normalised units (what ``predict`` and ``evaluate`` report; the expected value under the
+likelihood, with the library it implies) is not a function of that sum alone (for a sparse gene
+its count matters more than its divisor), so it is shared between the gene's own change and the
+composition by their Shapley values (:func:`library_split`), and the walks share the own part
+in proportion to their log-rates. For a combination, the
 log-rate effect is the sum of its singles' (the layers are linear in the dosages); the
 log-normalised change may differ from the sum of the singles' changes, and that difference is
 reported as the interaction.
@@ -99,22 +104,75 @@ def node_readout(nodes: List[int]) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda z: z[index.to(z.device)]
 
 
+def _log_rates(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The decoder's log-rates ``[N, G]`` of the basal states ``z_b`` ``[N, L]`` (the MLP's output
+    plus the skip, before the normaliser all genes share), as a function of the node effects ``z`` ``[V]``."""
+    z_b = z_b.unsqueeze(0)
+    index = torch.zeros(z_b.shape[1], dtype=torch.long, device=z_b.device)
+
+    def log_rates(z: torch.Tensor) -> torch.Tensor:
+        z_p = z.view(1, 1, -1)
+        return model.decoder.log_rates(z_b, model.decoder.project_effect(z_p), index, None, covariates,
+                                       model.gene_effects(z_p))[1][0]
+
+    return log_rates
+
+
 def decoder_readout(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor],
                     genes: List[int]) -> Callable[[torch.Tensor], torch.Tensor]:
     """The readout of models whose decoder MLP reads the node effects (``model.decoder.mlp_effects``):
-    each of ``genes``' log-rate (the MLP's output plus the skip, before the normaliser all genes
-    share) averaged over the basal states ``z_b`` ``[N, L]``, as a function of the effects ``z`` ``[V]``."""
-    z_b = z_b.unsqueeze(0)
-    index = torch.zeros(z_b.shape[1], dtype=torch.long, device=z_b.device)
+    each of ``genes``' log-rate (:func:`_log_rates`) averaged over the basal states ``z_b``
+    ``[N, L]``, as a function of the effects ``z`` ``[V]``."""
+    log_rates = _log_rates(model, z_b, covariates)
     columns = torch.as_tensor(genes, dtype=torch.long, device=z_b.device)
+    return lambda z: log_rates(z).index_select(1, columns).mean(0)
 
-    def readout(z: torch.Tensor) -> torch.Tensor:
-        z_p = z.view(1, 1, -1)
-        out = model.decoder.log_rates(z_b, model.decoder.project_effect(z_p), index, None, covariates,
-                                      model.gene_effects(z_p))[1]
-        return out[0].index_select(1, columns).mean(0)
 
-    return readout
+def library_split(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor], library: torch.Tensor,
+                  z: torch.Tensor, genes: List[int]):
+    """What of each gene's predicted change the library's composition makes, for counts.
+
+    Log-normalising divides by the library, and every gene's change moves it: beside a gene's own
+    log-rate change ``e_g`` (the walks'; the decoder's log-rate of the gene, per basal state
+    ``z_b`` ``[N, L]`` with its ``library`` ``[N]``) the effects ``z`` ``[V]`` move the normaliser
+    all genes share, and with it the gene's share of the library (a knock-out that silences
+    highly expressed genes raises every other gene's share). The expected log-normalised value is
+    not a function of the two's sum (for a sparse gene the count matters more than its divisor), so
+    the change is shared between them as the Shapley values of a two-player game: the gene's own
+    change alone, the composition alone (everything else the effects do), both.
+
+    Returns ``(log_rate, own, composition)``: the composition's log-rate (minus the normaliser's
+    change, averaged over the basal states) and the Shapley values ``[len(genes)]`` of the gene's
+    own change and of the composition in its expected log-normalised change (they sum to the
+    change over these basal states); ``None`` for values that are already log-normalised (no
+    normaliser).
+    """
+    if model.decoder.likelihood != "nb":
+        return None
+    decoder = model.decoder
+    cols = torch.as_tensor(genes, dtype=torch.long, device=z_b.device)
+    index = torch.zeros(z_b.shape[0], dtype=torch.long, device=z_b.device)
+    log_rates = _log_rates(model, z_b, covariates)
+
+    def expected(z_):
+        z_p = z_.view(1, 1, -1)
+        mean, lib = decoder.predictive(z_b.unsqueeze(0), decoder.project_effect(z_p), index, library, covariates,
+                                       model.gene_effects(z_p))
+        return mean[0].index_select(1, cols), lib[0]
+
+    def value(mean, lib):
+        return decoder.expected_lognorm(mean.unsqueeze(0), lib.unsqueeze(0), genes=cols)[0].double()
+
+    with torch.no_grad():
+        zero = torch.zeros_like(z)
+        out0, out1 = log_rates(zero), log_rates(z)
+        own = (out1 - out0).index_select(1, cols).exp()  # each cell's factor of the gene's own change
+        (mean0, lib0), (mean1, lib1) = expected(zero), expected(z)
+        v0, v_own, v_rest, v1 = value(mean0, lib0), value(mean0 * own, lib0), value(mean1 / own, lib1), value(mean1, lib1)
+        shift = torch.logsumexp(out1, -1) - torch.logsumexp(out0, -1)
+    by_own = 0.5 * ((v_own - v0) + (v1 - v_rest)).mean(0)
+    by_rest = 0.5 * ((v_rest - v0) + (v1 - v_own)).mean(0)
+    return -float(shift.mean()), by_own.cpu().numpy(), by_rest.cpu().numpy()
 
 
 def _gradients(readout: Callable[[torch.Tensor], torch.Tensor], point: torch.Tensor) -> torch.Tensor:
@@ -169,8 +227,10 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     Columns: ``gene``, ``kind``, ``path`` (``A -> B -> gene``, or ``A -> B ~> gene`` when the
     decoder reads ``B``'s effect for ``gene``), ``regulator``, ``steps``, ``log_rate``,
     ``share``, ``lognorm``, and per gene ``predicted`` (its log-normalised change) and
-    ``log_rate_total``. Over a gene's ``walk``/``edge`` and ``rest`` rows, ``log_rate`` sums to
-    its log-rate change exactly and ``lognorm`` to its predicted change. For a combination,
+    ``log_rate_total`` (the change of its share of the library). Over a gene's ``walk``/``edge``,
+    ``rest`` and ``composition`` rows (the last for counts: :func:`library_split`), ``log_rate``
+    sums to ``log_rate_total`` exactly and ``lognorm`` to its predicted change (``share``: the
+    row's fraction of it). For a combination,
     ``single`` rows (each single's own predicted change, ``path`` ``"(A alone)"``) and an
     ``interaction`` row (the predicted change minus the sum of the singles') decompose the same
     change a second way. ``steps``: midpoints of the integrated gradients (models whose decoder
@@ -209,15 +269,18 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     else:
         chosen = list(delta[perturbation].abs().sort_values(ascending=False).index[:top])
     through_decoder = model.mlp_reads_effects
+    x, lib, cov, _ = control_cells(run, adata, use_data, max_controls=200)
+    if x is None:
+        generator = torch.Generator().manual_seed(int(run.recipe.seed))
+        z_b = torch.randn(200, model.latent_dim, generator=generator).to(device)
+        cov = model.first_levels(200)
+        lib = torch.full((200,), float(model.spec.extra.get("library_median", 1e4)))
+    else:
+        z_b = model.basal_means(x, cov)
+        cov = None if cov is None else cov.to(device)
+    split = library_split(model, z_b, cov, lib.to(device), z, [genes.index(g) for g in chosen])
+    shared = 0.0 if split is None else split[0]
     if through_decoder:  # every node's effect reaches every gene through the decoder's MLP
-        x, _, cov, _ = control_cells(run, adata, use_data, max_controls=200)
-        if x is None:
-            generator = torch.Generator().manual_seed(int(run.recipe.seed))
-            z_b = torch.randn(200, model.latent_dim, generator=generator).to(device)
-            cov = model.first_levels(200)
-        else:
-            z_b = model.basal_means(x, cov)
-            cov = None if cov is None else cov.to(device)
         readout = decoder_readout(model, z_b, cov, [genes.index(g) for g in chosen])
     else:  # effects reach a gene through its own node only; a gene that is no node is not reached
         readout = node_readout([gene_node.get(g, 0) for g in chosen])
@@ -233,33 +296,45 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     else:
         terms = edge_attributions(model, dosage, weight, readout, steps)
     kind = "walk" if linear else "edge"
-    library = getattr(model.decoder, "models_library", False)
     rows = []
     for i, g in enumerate(chosen):
         predicted = float(delta.at[g, perturbation])
-        total = float(totals[i]) if reached[i] else 0.0
+        own = float(totals[i]) if reached[i] else 0.0  # the change of the gene's expected count
+        total = own + shared  # ... and of its share of the library
+        # the predicted change (over predict's basal draws) shared as the Shapley values (over the
+        # posterior means) share theirs; the walks then share their part by log-rate
+        by_library = 0.0
+        if split is not None:
+            phi_own, phi_library = float(split[1][i]), float(split[2][i])
+            both = phi_own + phi_library
+            by_library = predicted * phi_library / both if both * predicted > 0 else phi_library
+        by_walks = predicted - by_library
+
+        def part(log_rate: float, lognorm: float) -> dict:
+            return {"log_rate": log_rate, "share": lognorm / predicted if predicted else float("nan"), "lognorm": lognorm}
+
         found_g = sorted(terms[i], key=lambda item: -abs(item[1])) if reached[i] else []
         shown = found_g[:paths]
         base = {"gene": g, "predicted": predicted, "log_rate_total": total}
         for walk, value in shown:
-            share = value / total if total else float("nan")
             path = " -> ".join(nodes[j] for j in walk)
             if linear and gene_node.get(g) != walk[-1]:
                 path += f" ~> {g}"  # the decoder reads the last node's effect for this gene
-            rows.append({**base, "kind": kind, "path": path, "regulator": nodes[walk[0]],
-                         "steps": len(walk) - 1, "log_rate": value, "share": share,
-                         "lognorm": predicted * share if total else float("nan")})
-        rest = total - sum(v for _, v in shown)
-        if abs(rest) > 1e-6 * max(1.0, abs(total)) or not shown:
-            share = rest / total if total else float("nan")
+            rows.append({**base, "kind": kind, "path": path, "regulator": nodes[walk[0]], "steps": len(walk) - 1,
+                         **part(value, by_walks * value / own if own else float("nan"))})
+        rest = own - sum(v for _, v in shown)
+        if abs(rest) > 1e-6 * max(1.0, abs(own)) or not shown:
             if not reached[i]:
                 label = "(not a GRN node)"
-            elif not found_g and not total:
-                label = "(no walk reaches it" + ("; the library's change)" if library else ")")
+            elif not found_g and not own:
+                label = "(no walk reaches it)"
             else:
                 label = "(other walks)" if linear else "(other edges, and what no edge carries)"
-            rows.append({**base, "kind": "rest", "path": label, "regulator": "", "steps": 0, "log_rate": rest,
-                         "share": share, "lognorm": predicted * share if total else predicted})
+            rows.append({**base, "kind": "rest", "path": label, "regulator": "", "steps": 0,
+                         **part(rest, by_walks * rest / own if own else by_walks)})
+        if split is not None:
+            rows.append({**base, "kind": "composition", "path": "(library composition)", "regulator": "",
+                         "steps": 0, **part(shared, by_library)})
         if len(targets) > 1:
             alone = [float(delta.at[g, t]) for t in targets]
             for t, d in zip(targets, alone):
@@ -277,7 +352,7 @@ def format_explanation(table: pd.DataFrame, perturbation: str) -> str:
     for gene, part in table.groupby("gene", sort=False):
         first = part.iloc[0]
         lines.append(f"{perturbation} -> {gene}: predicted change {first['predicted']:+.3f} (log-normalised), "
-                     f"log-rate change {first['log_rate_total']:+.3f}")
+                     f"log-rate change {first['log_rate_total']:+.3f} (of its share of the library)")
         for _, row in part.iterrows():
             rate = "" if np.isnan(row["log_rate"]) else f"{row['log_rate']:+9.3f}"
             share = "" if np.isnan(row["share"]) else f"{100 * row['share']:6.1f}%"

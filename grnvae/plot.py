@@ -989,7 +989,8 @@ def explanation(
     expression (the walk along its self-loop) is the node's frame, as wide and coloured the same
     way. A dashed arrow is not a GRN edge: the decoder reads that node's effect for the gene
     (models whose decoder MLP reads the effects, as GPO-VAE). The explained genes are labelled with their predicted log-normalised change, the share
-    of it that the drawn walks leave to other walks, and for a combination the interaction
+    of it that the drawn walks leave to other walks and to the library's composition (see
+    :func:`grnvae.explain.library_split`), and for a combination the interaction
     term (the change beyond the sum of the singles').
 
     Returns the figure (one axes; each edge a :class:`~matplotlib.patches.FancyArrowPatch` in
@@ -1046,6 +1047,7 @@ def explanation(
             patch.set_zorder(1)
     first = table.drop_duplicates("gene").set_index("gene")
     rest = table[table["kind"] == "rest"].groupby("gene")["share"].sum()
+    shared = table[table["kind"] == "composition"].groupby("gene")["share"].sum()
     interaction = table[table["kind"] == "interaction"].groupby("gene")["lognorm"].sum()
     for name, (x, y) in pos.items():
         label = name
@@ -1053,6 +1055,8 @@ def explanation(
             label += f"\n{first.at[name, 'predicted']:+.2f}"
             if name in rest.index and np.isfinite(rest[name]) and abs(rest[name]) >= 0.005:
                 label += f" ({100 * rest[name]:.0f}% other walks)"
+            if name in shared.index and np.isfinite(shared[name]) and abs(shared[name]) >= 0.005:
+                label += f"\n{100 * shared[name]:.0f}% library composition"
             if name in interaction.index:
                 label += f"\ninteraction {interaction[name]:+.2f}"
         colour = "#ff9f1c" if step[name] == 0 else "#cfe3f5" if name in first.index else "#e6e6e6"

@@ -205,5 +205,5 @@ def test_the_model_explains_its_predictions(trained):
     table = trained.explain(regulator, top=2)
     pred = trained.predict([regulator])
     for gene, part in table.groupby("gene"):
-        rows = part[part["kind"].isin(["walk", "rest"])]
+        rows = part[part["kind"].isin(["walk", "rest", "composition"])]
         assert rows["lognorm"].sum() == pytest.approx(float(pred[:, gene].layers["delta"][1, 0]), abs=1e-4)

@@ -23,14 +23,14 @@ def run(tmp_path_factory):
 
 
 def _decomposition(table, gene):
-    part = table[(table["gene"] == gene) & table["kind"].isin(["walk", "rest"])]
+    part = table[(table["gene"] == gene) & table["kind"].isin(["walk", "rest", "composition"])]
     return part, float(part["predicted"].iloc[0]), float(part["log_rate_total"].iloc[0])
 
 
 def test_walks_sum_to_the_prediction(run):
     """Walk terms sum to the node's log-rate change exactly (the effect module's own number) and,
     in log-normalised units, to the predicted change that predict() reports."""
-    from grnvae.evaluation.evaluate import predict_perturbations
+    from grnvae.evaluation.evaluate import control_cells, predict_perturbations
 
     regulator = run.model.spec.nodes[0]
     table = explain(run, regulator, top=3, paths=3)
@@ -41,11 +41,25 @@ def test_walks_sum_to_the_prediction(run):
     dosage[0, 0] = float(run.model.spec.extra.get("dose", 1.0))
     with torch.no_grad():
         z = run.model._effects(dosage, 1, mean=True)[0]
-    z = (z.dense() if hasattr(z, "dense") else z)[0, 0].numpy()
+    z = (z.dense() if hasattr(z, "dense") else z)[0, 0]
+    # the library's composition: minus the change of the softmax normaliser over the control cells
+    model = run.model
+    x, _, cov, _ = control_cells(run, max_controls=200)
+    z_b = model.basal_means(x, cov).unsqueeze(0)
+    index = torch.zeros(z_b.shape[1], dtype=torch.long)
+    with torch.no_grad():
+        h = model.decoder.log_rates(z_b, None, index, None, cov)[0][0]
+    node = [nodes.index(g) for g in model.spec.genes]
+    shift = torch.logsumexp(h + z[node], -1) - torch.logsumexp(h, -1)
+    shared = -float(shift.mean())
+    assert abs(shared) > 1e-4  # the knock-out moves the library
+    z = z.numpy()
     for gene in table["gene"].unique():
         part, predicted, total = _decomposition(table, gene)
         assert part["log_rate"].sum() == pytest.approx(total, abs=1e-6)
-        assert total == pytest.approx(float(z[nodes.index(gene)]), abs=1e-5)
+        assert total == pytest.approx(float(z[nodes.index(gene)]) + shared, abs=1e-5)
+        row = part[part["kind"] == "composition"]
+        assert len(row) == 1 and float(row["log_rate"].iloc[0]) == pytest.approx(shared, abs=1e-6)
         assert part["lognorm"].sum() == pytest.approx(predicted, abs=1e-6)
         assert predicted == pytest.approx(float(pred[:, gene].layers["delta"][1, 0]), abs=1e-5)
         walks = part[part["kind"] == "walk"]
@@ -68,9 +82,12 @@ def test_a_combination_shows_each_single_and_the_interaction(run):
         assert singles[name] == pytest.approx(_decomposition(explain(run, name, gene=gene), gene)[1], abs=1e-5)
     interaction = float(table.loc[table["kind"] == "interaction", "lognorm"].iloc[0])
     assert interaction == pytest.approx(predicted - singles.sum(), abs=1e-9)
-    # linear layers: the log-rate change of the combination is the sum of the singles'
-    alone = sum(_decomposition(explain(run, n, gene=gene), gene)[2] for n in (a, b))
-    assert total == pytest.approx(alone, abs=1e-5)
+    # linear layers: the change of the expected count (the walks) of the combination is the sum of
+    # the singles'; the library's composition, a log-sum-exp over all genes, is not additive
+    def counted(t):
+        return float(t.loc[(t["gene"] == gene) & t["kind"].isin(["walk", "rest"]), "log_rate"].sum())
+
+    assert counted(table) == pytest.approx(sum(counted(explain(run, n, gene=gene)) for n in (a, b)), abs=1e-5)
     assert set(part.loc[part["kind"] == "walk", "regulator"]) <= {a, b}
 
 
@@ -137,7 +154,7 @@ def test_a_nonlinear_layer_is_explained_by_integrated_gradients_over_edges(tmp_p
     model = run.model
     a = model.spec.nodes[1]
     table = explain(run, a, top=3, paths=1000)
-    assert set(table["kind"]) <= {"edge", "rest"} and (table["kind"] == "edge").any()
+    assert set(table["kind"]) <= {"edge", "rest", "composition"} and (table["kind"] == "edge").any()
     dosage = torch.zeros(1, model.num_nodes)
     dosage[0, 1] = float(model.spec.extra.get("dose", 1.0))
     weight = model.edges.expected_weight().detach()
@@ -194,9 +211,11 @@ def test_a_model_whose_decoder_reads_the_effects_is_explained_through_it(tiny_ru
         walked = part[part["kind"] == "walk"]
         assert len(walked) > 1 and (walked["regulator"] == regulator).all()
         assert walked["path"].str.endswith(f" ~> {gene}").any()
-        error = abs(walked["log_rate"].sum() - total)
+        # the walks carry the change of the decoder's log-rate; the library's composition the rest
+        own = total - float(part.loc[part["kind"] == "composition", "log_rate"].sum())
+        error = abs(walked["log_rate"].sum() - own)
         c = coarse[(coarse["gene"] == gene) & (coarse["kind"] == "walk")]
-        assert error <= 0.02 * abs(total) + 1e-4 and error <= abs(c["log_rate"].sum() - total) + 1e-6
+        assert error <= 0.02 * abs(own) + 1e-4 and error <= abs(c["log_rate"].sum() - own) + 1e-6
         # the walks into one node carry its gradient times their own value
         nodes = list(model.spec.nodes)
         value = {" -> ".join(nodes[j] for j in walk): v for ends in found.values() for walk, v in ends}
@@ -210,3 +229,50 @@ def test_a_model_whose_decoder_reads_the_effects_is_explained_through_it(tiny_ru
     assert dashed
     assert main(["explain", str(tiny_run.path), "--perturbation", regulator, "--top", "1"]) == 0
     assert f"{regulator} -> " in capsys.readouterr().out
+
+
+def test_the_library_composition_is_shared_as_a_shapley_value(tmp_path):
+    """Log-normalising divides by the library, which a knock-out moves: a gene's predicted change
+    is shared between its own log-rate change (the walks) and the composition of the library by
+    their Shapley values, which add up to the change over the same basal states; a gene that is
+    no GRN node changes through the library alone."""
+    import grnvae
+    from grnvae.evaluation.evaluate import control_cells
+    from grnvae.explain import library_split
+
+    run = grnvae.train("grnvae", overrides=[SIM, "train.max_epochs=4", "grn.nodes=perturbed",
+                                            "train.progress_bar=false"], out=tmp_path / "run")
+    model = run.model
+    genes = list(model.spec.genes)
+    node_genes = {genes[g] for g in model.spec.node_gene if g >= 0}
+    table = explain(run, model.spec.nodes[0], top=len(genes), paths=3)
+    assert set(table["gene"]) - node_genes  # genes that no walk can reach
+    for gene, part in table.groupby("gene"):
+        predicted = float(part["predicted"].iloc[0])
+        library = part[part["kind"] == "composition"]
+        assert len(library) == 1 and part["lognorm"].sum() == pytest.approx(predicted, abs=1e-6)
+        if gene not in node_genes:
+            assert set(part["kind"]) == {"rest", "composition"}
+            assert float(library["lognorm"].iloc[0]) == pytest.approx(predicted, abs=1e-9)
+    dosage = torch.zeros(1, model.num_nodes)
+    dosage[0, 0] = float(model.spec.extra.get("dose", 1.0))
+    with torch.no_grad():
+        z = model._effects(dosage, 1, mean=True)[0]
+    z = (z.dense() if hasattr(z, "dense") else z)[0, 0]
+    x, lib, cov, _ = control_cells(run, max_controls=200)
+    z_b = model.basal_means(x, cov)
+    shared, own, composition = library_split(model, z_b, cov, lib, z, list(range(len(genes))))
+    index = torch.zeros(len(z_b), dtype=torch.long)
+
+    def expected(z_):
+        z_p = z_.view(1, 1, -1)
+        with torch.no_grad():
+            mean, lib_ = model.decoder.predictive(z_b[None], model.decoder.project_effect(z_p), index, lib, cov,
+                                                  model.gene_effects(z_p))
+            return model.decoder.expected_lognorm(mean, lib_)[0].double().mean(0).numpy()
+
+    change = expected(z) - expected(torch.zeros_like(z))
+    assert np.allclose(own + composition, change, atol=1e-6)
+    free = [i for i, g in enumerate(genes) if g not in node_genes]
+    assert np.all(own[free] == 0) and np.abs(composition[free]).max() > 0
+    assert shared == pytest.approx(float(table["log_rate"][table["kind"] == "composition"].iloc[0]), abs=1e-9)

@@ -59,7 +59,7 @@ def test_default_model_on_papalexi_marks_what_the_data_cannot_inform_and_explain
     for perturbation in ("JAK2", "STAT1"):
         table = explain(run, perturbation, top=3, paths=4)
         for gene, part in table.groupby("gene"):
-            walks = part[part["kind"].isin(["walk", "rest"])]
+            walks = part[part["kind"].isin(["walk", "rest", "composition"])]
             assert walks["log_rate"].sum() == pytest.approx(part["log_rate_total"].iloc[0], abs=1e-5)
             assert walks["lognorm"].sum() == pytest.approx(part["predicted"].iloc[0], abs=1e-5)
             assert np.isfinite(walks["lognorm"]).all()

@@ -329,15 +329,17 @@ class Decoder(nn.Module):
         self.library_scale.fill_(float(scale))
         self.models_library = True
 
-    def expected_lognorm(self, mean: Tensor, library: Tensor, scale: float = LOGNORM_SCALE) -> Tensor:
+    def expected_lognorm(self, mean: Tensor, library: Tensor, scale: float = LOGNORM_SCALE,
+                         genes: Optional[Tensor] = None) -> Tensor:
         """Expected log-normalised value ``E[log1p(x / library * scale)]`` of each gene under
         the likelihood with the given ``mean`` ``[P, N, G]`` and ``library`` ``[N]`` or ``[P, N]``: exact
         for nb (see :func:`expected_log1p_nb`); the mean, floored at 0, for normal (values
-        that are already log-normalised)."""
+        that are already log-normalised). ``genes``: the columns ``mean`` holds, when not all."""
         if self.likelihood == "nb":
             factor = (scale / library.clamp(min=1e-8)).unsqueeze(-1)
             factor = factor.unsqueeze(0) if factor.dim() == 2 else factor
-            return expected_log1p_nb(mean, self.log_theta, factor)
+            log_theta = self.log_theta if genes is None else self.log_theta.index_select(0, genes)
+            return expected_log1p_nb(mean, log_theta, factor)
         return mean.clamp(min=0.0)
 
     def project_effect(self, z_p: Union[Tensor, SparseEffects]) -> Optional[Projected]:
