@@ -267,13 +267,12 @@ class Model:
         if unknown:
             raise DataError(f"perturbation targets the model has no GRN node for: {unknown[:10]}; a model "
                             f"predicts for its GRN's nodes only")
+        from .data.dataset import check_levels
+
         for name, levels in spec.covariates.items():
             if name not in adata.obs.columns:
                 raise DataError(f"the AnnData has no obs column '{name}' (a covariate of the model)")
-            new = sorted(set(adata.obs[name].astype(str)) - set(levels))
-            if new:
-                raise DataError(f"covariate '{name}' has levels the model never saw: {new[:10]} "
-                                f"(known: {levels[:10]})")
+            check_levels(adata.obs[name], levels, name)
 
     def _encode(self, adata, expected: bool, chunk: int = 2048) -> Dict[str, np.ndarray]:
         """``latent`` and, with ``expected``, the expected expression (see
@@ -292,8 +291,8 @@ class Model:
                             f"run adata.obs_names_make_unique() first")
         spec = run.model.spec
         adata = in_gene_order(adata, spec.genes, "the AnnData given")
-        data = PerturbationData.from_anndata(adata, self.recipe, source="<AnnData>", nodes=spec.nodes)
-        levels = spec.covariates
+        data = PerturbationData.from_anndata(adata, self.recipe, source="<AnnData>", nodes=spec.nodes,
+                                             covariate_levels=spec.covariates)
         latent = np.full((adata.n_obs, run.model.latent_dim), np.nan, dtype=np.float32)
         expr = np.full((adata.n_obs, len(spec.genes)), np.nan, dtype=np.float32) if expected else None
         rows = names.get_indexer(data.obs_names)
@@ -301,16 +300,10 @@ class Model:
         for a in range(0, data.n_cells, chunk):
             cells = np.arange(a, min(a + chunk, data.n_cells))
             b = data.batch(cells, delta=False)
-            cov = None
-            if levels:
-                blocks = []
-                for name, known in levels.items():
-                    codes = [known.index(str(v)) for v in data.covariates[name][cells]]
-                    blocks.append(torch.nn.functional.one_hot(torch.as_tensor(codes), len(known)).float())
-                cov = torch.cat(blocks, dim=1)
             noise = _cell_noise([data.obs_names[i] for i in cells], SAMPLES, run.model.latent_dim,
                                 int(self.recipe.seed)) if expected else None  # the latent draws none
-            out = run.model.encode_cells(b["x"], b["cond_dosage"], b["cond_index"], b["library"], cov, samples=SAMPLES,
+            out = run.model.encode_cells(b["x"], b["cond_dosage"], b["cond_index"], b["library"], b.get("covariates"),
+                                         samples=SAMPLES,
                                          expected=expected, noise=noise)
             latent[rows[cells]] = out["latent"].numpy()
             if expected:

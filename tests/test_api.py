@@ -207,3 +207,23 @@ def test_the_model_explains_its_predictions(trained):
     for gene, part in table.groupby("gene"):
         rows = part[part["kind"].isin(["walk", "rest", "composition"])]
         assert rows["lognorm"].sum() == pytest.approx(float(pred[:, gene].layers["delta"][1, 0]), abs=1e-4)
+
+
+def test_cells_of_one_covariate_level_are_read_with_the_models_columns(trained, adata):
+    """Controls from one batch only (another file, a subset): their covariates are the model's
+    one-hot columns, not columns made from the levels the cells hold (which crashed, or silently
+    read another level's column)."""
+    from grnvae.evaluation.evaluate import predict_perturbations
+
+    run = trained.run
+    assert run.model.spec.covariates == {"batch": ["b1", "b2"]}
+    one = adata[(adata.obs["batch"] == "b2").to_numpy()].copy()
+    data = run.read_data(one)
+    cov = data.batch(np.arange(5))["covariates"]
+    assert cov.shape == (5, 2) and cov[:, 1].eq(1).all() and cov[:, 0].eq(0).all()
+    pred = predict_perturbations(run, ["G0000"], adata=one)
+    assert np.isfinite(pred.X).all()
+    odd = one.copy()
+    odd.obs["batch"] = "b9"
+    with pytest.raises(DataError, match=r"covariate 'batch' has levels the model never saw: \['b9'\]"):
+        run.read_data(odd)

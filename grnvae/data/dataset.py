@@ -231,6 +231,15 @@ def _node_set(cfg, genes: List[str], perturbed: List[str], cond_targets, gene_po
     return list(perturbed) + [g for g in mapped.genes if g not in known and g in gene_pos]
 
 
+def check_levels(values, known: Sequence[str], name: str, source: str = "the AnnData") -> None:
+    """A clear error when a covariate's ``values`` hold a level outside a trained model's ``known``
+    ones (its one-hot columns)."""
+    new = sorted(set(map(str, values)) - set(known))
+    if new:
+        raise DataError(f"{source}: covariate '{name}' has levels the model never saw: {new[:10]} "
+                        f"(known: {list(known)[:10]}); a model reads the levels it was trained on")
+
+
 @dataclass
 class PerturbationData:
     """A perturbation screen registered for training.
@@ -267,6 +276,7 @@ class PerturbationData:
     rows: Optional[np.ndarray] = None  # backed mode: file row of each kept cell
     dropped: Dict[str, int] = field(default_factory=dict)
     covariates: Dict[str, np.ndarray] = field(default_factory=dict)
+    levels: Optional[Dict[str, List[str]]] = None  # a trained model's covariate levels (else the data's)
     qc: Optional[np.ndarray] = None  # True = QC-failing (artifact) cell
     qc_report: Optional[str] = None
     cf_pair: Optional[np.ndarray] = None  # same condition and split, opposite QC status (-1: none)
@@ -276,13 +286,16 @@ class PerturbationData:
 
     # ------------------------------------------------------------------------------ building
     @classmethod
-    def from_anndata(cls, adata, cfg, source: str = "<AnnData>",
-                     nodes: Optional[Sequence[str]] = None) -> "PerturbationData":
+    def from_anndata(cls, adata, cfg, source: str = "<AnnData>", nodes: Optional[Sequence[str]] = None,
+                     covariate_levels: Optional[Dict[str, Sequence[str]]] = None) -> "PerturbationData":
         """Register an AnnData (in memory or backed) using the ``data``/``grn`` recipe sections.
 
         ``nodes``: a trained model's GRN nodes, to register cells for that model to read (its
         latent states, expected expression): any cells, with or without controls, on exactly
-        those nodes; no split, pairs, QC or filter by cell count (every split is ``train``)."""
+        those nodes; no split, pairs, QC or filter by cell count (every split is ``train``).
+        ``covariate_levels``: a trained model's levels of each covariate (``spec.covariates``), the
+        one-hot columns it reads, whichever of them these cells hold; a level outside them is an
+        error (default: the levels the cells hold)."""
         from ..recipe import control_labels
         from . import splits as S
         from .labels import parse_labels
@@ -387,6 +400,8 @@ class PerturbationData:
                                 f"drop those cells")
             # plain Python strings: levels are stored in checkpoints, which hold plain values only
             covariates[c] = np.array([str(v) for v in column.to_numpy()[keep]], dtype=object)
+            if covariate_levels is not None:
+                check_levels(covariates[c], covariate_levels.get(c, ()), c, source)
         data = cls(
             X=X, genes=genes, obs_names=obs_names, labels=parsed.labels, conditions=conditions,
             cell_condition=cell_condition, condition_nodes=condition_nodes,
@@ -394,6 +409,7 @@ class PerturbationData:
             pair=np.where(parsed.is_control, -1, -2).astype(np.int64), library=library,
             values=values, control_labels=control_labels(cfg), source=source, true_grn=true_grn,
             rows=rows, dropped=parsed.dropped, covariates=covariates,
+            levels=None if covariate_levels is None else {c: list(covariate_levels[c]) for c in covariates},
             modality=dcfg.modality, value_report=scan.report(values),
         )
         if trained:
@@ -458,6 +474,10 @@ class PerturbationData:
         self.cf_pair = cf
 
     def covariate_levels(self) -> Dict[str, List[str]]:
+        """Each covariate's levels, in the order of the one-hot columns: a trained model's when
+        registered for one (``covariate_levels``), else the sorted levels the cells hold."""
+        if self.levels is not None:
+            return {k: list(self.levels[k]) for k in self.covariates}
         return {k: sorted(set(v)) for k, v in self.covariates.items()}
 
     def covariate_onehot(self, cells: np.ndarray) -> Optional[torch.Tensor]:
