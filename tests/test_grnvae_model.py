@@ -884,3 +884,26 @@ def test_to_weights_interpolates_each_genes_map_like_np_interp():
     want = np.array([0.0 if g == 7 else np.interp(x, table[:, g], WEIGHT_GRID) for x, g in zip(delta, cols)])
     assert np.allclose(to_weights(delta, cols, table), want, atol=1e-12)
     assert to_weights(delta.reshape(40, 100), cols.reshape(40, 100), table).shape == (40, 100)
+
+
+def test_the_inversions_slope_is_its_derivative():
+    """to_weights(..., slope=True): the exact slope of the piecewise-linear inversion (what the
+    composition's Newton steps use), 0 where the weight is clipped or the gene cannot move."""
+    from grnvae.data.features import WEIGHT_GRID, to_weights
+
+    rng = np.random.default_rng(1)
+    level = rng.uniform(0.05, 1.0, 6)
+    table = np.log1p(np.exp(WEIGHT_GRID)[:, None] * level[None] * 5) - np.log1p(level * 5)[None]
+    table[:, 5] = 0.0  # a gene the map cannot move
+    cols = rng.integers(0, 6, 400)
+    x = rng.normal(0, 1.0, 400)
+    x[:10] = 40.0  # beyond the grid
+    w, d = to_weights(x, cols, table, slope=True)
+    assert np.array_equal(w, to_weights(x, cols, table))
+    h = 1e-7
+    numeric = (to_weights(x + h, cols, table) - to_weights(x - h, cols, table)) / (2 * h)
+    smooth = np.abs(numeric - (to_weights(x + 2 * h, cols, table) - to_weights(x, cols, table)) / (2 * h)) < 1e-6
+    assert smooth.sum() > 300 and np.allclose(d[smooth], numeric[smooth], rtol=1e-5, atol=1e-8)
+    inside = (cols != 5) & (w > WEIGHT_GRID[0]) & (w < WEIGHT_GRID[-1])
+    assert np.all(d[:10] == 0) and np.all(d[cols == 5] == 0) and np.all(d[~inside] == 0)
+    assert inside.sum() > 300 and np.all(d[inside] > 0)
