@@ -903,7 +903,7 @@ def test_the_inversions_slope_is_its_derivative():
     h = 1e-7
     numeric = (to_weights(x + h, cols, table) - to_weights(x - h, cols, table)) / (2 * h)
     smooth = np.abs(numeric - (to_weights(x + 2 * h, cols, table) - to_weights(x, cols, table)) / (2 * h)) < 1e-6
-    assert smooth.sum() > 300 and np.allclose(d[smooth], numeric[smooth], rtol=1e-5, atol=1e-8)
+    assert smooth.sum() > 250 and np.allclose(d[smooth], numeric[smooth], rtol=1e-5, atol=1e-8)
     inside = (cols != 5) & (w > WEIGHT_GRID[0]) & (w < WEIGHT_GRID[-1])
     assert np.all(d[:10] == 0) and np.all(d[cols == 5] == 0) and np.all(d[~inside] == 0)
-    assert inside.sum() > 300 and np.all(d[inside] > 0)
+    assert inside.sum() > 250 and np.all(d[inside] > 0)
