@@ -22,10 +22,10 @@ _ATTRIBUTES = {
     "register_layer": ".nn.registry", "load_recipe": ".recipe", "Run": ".run", "train": ".training",
     "Model": ".api",
 }
-_SUBMODULES = ("data", "evaluation", "nn", "plot", "priors")
+_SUBMODULES = ("data", "evaluation", "explain", "nn", "plot", "priors")
 
 __all__ = [
-    "GRN", "GRNVAE", "Model", "ModelSpec", "Run", "evaluation", "plot", "priors", "load_recipe", "register_layer", "simulate", "train",
+    "GRN", "GRNVAE", "Model", "ModelSpec", "Run", "evaluation", "explain", "plot", "priors", "load_recipe", "register_layer", "simulate", "train",
     "GRNVAEError", "RecipeError", "DataError", "GRNError", "RegistryError", "RunError",
 ]
 
