@@ -256,18 +256,16 @@ class Model:
         if d.perturbation_key not in adata.obs.columns:
             raise DataError(f"the AnnData has no obs column '{d.perturbation_key}' (the model's "
                             f"data.perturbation_key)")
+        from .data.labels import parse_labels
         from .recipe import control_labels
 
-        controls = set(control_labels(self.recipe))
-        nodes = set(spec.nodes)
-        # missing and unassigned labels are cells the registration leaves out (NaN rows in outputs)
-        labels = set(adata.obs[d.perturbation_key].dropna().astype(str)) - set(map(str, d.unassigned))
-        unknown = sorted({t.strip() for label in labels if label not in controls
-                          for t in label.split(d.separator) if t.strip() and t.strip() not in nodes})
-        if unknown:
-            raise DataError(f"perturbation targets the model has no GRN node for: {unknown[:10]}; a model "
-                            f"predicts for its GRN's nodes only")
-        from .data.dataset import check_levels
+        # parsed as registration parses them: canonical names, controls in combinations, case
+        parsed = parse_labels(adata.obs[d.perturbation_key], control_labels(self.recipe), d.separator,
+                              list(d.unassigned), d.on_unassigned, d.perturbation_key, "the AnnData",
+                              training=False, genes=[str(g) for g in adata.var_names])
+        from .data.dataset import check_levels, check_targets
+
+        check_targets(parsed.targets, spec.nodes)
 
         for name, levels in spec.covariates.items():
             if name not in adata.obs.columns:

@@ -237,14 +237,13 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     reads the effects, non-linear layers); basal states for those come from up to 200 of the
     run's control cells (``use_data``, ``adata``) or the prior.
     """
-    from .evaluation.evaluate import control_cells, predict_perturbations
+    from .evaluation.evaluate import control_cells, perturbation_targets, predict_perturbations
     from .run import Run
 
     run = Run.of(run, trust_plugins=trust_plugins)
     model = run.model
     linear = _is_linear(model)
-    sep = str(run.recipe.data.separator)
-    targets = [t.strip() for t in str(perturbation).split(sep) if t.strip()]
+    targets = perturbation_targets(run, perturbation)  # a clear error for a label it cannot read
     labels = [perturbation] + (targets if len(targets) > 1 else [])
     pred = predict_perturbations(run, labels, use_data=use_data, adata=adata)
     delta = pd.DataFrame(np.asarray(pred.layers["delta"][1:]).T, index=pred.var_names, columns=labels)

@@ -227,3 +227,32 @@ def test_cells_of_one_covariate_level_are_read_with_the_models_columns(trained, 
     odd.obs["batch"] = "b9"
     with pytest.raises(DataError, match=r"covariate 'batch' has levels the model never saw: \['b9'\]"):
         run.read_data(odd)
+
+
+def test_labels_as_screens_write_them_work_after_training(tmp_path):
+    """Labels naming a gene up to case, GEARS' 'A+ctrl' singles and doubles written in either order
+    register as they did for training when the trained model reads the same AnnData again; an
+    empty AnnData is a clear error; the additive baseline finds the singles of such doubles."""
+    from grnvae.evaluation.evaluate import evaluate
+
+    a = grnvae.simulate(n_genes=30, n_regulators=5, n_cells=900, n_doubles=2, seed=4)
+    labels = a.obs["perturbation"].astype(str).replace("control", "ctrl").to_numpy().copy()
+    labels[labels == "G0000"] = "g0000"  # the gene up to case
+    rows = np.nonzero(labels == "G0001")[0]
+    labels[rows[::2]] = "G0001+ctrl"  # GEARS' single
+    double = sorted(a.uns["grnvae_simulation"]["doubles"])[0]
+    rows = np.nonzero(labels == double)[0]
+    labels[rows[::2]] = "+".join(reversed(double.split("+")))
+    a.obs["perturbation"] = labels
+    grnvae.Model.setup_anndata(a, perturbation_key="perturbation", control="ctrl")
+    model = grnvae.Model(a, recipe="grnvae", train__max_epochs=2, train__progress_bar=False)
+    model.train(out=tmp_path / "run")
+    z = model.get_latent_representation()
+    assert z.shape[0] == a.n_obs and np.isfinite(z).all()
+    model.save(tmp_path / "saved")
+    again = grnvae.Model.load(tmp_path / "saved", adata=a)
+    assert np.allclose(again.get_latent_representation(), z, atol=1e-5)
+    with pytest.raises(DataError, match=r"no cells"):
+        model.get_latent_representation(a[a.obs["perturbation"] == "TYPO"])
+    m = evaluate(model.run, adata=a, plots=False)["metrics"]
+    assert m["by_category"]["seen2"]["baselines"]["additive"]["n_perturbations"] == 2

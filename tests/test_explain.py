@@ -276,3 +276,21 @@ def test_the_library_composition_is_shared_as_a_shapley_value(tmp_path):
     free = [i for i, g in enumerate(genes) if g not in node_genes]
     assert np.all(own[free] == 0) and np.abs(composition[free]).max() > 0
     assert shared == pytest.approx(float(table["log_rate"][table["kind"] == "composition"].iloc[0]), abs=1e-9)
+
+
+def test_labels_are_read_as_registration_reads_them(run):
+    """predict and explain read a label as training did: 'A+control' is A, a node's name up to
+    case is that node; a target named twice is named in the error (not 'given twice')."""
+    from grnvae.evaluation.evaluate import predict_perturbations
+
+    a, b = run.model.spec.nodes[:2]
+    pred = predict_perturbations(run, [a, f"{a}+control", a.lower(), f"{b}+{a}"])
+    delta = np.asarray(pred.layers["delta"])
+    assert np.allclose(delta[1], delta[2]) and np.allclose(delta[1], delta[3])
+    assert np.allclose(delta[4], np.asarray(predict_perturbations(run, [f"{a}+{b}"]).layers["delta"])[1])
+    table = explain(run, f"{a}+control", top=2)
+    assert table["predicted"].iloc[0] == pytest.approx(float(delta[1][list(pred.var_names).index(table["gene"].iloc[0])]), abs=1e-6)
+    with pytest.raises(RunError, match=rf"names \['{a}'\] more than once"):
+        explain(run, f"{a}+{a}")
+    with pytest.raises(RunError, match="it is the control"):
+        predict_perturbations(run, ["control+control"])

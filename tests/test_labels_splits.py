@@ -26,8 +26,14 @@ def test_parse_labels_policies_and_gears_style():
     assert lab.keep.tolist() == [True, True, True, True, False, False, False, False, True, True]
     assert lab.dropped == {"multiple": 1, "<empty>": 2, "unassigned": 1}
     targets = {c: ts for c, ts in zip(lab.conditions, lab.condition_targets)}
-    assert targets["A+ctrl"] == ("A",) and targets["A+B"] == ("A", "B") == targets["B+A"]
-    assert lab.is_control.tolist() == [True, False, False, False, True, False]  # ctrl+ctrl is a control
+    # one condition per set of targets: A+ctrl is A, B+A is A+B, ctrl+ctrl a control
+    assert targets == {"control": (), "A": ("A",), "A+B": ("A", "B"), "B": ("B",)}
+    named = [lab.conditions[c] for c in lab.cell_condition]
+    assert named == ["control", "A", "A+B", "B", "control", "A+B"]
+    assert lab.is_control.tolist() == [True, False, False, False, True, False]
+    # targets naming a measured gene up to case are that gene
+    cased = parse_labels(pd.Series(["ctrl", "stat1", "STAT1+irf1"]), ["ctrl"], genes=["STAT1", "IRF1"])
+    assert cased.conditions == ["control", "IRF1+STAT1", "STAT1"]
     with pytest.raises(DataError, match="unassigned labels.*data.on_unassigned=drop"):
         parse_labels(s, ["ctrl"], "+", ["multiple", "unassigned"], "error")
     with pytest.raises(DataError, match="single value"):
@@ -247,3 +253,39 @@ def test_backed_rows_reader_matches_memory(doubles, tmp_path):
         got = backed.rows(rows)
         assert got.shape == (len(rows), X.shape[1]) and (got != X[rows]).nnz == 0
     assert (backed[100:140] != X[100:140]).nnz == 0
+
+
+def test_a_combination_written_in_both_orders_is_one_condition_on_one_side(doubles):
+    """'B+A' and 'A+B' (and GEARS' 'A+ctrl' for 'A') name one condition, so a split never puts a
+    held-out combination's cells in training under its other spelling."""
+    a = doubles.copy()
+    combos = sorted(a.uns["grnvae_simulation"]["doubles"])
+    labels = a.obs["perturbation"].astype(str).to_numpy().copy()
+    for k, combo in enumerate(combos):
+        rows = np.nonzero(labels == combo)[0][::2]
+        labels[rows] = "+".join(reversed(combo.split("+")))  # half of its cells written B+A
+    single = np.nonzero(labels == "G0003")[0][::2]
+    labels[single] = "G0003+control"
+    a.obs["perturbation"] = labels
+    for seed in (0, 1):
+        d = PerturbationData.from_anndata(a, cfg("data.split.by=combination", "data.split.fractions=[0.6,0.1,0.3]",
+                                                 f"seed={seed}"))
+        assert sorted(c for c in d.conditions if "+" in c) == combos and "G0003+control" not in d.conditions
+        for combo in combos:
+            sides = set(d.split[d.cell_condition == d.conditions.index(combo)])
+            assert sides == {2} or 2 not in sides, (combo, sides)
+    reversed_name = "+".join(reversed(combos[0].split("+")))
+    d = PerturbationData.from_anndata(a, cfg("data.split.by=perturbation", f"data.split.test=[{reversed_name}]"))
+    assert np.all(d.split[d.cell_condition == d.conditions.index(combos[0])] == 2)
+
+
+def test_min_cells_that_drops_every_perturbation_names_itself(caplog):
+    s = pd.Series(["ctrl"] * 40 + ["A"] * 5 + ["B"] * 7)
+    with pytest.raises(DataError, match=r"every perturbation in 'perturbation' has fewer than 10 cells.*largest has 7.*"
+                                        r"lower data.min_cells"):
+        parse_labels(s, ["ctrl"], min_cells=10)
+    with caplog.at_level(logging.WARNING):
+        parse_labels(s, ["ctrl"], min_cells=6)
+    assert "{'A': 5}" in caplog.text  # plain numbers, not np.int64(5)
+    with pytest.raises(DataError, match="no cells"):
+        parse_labels(pd.Series([], dtype=object), ["ctrl"])

@@ -231,6 +231,14 @@ def _node_set(cfg, genes: List[str], perturbed: List[str], cond_targets, gene_po
     return list(perturbed) + [g for g in mapped.genes if g not in known and g in gene_pos]
 
 
+def check_targets(targets: Sequence[str], nodes: Sequence[str], source: str = "the AnnData") -> None:
+    """A clear error when perturbation ``targets`` are not among a trained model's GRN ``nodes``."""
+    unknown = sorted(set(targets) - set(nodes))
+    if unknown:
+        raise DataError(f"{source}: perturbation targets the model has no GRN node for: {unknown[:10]}; "
+                        f"a model reads and predicts for its GRN's nodes only")
+
+
 def check_levels(values, known: Sequence[str], name: str, source: str = "the AnnData") -> None:
     """A clear error when a covariate's ``values`` hold a level outside a trained model's ``known``
     ones (its one-hot columns)."""
@@ -298,7 +306,7 @@ class PerturbationData:
         error (default: the levels the cells hold)."""
         from ..recipe import control_labels
         from . import splits as S
-        from .labels import parse_labels
+        from .labels import canonical, gene_alias, parse_labels
 
         dcfg = cfg.data
         key = dcfg.perturbation_key
@@ -318,7 +326,7 @@ class PerturbationData:
         trained = nodes is not None
         parsed = parse_labels(adata.obs[key], control_labels(cfg), dcfg.separator, list(dcfg.unassigned),
                               dcfg.on_unassigned, key, source, min_cells=1 if trained else int(dcfg.min_cells),
-                              training=not trained)
+                              training=not trained, genes=genes)
         keep = parsed.keep
         backed = bool(getattr(adata, "isbacked", False))
         raw_X = adata.layers[dcfg.layer] if dcfg.layer else adata.X
@@ -343,35 +351,27 @@ class PerturbationData:
                         source, int((library <= 0).sum()))
         obs_names = [str(o) for o in adata.obs_names[keep]]
 
-        # targets -> genes (exact, else a unique case-insensitive match)
         gene_pos = {g: i for i, g in enumerate(genes)}
-        upper: Dict[str, List[int]] = {}
-        for i, g in enumerate(genes):
-            upper.setdefault(g.upper(), []).append(i)
-        alias = {}
-        for t in parsed.targets:
-            if t not in gene_pos and len(upper.get(t.upper(), [])) == 1:
-                alias[t] = genes[upper[t.upper()][0]]
-        cond_targets = [tuple(sorted({alias.get(t, t) for t in ts})) for ts in parsed.condition_targets]
+        cond_targets = parsed.condition_targets  # targets naming a gene up to case are that gene
         perturbed = sorted({t for ts in cond_targets for t in ts})
 
         seed = int(cfg.seed)
         conditions, cell_condition = parsed.conditions, parsed.cell_condition
         by = dcfg.split.by
         fractions = list(dcfg.split.fractions)
+        held = None if dcfg.split.test is None else [  # named as the conditions are ('B+A' is 'A+B')
+            canonical(t, control_labels(cfg), dcfg.separator, gene_alias([str(t)], genes)) or str(t)
+            for t in dcfg.split.test]
         if trained:
             split = np.zeros(len(cell_condition), dtype=np.int8)
-            unknown = sorted({t for ts in cond_targets for t in ts} - set(nodes))
-            if unknown:
-                raise DataError(f"{source}: perturbation targets the model has no GRN node for: {unknown[:10]}; "
-                                f"a model reads cells of its GRN's nodes only")
+            check_targets(parsed.targets, nodes, source)
         elif by == "cells":
             split = S.by_cells(cell_condition, fractions, seed)
         elif by == "perturbation":
-            split = S.by_perturbation(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed,
+            split = S.by_perturbation(conditions, cond_targets, cell_condition, fractions, held, seed,
                                       val=dcfg.split.val)
         elif by == "combination":
-            split = S.by_combination(conditions, cond_targets, cell_condition, fractions, dcfg.split.test, seed)
+            split = S.by_combination(conditions, cond_targets, cell_condition, fractions, held, seed)
         else:
             col = dcfg.split.column
             if not col or col not in adata.obs.columns:

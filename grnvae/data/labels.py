@@ -3,7 +3,9 @@
 A label is a control (one of ``data.control``), an unassigned label (``data.unassigned``, e.g.
 ``multiple``/``unassigned``/empty, handled by ``data.on_unassigned``: drop with a count, or
 error), or one or more targeted genes joined by ``data.separator`` (``A+B``; GEARS' ``A+ctrl``
-is the single ``A`` because ``ctrl`` is a control label).
+is the single ``A`` because ``ctrl`` is a control label). A condition is a set of targets, named
+canonically (:func:`canonical`): ``B+A`` and ``A+B`` are one condition, ``A+ctrl`` and ``A``
+another, so no split can put one condition on both of its sides.
 """
 
 from __future__ import annotations
@@ -52,6 +54,28 @@ class Labels:
         return pd.Series(np.bincount(self.cell_condition, minlength=len(self.conditions)), index=self.conditions)
 
 
+def _parts(label: str, separator: str) -> List[str]:
+    return [p.strip() for p in str(label).split(separator)] if separator else [str(label).strip()]
+
+
+def gene_alias(targets: Sequence[str], genes: Sequence[str]) -> Dict[str, str]:
+    """Targets that name a gene only up to case (``stat1`` for ``STAT1``): ``{target: gene}``
+    where the case-insensitive match is unique and no gene has the exact name."""
+    exact = set(genes)
+    upper: Dict[str, List[str]] = {}
+    for g in genes:
+        upper.setdefault(g.upper(), []).append(g)
+    return {t: upper[t.upper()][0] for t in targets if t not in exact and len(upper.get(t.upper(), [])) == 1}
+
+
+def canonical(label: str, controls: Sequence[str], separator: str = "+", alias: Dict[str, str] = None) -> str:
+    """A perturbation label's canonical name: its targets (through ``alias``, :func:`gene_alias`),
+    sorted and joined by ``separator``, controls left out (``B+A`` -> ``A+B``, ``A+ctrl`` -> ``A``);
+    ``""`` for a control."""
+    alias, controls = alias or {}, {str(c) for c in controls}
+    return separator.join(sorted({alias.get(p, p) for p in _parts(label, separator) if p and p not in controls}))
+
+
 def parse_labels(
     values: pd.Series,
     controls: Sequence[str],
@@ -62,19 +86,23 @@ def parse_labels(
     source: str = "<AnnData>",
     min_cells: int = 1,
     training: bool = True,
+    genes: Sequence[str] = (),
 ) -> Labels:
     """Parse an obs column of perturbation labels (see module docstring).
 
     Perturbations with fewer than ``min_cells`` cells are dropped (reported in ``dropped``).
     ``training`` false: the labels of cells a trained model reads, which need neither control
-    cells nor a second label.
+    cells nor a second label. ``genes``: the measured genes, so that a target naming one only up
+    to case is that gene (:func:`gene_alias`). Conditions are named canonically (:func:`canonical`).
     """
+    if len(values) == 0:
+        raise DataError(f"{source}: no cells (the AnnData is empty); give cells to read")
     raw = values.astype(object).where(values.notna(), "")
     labels = np.array([str(v).strip() for v in raw], dtype=object)
     controls = [str(c) for c in controls]
     unassigned_lc = {str(u).strip().lower() for u in unassigned} | {""}
-    is_unassigned = np.array([lab.lower() in unassigned_lc or lab.lower() == "nan" for lab in labels])
-    dropped = pd.Series(labels[is_unassigned]).replace("", "<empty>").value_counts().to_dict()
+    is_unassigned = np.array([lab.lower() in unassigned_lc or lab.lower() == "nan" for lab in labels], dtype=bool)
+    dropped = {str(k): int(v) for k, v in pd.Series(labels[is_unassigned]).replace("", "<empty>").value_counts().items()}
     if is_unassigned.any():
         if on_unassigned == "error":
             raise DataError(
@@ -89,7 +117,11 @@ def parse_labels(
         small = counts[(counts < min_cells) & ~counts.index.isin(controls)]
         if len(small):
             log.warning("%s: dropping %d perturbations with fewer than %d cells (data.min_cells): %s",
-                        source, len(small), min_cells, dict(small.head(10)))
+                        source, len(small), min_cells, {str(k): int(v) for k, v in small.head(10).items()})
+            if training and len(small) == (~counts.index.isin(controls)).sum():
+                raise DataError(f"{source}: every perturbation in '{key}' has fewer than {min_cells} cells "
+                                f"(data.min_cells; the largest has {int(counts[~counts.index.isin(controls)].max())}); "
+                                f"lower data.min_cells")
             keep &= ~np.isin(labels, small.index.to_numpy())
             dropped.update({f"{k} (< {min_cells} cells)": int(v) for k, v in small.items()})
     labels = labels[keep]
@@ -117,29 +149,21 @@ def parse_labels(
                 f"(data.separator): {[b[:40] for b in broken[:5]]}; name every target (e.g. 'A+B', or 'A' for a "
                 f"single), or set data.separator if {separator!r} is part of the gene names")
 
-    def targets_of(label: str) -> Tuple[str, ...]:
-        parts = [p.strip() for p in label.split(separator)] if separator else [label]
-        return tuple(sorted({p for p in parts if p and p not in controls}))
-
-    cond_key = np.where(is_control, "", labels)
-    uniq, cell_condition = np.unique(cond_key.astype(str), return_inverse=True)
+    # one condition per set of targets, named canonically: 'B+A' is 'A+B', GEARS' 'A+ctrl' is 'A'
+    # and 'ctrl+ctrl' a control, so that no split can put one condition on both sides
+    distinct_labels, inverse = np.unique(np.where(is_control, "", labels).astype(str), return_inverse=True)
+    alias = gene_alias(sorted({p for lab in distinct_labels for p in _parts(lab, separator) if p}), [str(g) for g in genes])
+    named = np.array([canonical(lab, controls, separator, alias) if lab else "" for lab in distinct_labels], dtype=object)
+    uniq, cell_condition = np.unique(named[inverse].astype(str), return_inverse=True)
     conditions, condition_targets = [], []
     for u in uniq:
-        if u == "":
-            conditions.append(CONTROL)
-            condition_targets.append(())
-        else:
-            ts = targets_of(u)
-            conditions.append(u)
-            condition_targets.append(ts)
-    # labels that are only controls joined by the separator (e.g. 'ctrl+ctrl') are controls
-    for c, ts in enumerate(condition_targets):
-        if c > 0 and not ts:
-            is_control |= cell_condition == c
-    if separator and not any(separator in u for u in uniq):
-        others = [c for c in "+,;|_" if c != separator and any(c in u for u in uniq)]
+        conditions.append(u or CONTROL)
+        condition_targets.append(tuple(u.split(separator)) if u and separator else (u,) if u else ())
+    is_control = cell_condition == 0 if uniq[0] == "" else np.zeros(len(labels), dtype=bool)
+    if separator and not any(separator in u for u in distinct_labels):
+        others = [c for c in "+,;|_" if c != separator and any(c in u for u in distinct_labels)]
         if others:
-            example = next(u for u in uniq if others[0] in u)
+            example = next(u for u in distinct_labels if others[0] in u)
             log.warning(
                 "%s: the label separator %r (data.separator) never occurs in '%s', but %r does "
                 "(e.g. %r); set data.separator=%r if those labels are combinations",

@@ -361,6 +361,41 @@ def control_cells(run, adata=None, use_data: bool = True, max_controls: int = 50
     return b["x"], b["library"], b.get("covariates"), f"{len(ctrl)} control cells"
 
 
+def perturbation_targets(run, label: str) -> List[str]:
+    """The GRN nodes a perturbation label names, read as registration reads labels (GEARS'
+    ``A+ctrl`` is ``A``, a node's name up to case is that node), or a clear error: no target,
+    the control, a target that is no node (with a did-you-mean), a target named twice."""
+    from ..data.labels import canonical, gene_alias
+    from ..recipe import control_labels
+
+    cfg = run.recipe
+    nodes = list(run.model.spec.nodes)
+    sep = cfg.data.separator
+    controls = control_labels(cfg)
+    parts = [t.strip() for t in str(label).split(sep) if t.strip()] if sep else [str(label).strip()]
+    name = canonical(label, controls, sep, gene_alias(parts, nodes))
+    targets = name.split(sep) if name and sep else [name] if name else []
+    unknown = [t for t in targets if t not in set(nodes)]
+    if not parts:
+        raise RunError(f"cannot predict {label!r}: it names no target; give labels such as \"A\" or \"A{sep}B\"")
+    if not targets:
+        raise RunError(f"cannot predict {label!r}: it is the control; every prediction's first row "
+                       f"(and the reference of its delta layer) is the predicted control")
+    if unknown:
+        import difflib
+
+        hint = "; ".join(f"{u}: did you mean {difflib.get_close_matches(u, nodes, n=1)[0]}?"
+                         for u in unknown if difflib.get_close_matches(u, nodes, n=1))
+        raise RunError(f"cannot predict {label!r}: {unknown} not among the run's {len(nodes)} GRN "
+                       f"nodes{' (' + hint + ')' if hint else ''}; a GRN node is needed to carry a perturbation")
+    named = [p for p in parts if p not in controls]
+    twice = sorted({t for t in named if named.count(t) > 1})
+    if twice:
+        raise RunError(f"cannot predict {label!r}: it names {twice} more than once; a combination names each "
+                       f"target once (\"A{sep}B\")")
+    return targets
+
+
 def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[str], use_data: bool = True,
                           particles: int = 5, max_controls: int = 500, trust_plugins: bool = False, adata=None):
     """Predicted mean expression for perturbation labels (``A``, ``A+B``) as an AnnData
@@ -382,34 +417,12 @@ def predict_perturbations(run_path: Union[str, Path], perturbations: Sequence[st
     pos = {n: i for i, n in enumerate(nodes)}
     labels: List[str] = []
     dose_rows = []
-    sep = cfg.data.separator
     perturbations = list(perturbations)
     repeated = sorted({p for p in perturbations if perturbations.count(p) > 1})
     if repeated:
         raise RunError(f"cannot predict {repeated[0]!r} twice: each label names one row of the prediction; give it once")
     for label in perturbations:
-        targets = [t.strip() for t in label.split(sep) if t.strip()]
-        unknown = [t for t in targets if t not in pos]
-        if not targets or unknown:
-            import difflib
-
-            hint = "; ".join(f"{u}: did you mean {difflib.get_close_matches(u, nodes, n=1)[0]}?"
-                             for u in unknown if difflib.get_close_matches(u, nodes, n=1))
-            if not targets:
-                raise RunError(f"cannot predict {label!r}: it names no target; give labels such as \"A\" or \"A{sep}B\"")
-            from ..recipe import control_labels
-
-            if label in control_labels(cfg):
-                raise RunError(f"cannot predict {label!r}: it is the control; every prediction's first row "
-                               f"(and the reference of its delta layer) is the predicted control")
-            raise RunError(
-                f"cannot predict {label!r}: {unknown} not among the run's {len(nodes)} GRN "
-                f"nodes{' (' + hint + ')' if hint else ''}; a GRN node is needed to carry a perturbation"
-            )
-        twice = sorted({t for t in targets if targets.count(t) > 1})
-        if twice:
-            raise RunError(f"cannot predict {label!r}: it names {twice} more than once; a combination names each "
-                           f"target once (\"A{sep}B\")")
+        targets = perturbation_targets(run, label)
         row = torch.zeros(len(nodes))
         row[[pos[t] for t in targets]] = float(run.model.spec.extra.get("dose", 1.0))
         dose_rows.append(row)
