@@ -108,8 +108,8 @@ def additive(train_delta: pd.DataFrame, perturbations: Sequence, separator: str 
 
     For ``"A+B"`` (any number of targets) the prediction is ``delta_A + delta_B`` from
     ``train_delta``; NaN (undefined) if any single is not a training perturbation. Whether the
-    combination itself was seen in training does not matter. A single perturbation gets its
-    training delta if seen, else NaN (as :func:`train_mean`).
+    combination itself was seen in training does not matter. A single perturbation is NaN: it is
+    no combination, and its training delta is :func:`train_mean`'s (scored there, not twice).
     """
     _check_train(train_delta, "additive")
     perts = _perturbation_list(perturbations, "additive")
@@ -120,8 +120,6 @@ def additive(train_delta: pd.DataFrame, perturbations: Sequence, separator: str 
     for j, p in enumerate(perts):
         targets = _targets(p, separator, "additive")
         if len(targets) == 1:
-            if p in seen:
-                out[:, j] = Y[:, col[p]]
             continue
         if all(t in seen for t in targets):
             out[:, j] = sum(Y[:, col[t]] for t in targets)
