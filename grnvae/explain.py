@@ -13,10 +13,11 @@ log-normalised units (what ``predict`` and ``evaluate`` report; the expected val
 likelihood, with the library it implies) is not a function of that sum alone (for a sparse gene
 its count matters more than its divisor), so it is shared between the gene's own change and the
 composition by their Shapley values (:func:`library_split`), and the walks share the own part
-in proportion to their log-rates. For a combination, the
-log-rate effect is the sum of its singles' (the layers are linear in the dosages); the
-log-normalised change may differ from the sum of the singles' changes, and that difference is
-reported as the interaction.
+in proportion to their log-rates. For a combination, the node effects are the sum of its
+singles' (the layers are linear in the dosages), but neither the composition (a log-sum over all
+genes), a decoder that reads the effects, nor the log-normalised change need be: the
+``interaction`` row holds the combination's change beyond the sum of its singles', in
+log-normalised units and in log-rate (``log_rate_total`` less the singles').
 
 Non-linear effect layers (GCN, GAT, GIN, GraphConv, plug-ins) have no walk sum. Their node effect
 is attributed to single edges by integrated gradients along the straight path from no edge
@@ -128,6 +129,18 @@ def decoder_readout(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor]
     return lambda z: log_rates(z).index_select(1, columns).mean(0)
 
 
+def normaliser_shift(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor], z: torch.Tensor) -> float:
+    """How the effects ``z`` ``[V]`` move every gene's share of the library at once: minus the
+    change of the normaliser ``log sum_g exp(log-rate_g)`` all genes share, averaged over the
+    basal states ``z_b``; 0 for values that are already log-normalised (no normaliser)."""
+    if model.decoder.likelihood != "nb":
+        return 0.0
+    log_rates = _log_rates(model, z_b, covariates)
+    with torch.no_grad():
+        shift = torch.logsumexp(log_rates(z), -1) - torch.logsumexp(log_rates(torch.zeros_like(z)), -1)
+    return -float(shift.mean())
+
+
 def library_split(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor], library: torch.Tensor,
                   z: torch.Tensor, genes: List[int]):
     """What of each gene's predicted change the library's composition makes, for counts.
@@ -169,10 +182,9 @@ def library_split(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor], 
         own = (out1 - out0).index_select(1, cols).exp()  # each cell's factor of the gene's own change
         (mean0, lib0), (mean1, lib1) = expected(zero), expected(z)
         v0, v_own, v_rest, v1 = value(mean0, lib0), value(mean0 * own, lib0), value(mean1 / own, lib1), value(mean1, lib1)
-        shift = torch.logsumexp(out1, -1) - torch.logsumexp(out0, -1)
     by_own = 0.5 * ((v_own - v0) + (v1 - v_rest)).mean(0)
     by_rest = 0.5 * ((v_rest - v0) + (v1 - v_own)).mean(0)
-    return -float(shift.mean()), by_own.cpu().numpy(), by_rest.cpu().numpy()
+    return normaliser_shift(model, z_b, covariates, z), by_own.cpu().numpy(), by_rest.cpu().numpy()
 
 
 def _gradients(readout: Callable[[torch.Tensor], torch.Tensor], point: torch.Tensor) -> torch.Tensor:
@@ -253,11 +265,17 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     dose = {pos[t]: dose_value for t in targets}
     weight = model.edges.expected_weight().detach()
     device = weight.device
+
+    def node_effects(named: List[str]) -> torch.Tensor:  # [V]: the posterior mean effects of these targets
+        dosage = torch.zeros(1, len(nodes), device=device)
+        dosage[0, [pos[t] for t in named]] = dose_value
+        with torch.no_grad():
+            out = model._effects(dosage, 1, mean=True)[0]
+        return (out.dense() if hasattr(out, "dense") else out)[0, 0]
+
     dosage = torch.zeros(1, len(nodes), device=device)
     dosage[0, list(dose)] = dose_value
-    with torch.no_grad():
-        z = model._effects(dosage, 1, mean=True)[0]
-    z = (z.dense() if hasattr(z, "dense") else z)[0, 0]
+    z = node_effects(targets)
 
     genes = list(model.spec.genes)
     gene_node = {genes[g]: n for n, g in enumerate(model.spec.node_gene) if g >= 0}
@@ -284,6 +302,11 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     else:  # effects reach a gene through its own node only; a gene that is no node is not reached
         readout = node_readout([gene_node.get(g, 0) for g in chosen])
     reached = [through_decoder or g in gene_node for g in chosen]
+    def log_rate_totals(z_: torch.Tensor) -> np.ndarray:  # each chosen gene's change of its library share
+        with torch.no_grad():
+            own_ = (readout(z_) - readout(torch.zeros_like(z_))).double().cpu().numpy()
+        return np.where(reached, own_, 0.0) + normaliser_shift(model, z_b, cov, z_)
+
     with torch.no_grad():
         totals = (readout(z) - readout(torch.zeros_like(z))).double().cpu().numpy()
     if linear:
@@ -295,6 +318,8 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     else:
         terms = edge_attributions(model, dosage, weight, readout, steps)
     kind = "walk" if linear else "edge"
+    # for a combination: each single's log-rate totals, whose sum the interaction row is compared to
+    singles = {t: log_rate_totals(node_effects([t])) for t in targets} if len(targets) > 1 else {}
     rows = []
     for i, g in enumerate(chosen):
         predicted = float(delta.at[g, perturbation])
@@ -336,10 +361,12 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
                          "steps": 0, **part(shared, by_library)})
         if len(targets) > 1:
             alone = [float(delta.at[g, t]) for t in targets]
+            interaction = total - sum(float(singles[t][i]) for t in targets)
             for t, d in zip(targets, alone):
                 rows.append({**base, "kind": "single", "path": f"({t} alone)", "regulator": t, "steps": 0, "log_rate": float("nan"),
                              "share": float("nan"), "lognorm": d})
-            rows.append({**base, "kind": "interaction", "path": "(interaction)", "regulator": "", "steps": 0, "log_rate": 0.0,
+            rows.append({**base, "kind": "interaction", "path": "(interaction)", "regulator": "", "steps": 0,
+                         "log_rate": interaction,
                          "share": float("nan"), "lognorm": predicted - sum(alone)})
     cols = ["gene", "kind", "path", "regulator", "steps", "log_rate", "share", "lognorm", "predicted", "log_rate_total"]
     return pd.DataFrame(rows, columns=cols)

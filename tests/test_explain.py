@@ -82,6 +82,10 @@ def test_a_combination_shows_each_single_and_the_interaction(run):
         assert singles[name] == pytest.approx(_decomposition(explain(run, name, gene=gene), gene)[1], abs=1e-5)
     interaction = float(table.loc[table["kind"] == "interaction", "lognorm"].iloc[0])
     assert interaction == pytest.approx(predicted - singles.sum(), abs=1e-9)
+    # in log-rate: the combination's total less the singles' (the composition is not additive)
+    alone_total = sum(_decomposition(explain(run, n, gene=gene), gene)[2] for n in (a, b))
+    rate = float(table.loc[table["kind"] == "interaction", "log_rate"].iloc[0])
+    assert rate == pytest.approx(total - alone_total, abs=1e-6) and rate != 0.0
     # linear layers: the change of the expected count (the walks) of the combination is the sum of
     # the singles'; the library's composition, a log-sum-exp over all genes, is not additive
     def counted(t):
