@@ -290,7 +290,7 @@ class Model:
         spec = run.model.spec
         adata = in_gene_order(adata, spec.genes, "the AnnData given")
         data = PerturbationData.from_anndata(adata, self.recipe, source="<AnnData>", nodes=spec.nodes,
-                                             covariate_levels=spec.covariates)
+                                             spec=spec)
         latent = np.full((adata.n_obs, run.model.latent_dim), np.nan, dtype=np.float32)
         expr = np.full((adata.n_obs, len(spec.genes)), np.nan, dtype=np.float32) if expected else None
         rows = names.get_indexer(data.obs_names)

@@ -256,3 +256,16 @@ def test_labels_as_screens_write_them_work_after_training(tmp_path):
         model.get_latent_representation(a[a.obs["perturbation"] == "TYPO"])
     m = evaluate(model.run, adata=a, plots=False)["metrics"]
     assert m["by_category"]["seen2"]["baselines"]["additive"]["n_perturbations"] == 2
+
+
+def test_a_counts_model_refuses_log_normalised_cells(trained, adata, tmp_path):
+    import scipy.sparse as sp
+
+    x = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    lognorm = adata.copy()
+    lognorm.X = np.log1p(x / x.sum(1, keepdims=True) * 1e4).astype(np.float32)
+    assert trained.run.model.spec.values == "counts"
+    with pytest.raises(DataError, match=r"trained on raw counts, but this matrix holds log-normalised values"):
+        trained.get_latent_representation(lognorm)
+    with pytest.raises(DataError, match=r"trained on raw counts"):
+        trained.run.read_data(lognorm)

@@ -295,15 +295,16 @@ class PerturbationData:
     # ------------------------------------------------------------------------------ building
     @classmethod
     def from_anndata(cls, adata, cfg, source: str = "<AnnData>", nodes: Optional[Sequence[str]] = None,
-                     covariate_levels: Optional[Dict[str, Sequence[str]]] = None) -> "PerturbationData":
+                     spec: Any = None) -> "PerturbationData":
         """Register an AnnData (in memory or backed) using the ``data``/``grn`` recipe sections.
 
         ``nodes``: a trained model's GRN nodes, to register cells for that model to read (its
         latent states, expected expression): any cells, with or without controls, on exactly
         those nodes; no split, pairs, QC or filter by cell count (every split is ``train``).
-        ``covariate_levels``: a trained model's levels of each covariate (``spec.covariates``), the
-        one-hot columns it reads, whichever of them these cells hold; a level outside them is an
-        error (default: the levels the cells hold)."""
+        ``spec``: the :class:`grnvae.ModelSpec` of a trained model that is to read these cells:
+        their values must be of its kind (counts or log-normalised), and their covariates are its
+        one-hot columns (``spec.covariates``), whichever levels the cells hold; a level outside
+        them is an error (default: the levels the cells hold)."""
         from ..recipe import control_labels
         from . import splits as S
         from .labels import canonical, gene_alias, parse_labels
@@ -346,6 +347,11 @@ class PerturbationData:
                 f"{source}: data.expression=counts but the matrix holds non-integer or negative values; "
                 f"use data.expression=lognorm or point data.layer at the raw counts"
             )
+        if spec is not None and values != spec.values:
+            kinds = {"counts": "raw counts", "lognorm": "log-normalised values"}
+            raise DataError(f"{source}: the model was trained on {kinds.get(spec.values, spec.values)}, but this matrix "
+                            f"holds {kinds.get(values, values)}; give it the same kind (data.layer names a layer "
+                            f"that holds them, e.g. the raw counts)")
         if values == "counts" and np.any(library <= 0):
             log.warning("%s: %d cells have zero total counts; they are kept but carry no signal",
                         source, int((library <= 0).sum()))
@@ -400,8 +406,8 @@ class PerturbationData:
                                 f"drop those cells")
             # plain Python strings: levels are stored in checkpoints, which hold plain values only
             covariates[c] = np.array([str(v) for v in column.to_numpy()[keep]], dtype=object)
-            if covariate_levels is not None:
-                check_levels(covariates[c], covariate_levels.get(c, ()), c, source)
+            if spec is not None:
+                check_levels(covariates[c], spec.covariates.get(c, ()), c, source)
         data = cls(
             X=X, genes=genes, obs_names=obs_names, labels=parsed.labels, conditions=conditions,
             cell_condition=cell_condition, condition_nodes=condition_nodes,
@@ -409,7 +415,7 @@ class PerturbationData:
             pair=np.where(parsed.is_control, -1, -2).astype(np.int64), library=library,
             values=values, control_labels=control_labels(cfg), source=source, true_grn=true_grn,
             rows=rows, dropped=parsed.dropped, covariates=covariates,
-            levels=None if covariate_levels is None else {c: list(covariate_levels[c]) for c in covariates},
+            levels=None if spec is None else {c: list(spec.covariates[c]) for c in covariates},
             modality=dcfg.modality, value_report=scan.report(values),
         )
         if trained:
@@ -475,7 +481,7 @@ class PerturbationData:
 
     def covariate_levels(self) -> Dict[str, List[str]]:
         """Each covariate's levels, in the order of the one-hot columns: a trained model's when
-        registered for one (``covariate_levels``), else the sorted levels the cells hold."""
+        registered for one (``spec``), else the sorted levels the cells hold."""
         if self.levels is not None:
             return {k: list(self.levels[k]) for k in self.covariates}
         return {k: sorted(set(v)) for k, v in self.covariates.items()}
