@@ -67,13 +67,14 @@ def _cmd_evaluate(args) -> int:
     keys = ("pearson_delta", "pearson_delta_top20", "pearson_systema", "discrimination", "mse")
 
     def table(section) -> None:
-        print(f"{'':<20}" + "".join(f"{k:>22}" for k in keys))
         rows = [("model", section["model"]), *section["baselines"].items(), ("ceiling", section["ceiling"])]
+        rows = [(method_label(name, vals["n_perturbations"], section["n_perturbations"])
+                 if vals.get("n_perturbations") else name, vals) for name, vals in rows]
+        width = max(12, *(len(name) + 2 for name, _ in rows))
+        print(f"{'':<{width}}" + "".join(f"{k:>22}" for k in keys))
         for name, vals in rows:
             cells = [vals.get(k) for k in keys]
-            if vals.get("n_perturbations"):
-                name = method_label(name, vals["n_perturbations"], section["n_perturbations"])
-            print(f"{name:<20}" + "".join(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}"
+            print(f"{name:<{width}}" + "".join(f"{v:>22.3f}" if isinstance(v, (int, float)) and v == v else f"{'-':>22}"
                                           for v in cells))
 
     print(f"{counted(m['n_perturbations'], 'perturbation')} in the '{args.split}' split (reference: held-out cells only)")
