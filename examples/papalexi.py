@@ -107,7 +107,7 @@ def write_markdown(path: Path, sections, args, figures: Path) -> None:
         "split-half reliability of that reference (Spearman-Brown corrected, expressed as the correlation",
         "a noise-free prediction would reach; the MSE ceiling is the reference's own sampling error).",
         "Baselines are scored exactly like the model; `train_mean` only exists for seen perturbations",
-        "and `additive` only for combinations or seen singles.",
+        "and `additive` only for combinations of seen genes (none here).",
         "",
         f"To reproduce: `grnvae train {args.recipe} data.path=... data.split.by=cells --out RUN` then",
         "`grnvae evaluate RUN`.",
