@@ -30,7 +30,7 @@ import pandas as pd
 from .errors import DataError, RunError
 
 SETUP_KEY = "grnvae_setup"  # adata.uns entry written by Model.setup_anndata
-SETUP_KEYS = ("perturbation_key", "control", "covariates", "separator", "layer")
+SETUP_KEYS = ("perturbation_key", "control", "covariates", "separator", "layer", "gene_symbols")
 LATENT_KEY = "X_grnvae"
 EXPECTED_LAYER = "grnvae_expected"
 GRN_KEY = "grnvae_grn"
@@ -120,17 +120,21 @@ class Model:
     # ------------------------------------------------------------------------ registration
     @staticmethod
     def setup_anndata(adata, perturbation_key: str = "perturbation", control: Union[str, Sequence[str]] = "control",
-                      covariates: Sequence[str] = (), separator: str = "+", layer: Optional[str] = None) -> None:
+                      covariates: Sequence[str] = (), separator: str = "+", layer: Optional[str] = None,
+                      gene_symbols: Optional[str] = None) -> None:
         """Register which columns of ``adata`` hold the perturbation labels (``A``, ``A+B``),
-        which labels are controls, the covariates and the layer of counts; stored in
-        ``adata.uns["grnvae_setup"]`` and, once trained, with the model. Checks that the keys
-        exist."""
+        which labels are controls, the covariates, the layer of counts and the var column of
+        gene symbols (``gene_symbols``, as scanpy names it, when var_names are e.g. Ensembl ids
+        and the labels name symbols); stored in ``adata.uns["grnvae_setup"]`` and, once trained,
+        with the model. Checks that the keys exist."""
         obs = adata.obs
         missing = [k for k in [perturbation_key, *covariates] if k not in obs.columns]
         if missing:
             raise DataError(f"setup_anndata: obs has no column {missing}; it has {list(obs.columns)[:20]}")
         if layer is not None and layer not in adata.layers:
             raise DataError(f"setup_anndata: no layer {layer!r}; adata.layers has {list(adata.layers)}")
+        if gene_symbols is not None and gene_symbols not in adata.var.columns:
+            raise DataError(f"setup_anndata: var has no column {gene_symbols!r}; it has {list(adata.var.columns)[:20]}")
         controls = [control] if isinstance(control, str) else list(control)
         labels = set(obs[perturbation_key].astype(str))
         absent = [c for c in controls if c not in labels]
@@ -139,7 +143,8 @@ class Model:
                             f"(e.g. {sorted(labels)[:8]})")
         adata.uns[SETUP_KEY] = {"perturbation_key": perturbation_key,
                                 "control": controls[0] if len(controls) == 1 else controls,
-                                "covariates": list(covariates), "separator": separator, "layer": layer}
+                                "covariates": list(covariates), "separator": separator, "layer": layer,
+                                "gene_symbols": gene_symbols}
 
     # ------------------------------------------------------------------------ training
     def train(self, out: Union[str, Path, None] = None, overwrite: bool = False) -> "Model":
@@ -224,8 +229,10 @@ class Model:
         adata = self.adata if adata is None else adata
         out = self._encode(adata, expected=True)["expected"]
         if write:
+            from .data.dataset import gene_names
+
             genes = list(self._trained().model.spec.genes)
-            if list(map(str, adata.var_names)) != genes:
+            if gene_names(adata, self.recipe.data.gene_symbols) != genes:
                 raise DataError("get_normalized_expression(write=True): adata's genes differ from the model's "
                                 "(order included); subset it with adata[:, genes] first")
             adata.layers[EXPECTED_LAYER] = out
@@ -252,17 +259,18 @@ class Model:
 
         spec = self._trained().model.spec
         d = self.recipe.data
-        in_gene_order(adata, spec.genes, "the AnnData")  # every gene of the model, none twice
+        in_gene_order(adata, spec.genes, "the AnnData", d.gene_symbols)  # every gene of the model, none twice
         if d.perturbation_key not in adata.obs.columns:
             raise DataError(f"the AnnData has no obs column '{d.perturbation_key}' (the model's "
                             f"data.perturbation_key)")
+        from .data.dataset import gene_names
         from .data.labels import parse_labels
         from .recipe import control_labels
 
         # parsed as registration parses them: canonical names, controls in combinations, case
         parsed = parse_labels(adata.obs[d.perturbation_key], control_labels(self.recipe), d.separator,
                               list(d.unassigned), d.on_unassigned, d.perturbation_key, "the AnnData",
-                              training=False, genes=[str(g) for g in adata.var_names])
+                              training=False, genes=gene_names(adata, d.gene_symbols))
         from .data.dataset import check_levels, check_targets
 
         check_targets(parsed.targets, spec.nodes)
@@ -288,7 +296,7 @@ class Model:
             raise DataError(f"the AnnData has duplicate obs_names, e.g. {names[names.duplicated()].unique()[:5].tolist()}; "
                             f"run adata.obs_names_make_unique() first")
         spec = run.model.spec
-        adata = in_gene_order(adata, spec.genes, "the AnnData given")
+        adata = in_gene_order(adata, spec.genes, "the AnnData given", self.recipe.data.gene_symbols)
         data = PerturbationData.from_anndata(adata, self.recipe, source="<AnnData>", nodes=spec.nodes,
                                              spec=spec)
         latent = np.full((adata.n_obs, run.model.latent_dim), np.nan, dtype=np.float32)

@@ -99,6 +99,7 @@ class DataConfig:
     path: Optional[str] = None
     backed: bool = False
     layer: Optional[str] = None
+    gene_symbols: Optional[str] = None  # a var column naming the genes (when var_names are e.g. Ensembl ids)
     perturbation_key: str = "perturbation"
     control: Any = "control"
     separator: str = "+"

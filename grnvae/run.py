@@ -29,24 +29,24 @@ from .utils import tune_allocator
 log = logging.getLogger(__name__)
 
 
-def in_gene_order(adata, genes: Sequence[str], source: str):
+def in_gene_order(adata, genes: Sequence[str], source: str, symbols: Optional[str] = None):
     """``adata`` with the genes a trained model reads, in its order: the same object when they
-    already match, else a view of those columns (extra genes are left out). A missing or
-    duplicated gene is a :class:`DataError`, never a silent shift of columns."""
-    names = list(map(str, adata.var_names))
+    already match, else a view of those columns (extra genes are left out). Genes are named as
+    registration names them (:func:`grnvae.data.dataset.gene_names`; ``symbols``: the recipe's
+    ``data.gene_symbols``). A missing or duplicated gene is a :class:`DataError`, never a silent
+    shift of columns."""
+    from .data.dataset import gene_names
+
+    names = gene_names(adata, symbols, source)
     genes = list(map(str, genes))
     if names == genes:
         return adata
-    have = pd.Index(names)
-    if have.has_duplicates:
-        raise DataError(f"{source} has duplicate gene names, e.g. {list(have[have.duplicated()][:5])}; "
-                        f"make them unique (adata.var_names_make_unique())")
-    known = set(names)
-    missing = [g for g in genes if g not in known]
+    pos = {g: i for i, g in enumerate(names)}
+    missing = [g for g in genes if g not in pos]
     if missing:
         raise DataError(f"{source} lacks {len(missing)} of the {len(genes)} genes the model was trained on, "
                         f"e.g. {missing[:10]}; give data with every one of them")
-    return adata[:, genes]
+    return adata[:, [pos[g] for g in genes]]
 
 
 def load_data(cfg: DictConfig, adata=None, genes: Optional[Sequence[str]] = None,
@@ -68,7 +68,8 @@ def load_data(cfg: DictConfig, adata=None, genes: Optional[Sequence[str]] = None
         else:
             adata, source = read_h5ad(Path(cfg.data.path), backed=bool(cfg.data.backed)), str(cfg.data.path)
     if genes is not None:
-        adata = in_gene_order(adata, genes, "the AnnData given" if source == "<AnnData>" else source)
+        adata = in_gene_order(adata, genes, "the AnnData given" if source == "<AnnData>" else source,
+                              cfg.data.gene_symbols)
     return PerturbationData.from_anndata(adata, cfg, source=source, spec=spec)
 
 

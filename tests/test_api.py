@@ -269,3 +269,34 @@ def test_a_counts_model_refuses_log_normalised_cells(trained, adata, tmp_path):
         trained.get_latent_representation(lognorm)
     with pytest.raises(DataError, match=r"trained on raw counts"):
         trained.run.read_data(lognorm)
+
+
+def test_genes_named_by_a_var_column_of_symbols(tmp_path):
+    """var_names that are Ensembl ids and labels that name symbols (the scverse layout):
+    data.gene_symbols names the genes by a var column, for training, the trained model's outputs
+    and inspect's suggestion; a missing column or duplicated symbols are clear errors."""
+    from grnvae.data.inspect import describe
+    from grnvae.evaluation.evaluate import predict_perturbations
+
+    a = grnvae.simulate(n_genes=30, n_regulators=5, n_cells=600, seed=5)
+    symbols = list(map(str, a.var_names))
+    a.var["symbol"] = symbols
+    a.var_names = [f"ENSG{i:011d}" for i in range(a.n_vars)]
+    a.write_h5ad(tmp_path / "ens.h5ad")
+    report = describe(tmp_path / "ens.h5ad")
+    assert "targets measured as genes: 0/5" in report and "data.gene_symbols=symbol" in report
+    grnvae.Model.setup_anndata(a, perturbation_key="perturbation", gene_symbols="symbol")
+    model = grnvae.Model(a, recipe="grnvae", train__max_epochs=2, train__progress_bar=False)
+    model.train(out=tmp_path / "run")
+    spec = model.run.model.spec
+    assert list(spec.genes) == symbols and "G0000" in spec.nodes  # regulators are measured genes again
+    shuffled = a[:, list(a.var_names[::-1])].copy()  # read by symbol, whatever the order
+    assert np.allclose(model.get_latent_representation(shuffled), model.get_latent_representation(), atol=1e-5)
+    pred = predict_perturbations(model.run, ["G0000"], adata=shuffled)
+    assert list(pred.var_names) == symbols
+    dup = a.copy()
+    dup.var["symbol"] = ["G0000"] * 2 + symbols[2:]
+    with pytest.raises(DataError, match=r"duplicated gene names in var\['symbol'\] \(data.gene_symbols\)"):
+        model.get_latent_representation(dup)
+    with pytest.raises(DataError, match=r"var has no column 'gene_name'"):
+        grnvae.Model.setup_anndata(a, perturbation_key="perturbation", gene_symbols="gene_name")

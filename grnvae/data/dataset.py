@@ -231,6 +231,27 @@ def _node_set(cfg, genes: List[str], perturbed: List[str], cond_targets, gene_po
     return list(perturbed) + [g for g in mapped.genes if g not in known and g in gene_pos]
 
 
+def gene_names(adata, column: Optional[str] = None, source: str = "the AnnData") -> List[str]:
+    """The names grnvae knows each gene by: ``adata.var[column]`` (``data.gene_symbols``: e.g.
+    symbols beside Ensembl ids as var_names; a gene without one keeps its var_name), else the
+    var_names. Duplicated names are a clear error (a target or model gene would be ambiguous)."""
+    names = [str(g) for g in adata.var_names]
+    if column is not None:
+        if column not in adata.var.columns:
+            raise DataError(f"{source}: var has no column '{column}' (data.gene_symbols); var columns: "
+                            f"{list(map(str, adata.var.columns))[:20] or 'none'}")
+        symbols = adata.var[column]
+        names = [str(s).strip() if pd.notna(s) and str(s).strip() else n for s, n in zip(symbols, names)]
+    index = pd.Index(names)
+    if index.has_duplicates:
+        dup = index[index.duplicated()].unique()[:5].tolist()
+        where = f"var['{column}'] (data.gene_symbols)" if column else "var_names"
+        fix = (f"keep one gene per name, e.g. adata = adata[:, ~adata.var['{column}'].duplicated().to_numpy()]"
+               if column else "run adata.var_names_make_unique()")
+        raise DataError(f"{source}: duplicated gene names in {where}, e.g. {dup}; {fix}")
+    return names
+
+
 def check_targets(targets: Sequence[str], nodes: Sequence[str], source: str = "the AnnData") -> None:
     """A clear error when perturbation ``targets`` are not among a trained model's GRN ``nodes``."""
     unknown = sorted(set(targets) - set(nodes))
@@ -319,10 +340,7 @@ class PerturbationData:
             )
         if dcfg.layer and dcfg.layer not in adata.layers:
             raise DataError(f"{source}: no layer '{dcfg.layer}' (data.layer); layers: {list(adata.layers)}")
-        genes = [str(g) for g in adata.var_names]
-        if len(set(genes)) != len(genes):
-            dup = pd.Index(genes)[pd.Index(genes).duplicated()].unique()[:5].tolist()
-            raise DataError(f"{source}: duplicated gene names in var_names, e.g. {dup}; run adata.var_names_make_unique()")
+        genes = gene_names(adata, dcfg.gene_symbols, source)
 
         trained = nodes is not None
         parsed = parse_labels(adata.obs[key], control_labels(cfg), dcfg.separator, list(dcfg.unassigned),

@@ -86,6 +86,16 @@ def describe(path: str | Path, perturbation_key: str = "perturbation", control: 
     measured = [t for t in targets if t in genes]
     lines.append(f"  targets measured as genes: {len(measured)}/{len(targets)}"
                  + (f" ({', '.join(measured[:20])}{' ...' if len(measured) > 20 else ''})" if measured else ""))
+    # var_names that are not what the labels name (e.g. Ensembl ids): a var column that is
+    symbols = None
+    if targets and len(measured) < len(targets):
+        found = {c: sum(t in set(adata.var[c].astype(str)) for t in targets) for c in adata.var.columns
+                 if not pd.api.types.is_numeric_dtype(adata.var[c])}
+        best = max(found, key=found.get, default=None)
+        if best is not None and found[best] > len(measured):
+            symbols = best
+            lines.append(f"  var column '{best}' names {found[best]}/{len(targets)} targets: genes are named by it "
+                         f"with data.gene_symbols={best}")
     if lab.combinations:
         lines.append(f"  combinations: {', '.join(lab.combinations[:10])}{' ...' if len(lab.combinations) > 10 else ''}")
     small = per[per < 10]
@@ -115,7 +125,8 @@ def describe(path: str | Path, perturbation_key: str = "perturbation", control: 
     if others:
         lines.append(f"  other categorical columns (a covariate only if technical, e.g. a batch): {', '.join(map(str, others))}")
     lines.append("  suggested recipe keys:")
-    lines.append(f"    data.path={path} data.perturbation_key={perturbation_key} data.control={controls[0]}")
+    lines.append(f"    data.path={path} data.perturbation_key={perturbation_key} data.control={controls[0]}"
+                 + (f" data.gene_symbols={symbols}" if symbols else ""))
     if lab.combinations:
         lines.append(f"    data.separator={separator} data.split.by=combination")
     lines.append(f"    data.expression={kind}" + (f" data.covariates=[{covs[0]}]" if covs else ""))
