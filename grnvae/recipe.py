@@ -532,6 +532,8 @@ def _merge_layer(schema: DictConfig, layer: DictConfig, where: str) -> DictConfi
     except ValidationError as exc:
         key = _full_key(exc)
         msg = str(exc).splitlines()[0]
+        if "Incompatible value 'None'" in msg:  # e.g. data.separator= on the command line
+            raise RecipeError(f"{where}: '{excerpt(key)}' needs a value; empty (or null) is none here") from None
         raise RecipeError(f"{where}: bad value for '{excerpt(key)}': {excerpt(msg, 160)}") from None
     except OmegaConfBaseException as exc:
         raise RecipeError(f"{where}: {excerpt(str(exc).splitlines()[0], 160)}") from None

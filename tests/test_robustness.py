@@ -213,6 +213,8 @@ CASES = [
      "'data.covariates' is a list; write data.covariates=[batch]"),
     ("an empty part in a key", lambda d, r: _q(d, "train..max_epochs=3", "--out", d / "o11"),
      "the key 'train..max_epochs' has an empty part"),
+    ("an empty value for a text key", lambda d, r: _q(d, "data.separator=", "--out", d / "o11"),
+     "'data.separator' needs a value"),
     ("two plug-ins of one name", lambda d, r: ["layers", "--plugin", d / "a" / "layer.py", "--plugin",
                                                d / "b" / "layer.py"], "two files named 'layer.py'"),
 ]
