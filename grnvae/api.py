@@ -278,7 +278,7 @@ class Model:
         for name, levels in spec.covariates.items():
             if name not in adata.obs.columns:
                 raise DataError(f"the AnnData has no obs column '{name}' (a covariate of the model)")
-            check_levels(adata.obs[name], levels, name)
+            check_levels(adata.obs[name][parsed.keep], levels, name)  # of the cells registration keeps
 
     def _encode(self, adata, expected: bool, chunk: int = 2048) -> Dict[str, np.ndarray]:
         """``latent`` and, with ``expected``, the expected expression (see

@@ -378,7 +378,8 @@ def format_explanation(table: pd.DataFrame, perturbation: str) -> str:
     for gene, part in table.groupby("gene", sort=False):
         first = part.iloc[0]
         lines.append(f"{perturbation} -> {gene}: predicted change {first['predicted']:+.3f} (log-normalised), "
-                     f"log-rate change {first['log_rate_total']:+.3f} (of its share of the library)")
+                     f"log-rate change {first['log_rate_total']:+.3f}"
+                     + (" (of its share of the library)" if (part["kind"] == "composition").any() else ""))
         for _, row in part.iterrows():
             rate = "" if np.isnan(row["log_rate"]) else f"{row['log_rate']:+9.3f}"
             share = "" if np.isnan(row["share"]) else f"{100 * row['share']:6.1f}%"

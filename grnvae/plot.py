@@ -15,7 +15,7 @@ figure with :func:`save`.
 Example::
 
     from grnvae import plot
-    fig = plot.effects_scatter({"model": pred, "additive": additive}, obs, ["KLF1", "GATA1"])
+    fig = plot.effects_scatter({"model": pred, "train_mean": train_mean}, obs, ["KLF1", "GATA1"])
     plot.save(fig, "effects.png")
     fig = plot.grn_neighbourhood(run.grn(), "GATA1", threshold=0.5, hops=2)
 """

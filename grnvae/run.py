@@ -187,7 +187,9 @@ class Run:
             names = np.array(("train", "val", "test"))[data.split]
             if len(saved) != data.n_cells or not np.array_equal(saved["split"].to_numpy(), names):
                 raise RunError(f"{split}: the data no longer gives the split the run was trained with (cells or "
-                               f"labels changed since training); evaluate on the data the run was trained on")
+                               f"labels changed since training, or labels that name one condition two ways, such as "
+                               f"'B+A' beside 'A+B' or 'A+ctrl' beside 'A', which are now one condition); evaluate "
+                               f"on the data the run was trained on, or train again")
         return data
 
     @classmethod

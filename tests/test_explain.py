@@ -298,3 +298,7 @@ def test_labels_are_read_as_registration_reads_them(run):
         explain(run, f"{a}+{a}")
     with pytest.raises(RunError, match="it is the control"):
         predict_perturbations(run, ["control+control"])
+    with pytest.raises(RunError, match=rf"names \['{a}'\] more than once"):
+        predict_perturbations(run, [f"{a.lower()}+{a}"])
+    with pytest.raises(RunError, match="an empty part around the separator"):
+        predict_perturbations(run, [f"{a}+"])

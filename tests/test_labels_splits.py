@@ -274,7 +274,8 @@ def test_a_combination_written_in_both_orders_is_one_condition_on_one_side(doubl
         for combo in combos:
             sides = set(d.split[d.cell_condition == d.conditions.index(combo)])
             assert sides == {2} or 2 not in sides, (combo, sides)
-    reversed_name = "+".join(reversed(combos[0].split("+")))
+    first, second = combos[0].split("+")
+    reversed_name = f"{second}+{first.lower()}"  # the other order, a gene up to case
     d = PerturbationData.from_anndata(a, cfg("data.split.by=perturbation", f"data.split.test=[{reversed_name}]"))
     assert np.all(d.split[d.cell_condition == d.conditions.index(combos[0])] == 2)
 
@@ -289,3 +290,7 @@ def test_min_cells_that_drops_every_perturbation_names_itself(caplog):
     assert "{'A': 5}" in caplog.text  # plain numbers, not np.int64(5)
     with pytest.raises(DataError, match="no cells"):
         parse_labels(pd.Series([], dtype=object), ["ctrl"])
+    # cells are counted per condition, after 'B+A' joins 'A+B' and 'ctrl+ctrl' the controls
+    merged = parse_labels(pd.Series(["ctrl"] * 3 + ["ctrl+ctrl"] * 2 + ["A+B"] * 3 + ["B+A"] * 3 + ["C"] * 6),
+                          ["ctrl"], min_cells=5)
+    assert merged.conditions == ["control", "A+B", "C"] and int(merged.is_control.sum()) == 5

@@ -328,7 +328,7 @@ class PerturbationData:
         them is an error (default: the levels the cells hold)."""
         from ..recipe import control_labels
         from . import splits as S
-        from .labels import canonical, gene_alias, parse_labels
+        from .labels import _parts, canonical, gene_alias, parse_labels
 
         dcfg = cfg.data
         key = dcfg.perturbation_key
@@ -384,7 +384,7 @@ class PerturbationData:
         by = dcfg.split.by
         fractions = list(dcfg.split.fractions)
         held = None if dcfg.split.test is None else [  # named as the conditions are ('B+A' is 'A+B')
-            canonical(t, control_labels(cfg), dcfg.separator, gene_alias([str(t)], genes)) or str(t)
+            canonical(t, control_labels(cfg), dcfg.separator, gene_alias(_parts(str(t), dcfg.separator), genes)) or str(t)
             for t in dcfg.split.test]
         if trained:
             split = np.zeros(len(cell_condition), dtype=np.int8)

@@ -89,7 +89,7 @@ def describe(path: str | Path, perturbation_key: str = "perturbation", control: 
     # var_names that are not what the labels name (e.g. Ensembl ids): a var column that is
     symbols = None
     if targets and len(measured) < len(targets):
-        found = {c: sum(t in set(adata.var[c].astype(str)) for t in targets) for c in adata.var.columns
+        found = {c: len(set(targets) & set(adata.var[c].astype(str))) for c in adata.var.columns
                  if not pd.api.types.is_numeric_dtype(adata.var[c])}
         best = max(found, key=found.get, default=None)
         if best is not None and found[best] > len(measured):

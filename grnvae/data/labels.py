@@ -112,32 +112,36 @@ def parse_labels(
         log.warning("%s: dropping %d cells with unassigned labels %s (data.on_unassigned=drop)",
                     source, int(is_unassigned.sum()), dropped)
     keep = ~is_unassigned
+    # one condition per set of targets, named canonically: 'B+A' is 'A+B', GEARS' 'A+ctrl' is 'A'
+    # and 'ctrl+ctrl' a control ('' here), so that no split can put one condition on both sides
+    distinct_labels, inverse = np.unique(labels.astype(str), return_inverse=True)
+    alias = gene_alias(sorted({p for lab in distinct_labels for p in _parts(lab, separator) if p}), [str(g) for g in genes])
+    names = np.array([canonical(lab, controls, separator, alias) for lab in distinct_labels], dtype=object)[inverse]
     if min_cells > 1:
-        counts = pd.Series(labels[keep]).value_counts()
-        small = counts[(counts < min_cells) & ~counts.index.isin(controls)]
+        counts = pd.Series(names[keep]).value_counts()
+        perts = counts[counts.index != ""]
+        small = perts[perts < min_cells]
         if len(small):
             log.warning("%s: dropping %d perturbations with fewer than %d cells (data.min_cells): %s",
                         source, len(small), min_cells, {str(k): int(v) for k, v in small.head(10).items()})
-            if training and len(small) == (~counts.index.isin(controls)).sum():
+            if training and len(small) == len(perts):
                 raise DataError(f"{source}: every perturbation in '{key}' has fewer than {min_cells} cells "
-                                f"(data.min_cells; the largest has {int(counts[~counts.index.isin(controls)].max())}); "
-                                f"lower data.min_cells")
-            keep &= ~np.isin(labels, small.index.to_numpy())
+                                f"(data.min_cells; the largest has {int(perts.max())}); lower data.min_cells")
+            keep &= ~np.isin(names, small.index.to_numpy())
             dropped.update({f"{k} (< {min_cells} cells)": int(v) for k, v in small.items()})
-    labels = labels[keep]
+    labels, names = labels[keep], names[keep]
     if len(labels) == 0:
         raise DataError(f"{source}: no cells left in '{key}' after dropping unassigned labels {dropped}")
-    is_control = np.isin(labels, controls)
+    is_control = names == ""
     if training and not is_control.any():
         top = pd.Series(labels).value_counts().index[:8].tolist()
         raise DataError(
             f"{source}: no control cells: no '{key}' label equals {controls} (data.control); "
             f"most common labels: {top}. Set data.control=<label>"
         )
-    distinct = pd.unique(labels)
-    if training and len(distinct) < 2:
+    if training and len(pd.unique(names)) < 2:
         raise DataError(
-            f"{source}: column '{key}' has a single value {distinct[0]!r}: no perturbations to learn from"
+            f"{source}: column '{key}' has a single value {labels[0]!r}: no perturbations to learn from"
         )
 
     if separator:
@@ -149,21 +153,16 @@ def parse_labels(
                 f"(data.separator): {[b[:40] for b in broken[:5]]}; name every target (e.g. 'A+B', or 'A' for a "
                 f"single), or set data.separator if {separator!r} is part of the gene names")
 
-    # one condition per set of targets, named canonically: 'B+A' is 'A+B', GEARS' 'A+ctrl' is 'A'
-    # and 'ctrl+ctrl' a control, so that no split can put one condition on both sides
-    distinct_labels, inverse = np.unique(np.where(is_control, "", labels).astype(str), return_inverse=True)
-    alias = gene_alias(sorted({p for lab in distinct_labels for p in _parts(lab, separator) if p}), [str(g) for g in genes])
-    named = np.array([canonical(lab, controls, separator, alias) if lab else "" for lab in distinct_labels], dtype=object)
-    uniq, cell_condition = np.unique(named[inverse].astype(str), return_inverse=True)
+    uniq, cell_condition = np.unique(names.astype(str), return_inverse=True)
     conditions, condition_targets = [], []
     for u in uniq:
         conditions.append(u or CONTROL)
         condition_targets.append(tuple(u.split(separator)) if u and separator else (u,) if u else ())
-    is_control = cell_condition == 0 if uniq[0] == "" else np.zeros(len(labels), dtype=bool)
-    if separator and not any(separator in u for u in distinct_labels):
-        others = [c for c in "+,;|_" if c != separator and any(c in u for u in distinct_labels)]
+    seen_labels = pd.unique(labels).astype(str)
+    if separator and not any(separator in u for u in seen_labels):
+        others = [c for c in "+,;|_" if c != separator and any(c in u for u in seen_labels)]
         if others:
-            example = next(u for u in distinct_labels if others[0] in u)
+            example = next(u for u in seen_labels if others[0] in u)
             log.warning(
                 "%s: the label separator %r (data.separator) never occurs in '%s', but %r does "
                 "(e.g. %r); set data.separator=%r if those labels are combinations",

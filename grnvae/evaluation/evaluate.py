@@ -363,8 +363,9 @@ def control_cells(run, adata=None, use_data: bool = True, max_controls: int = 50
 
 def perturbation_targets(run, label: str) -> List[str]:
     """The GRN nodes a perturbation label names, read as registration reads labels (GEARS'
-    ``A+ctrl`` is ``A``, a node's name up to case is that node), or a clear error: no target,
-    the control, a target that is no node (with a did-you-mean), a target named twice."""
+    ``A+ctrl`` is ``A``, a measured gene's name up to case is that gene), or a clear error: no
+    target, an empty part, the control, a target that is no node (with a did-you-mean), a target
+    named twice."""
     from ..data.labels import canonical, gene_alias
     from ..recipe import control_labels
 
@@ -372,12 +373,17 @@ def perturbation_targets(run, label: str) -> List[str]:
     nodes = list(run.model.spec.nodes)
     sep = cfg.data.separator
     controls = control_labels(cfg)
-    parts = [t.strip() for t in str(label).split(sep) if t.strip()] if sep else [str(label).strip()]
-    name = canonical(label, controls, sep, gene_alias(parts, nodes))
-    targets = name.split(sep) if name and sep else [name] if name else []
-    unknown = [t for t in targets if t not in set(nodes)]
+    raw = [t.strip() for t in str(label).split(sep)] if sep else [str(label).strip()]
+    parts = [t for t in raw if t]
     if not parts:
         raise RunError(f"cannot predict {label!r}: it names no target; give labels such as \"A\" or \"A{sep}B\"")
+    if len(parts) < len(raw):
+        raise RunError(f"cannot predict {label!r}: it has an empty part around the separator {sep!r}; name every "
+                       f"target (\"A{sep}B\", or \"A\" for a single)")
+    alias = gene_alias(parts, list(run.model.spec.genes))  # a measured gene up to case, as registration reads it
+    name = canonical(label, controls, sep, alias)
+    targets = name.split(sep) if name and sep else [name] if name else []
+    unknown = [t for t in targets if t not in set(nodes)]
     if not targets:
         raise RunError(f"cannot predict {label!r}: it is the control; every prediction's first row "
                        f"(and the reference of its delta layer) is the predicted control")
@@ -388,7 +394,7 @@ def perturbation_targets(run, label: str) -> List[str]:
                          for u in unknown if difflib.get_close_matches(u, nodes, n=1))
         raise RunError(f"cannot predict {label!r}: {unknown} not among the run's {len(nodes)} GRN "
                        f"nodes{' (' + hint + ')' if hint else ''}; a GRN node is needed to carry a perturbation")
-    named = [p for p in parts if p not in controls]
+    named = [alias.get(p, p) for p in parts if p not in controls]
     twice = sorted({t for t in named if named.count(t) > 1})
     if twice:
         raise RunError(f"cannot predict {label!r}: it names {twice} more than once; a combination names each "
