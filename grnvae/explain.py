@@ -137,8 +137,12 @@ def normaliser_shift(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor
         return 0.0
     log_rates = _log_rates(model, z_b, covariates)
     with torch.no_grad():
-        shift = torch.logsumexp(log_rates(z), -1) - torch.logsumexp(log_rates(torch.zeros_like(z)), -1)
-    return -float(shift.mean())
+        return _shift(log_rates(torch.zeros_like(z)), log_rates(z))
+
+
+def _shift(out0: torch.Tensor, out1: torch.Tensor) -> float:
+    """Minus the mean change of ``logsumexp`` over genes from log-rates ``out0`` to ``out1`` ``[N, G]``."""
+    return -float((torch.logsumexp(out1, -1) - torch.logsumexp(out0, -1)).mean())
 
 
 def library_split(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor], library: torch.Tensor,
@@ -184,7 +188,7 @@ def library_split(model, z_b: torch.Tensor, covariates: Optional[torch.Tensor], 
         v0, v_own, v_rest, v1 = value(mean0, lib0), value(mean0 * own, lib0), value(mean1 / own, lib1), value(mean1, lib1)
     by_own = 0.5 * ((v_own - v0) + (v1 - v_rest)).mean(0)
     by_rest = 0.5 * ((v_rest - v0) + (v1 - v_own)).mean(0)
-    return normaliser_shift(model, z_b, covariates, z), by_own.cpu().numpy(), by_rest.cpu().numpy()
+    return _shift(out0, out1), by_own.cpu().numpy(), by_rest.cpu().numpy()
 
 
 def _gradients(readout: Callable[[torch.Tensor], torch.Tensor], point: torch.Tensor) -> torch.Tensor:
@@ -266,15 +270,17 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     weight = model.edges.expected_weight().detach()
     device = weight.device
 
+    def dosage_of(named: List[str]) -> torch.Tensor:  # [1, V]
+        out = torch.zeros(1, len(nodes), device=device)
+        out[0, [pos[t] for t in named]] = dose_value
+        return out
+
     def node_effects(named: List[str]) -> torch.Tensor:  # [V]: the posterior mean effects of these targets
-        dosage = torch.zeros(1, len(nodes), device=device)
-        dosage[0, [pos[t] for t in named]] = dose_value
         with torch.no_grad():
-            out = model._effects(dosage, 1, mean=True)[0]
+            out = model._effects(dosage_of(named), 1, mean=True)[0]
         return (out.dense() if hasattr(out, "dense") else out)[0, 0]
 
-    dosage = torch.zeros(1, len(nodes), device=device)
-    dosage[0, list(dose)] = dose_value
+    dosage = dosage_of(targets)
     z = node_effects(targets)
 
     genes = list(model.spec.genes)
@@ -286,8 +292,12 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     else:
         chosen = list(delta[perturbation].abs().sort_values(ascending=False).index[:top])
     through_decoder = model.mlp_reads_effects
-    x, lib, cov, _ = control_cells(run, adata, use_data, max_controls=200)
-    if x is None:
+    # basal states: for a decoder that reads the effects, and for the library's normaliser (counts)
+    needed = through_decoder or model.decoder.likelihood == "nb"
+    x, lib, cov, _ = control_cells(run, adata, use_data and needed, max_controls=200)
+    if not needed:
+        z_b = lib = None
+    elif x is None:
         generator = torch.Generator().manual_seed(int(run.recipe.seed))
         z_b = torch.randn(200, model.latent_dim, generator=generator).to(device)
         cov = model.first_levels(200)
@@ -295,20 +305,21 @@ def explain(run, perturbation: str, gene: Optional[str] = None, top: int = 5, pa
     else:
         z_b = model.basal_means(x, cov)
         cov = None if cov is None else cov.to(device)
-    split = library_split(model, z_b, cov, lib.to(device), z, [genes.index(g) for g in chosen])
+    split = library_split(model, z_b, cov, None if lib is None else lib.to(device), z, [genes.index(g) for g in chosen])
     shared = 0.0 if split is None else split[0]
     if through_decoder:  # every node's effect reaches every gene through the decoder's MLP
         readout = decoder_readout(model, z_b, cov, [genes.index(g) for g in chosen])
     else:  # effects reach a gene through its own node only; a gene that is no node is not reached
         readout = node_readout([gene_node.get(g, 0) for g in chosen])
     reached = [through_decoder or g in gene_node for g in chosen]
-    def log_rate_totals(z_: torch.Tensor) -> np.ndarray:  # each chosen gene's change of its library share
+    def own_change(z_: torch.Tensor) -> np.ndarray:  # each chosen gene's change of its expected count
         with torch.no_grad():
-            own_ = (readout(z_) - readout(torch.zeros_like(z_))).double().cpu().numpy()
-        return np.where(reached, own_, 0.0) + normaliser_shift(model, z_b, cov, z_)
+            return (readout(z_) - readout(torch.zeros_like(z_))).double().cpu().numpy()
 
-    with torch.no_grad():
-        totals = (readout(z) - readout(torch.zeros_like(z))).double().cpu().numpy()
+    def log_rate_totals(z_: torch.Tensor) -> np.ndarray:  # ... and of its share of the library
+        return np.where(reached, own_change(z_), 0.0) + normaliser_shift(model, z_b, cov, z_)
+
+    totals = own_change(z)
     if linear:
         found = walks(model.edge_index, weight, dose, len(model.effect.layers), model.effect.combine,
                       own_loops=model.effect.own_loops)

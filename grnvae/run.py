@@ -49,13 +49,11 @@ def in_gene_order(adata, genes: Sequence[str], source: str, symbols: Optional[st
     return adata[:, [pos[g] for g in genes]]
 
 
-def load_data(cfg: DictConfig, adata=None, genes: Optional[Sequence[str]] = None,
-              spec=None) -> PerturbationData:
+def load_data(cfg: DictConfig, adata=None, spec=None) -> PerturbationData:
     """Read (or simulate) the data a recipe names, or take ``adata``, and register it. For a
-    trained run, ``genes`` (its ``spec.genes``) puts the data's genes in the order the model reads
-    them (:func:`in_gene_order`), whatever their order in the file or AnnData, and
-    ``spec`` (its :class:`~grnvae.ModelSpec`) checks the data's kind and sets its covariates'
-    one-hot columns (:meth:`PerturbationData.from_anndata`)."""
+    trained run, ``spec`` (its :class:`~grnvae.ModelSpec`) puts the data's genes in the order the
+    model reads them (:func:`in_gene_order`), whatever their order in the file or AnnData, checks
+    the data's kind and sets its covariates' one-hot columns (:meth:`PerturbationData.from_anndata`)."""
     source = "<AnnData>"
     if adata is None:
         if cfg.data.path is None and cfg.data.simulate is None:
@@ -67,8 +65,8 @@ def load_data(cfg: DictConfig, adata=None, genes: Optional[Sequence[str]] = None
             adata, source = _simulated(cfg), "simulator"
         else:
             adata, source = read_h5ad(Path(cfg.data.path), backed=bool(cfg.data.backed)), str(cfg.data.path)
-    if genes is not None:
-        adata = in_gene_order(adata, genes, "the AnnData given" if source == "<AnnData>" else source,
+    if spec is not None:
+        adata = in_gene_order(adata, spec.genes, "the AnnData given" if source == "<AnnData>" else source,
                               cfg.data.gene_symbols)
     return PerturbationData.from_anndata(adata, cfg, source=source, spec=spec)
 
@@ -180,7 +178,7 @@ class Run:
         if adata is None and cfg.data.path is not None and not Path(cfg.data.path).exists():
             raise RunError(f"the run's data file '{cfg.data.path}' is not there (moved, or not shared with the run): "
                            f"give it with --data FILE.h5ad (Python: adata=...)")
-        data = load_data(cfg, adata, genes=self.model.spec.genes, spec=self.model.spec)
+        data = load_data(cfg, adata, spec=self.model.spec)
         split = self.path / "split.tsv.gz"
         if (adata is None or same_split) and split.exists():
             saved = pd.read_csv(split, sep="\t")
